@@ -1,0 +1,1 @@
+"""Message envelope and transports (Kafka, embedded) shared by every service."""

@@ -1,0 +1,1 @@
+"""Participant SDK and the example services (inventory, payments, shipping)."""

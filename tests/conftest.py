@@ -1,0 +1,6 @@
+"""Shared fixtures: real servers (PostgreSQL, the Kafka-protocol broker) started by the tests."""
+
+pytest_plugins = [
+    "tests.fixtures.postgres",
+    "tests.fixtures.broker",
+]
