@@ -64,7 +64,8 @@ class Transport(ABC):
     @abstractmethod
     async def produce(self, records: Sequence[Record]) -> None:
         """Publish the batch; returns once the broker acknowledged every record.
-        Records with the same key go to the same partition, in the order given."""
+        Records with the same key go to the same partition, in the order given; a record whose
+        `partition` is set (>= 0) goes to that partition."""
 
     @abstractmethod
     def subscribe(self, group_id: str, topics: Sequence[str]) -> Subscription:

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Shared set-up for ./sagaway and ./run-tests: system packages, a virtualenv, the package itself.
+# Idempotent and quiet when everything is already there.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${SAGAWAY_VENV:-$ROOT/.venv}"
+EXTRAS="${SAGAWAY_EXTRAS:-}"
+
+apt_install() {
+    # Installs Debian packages that are missing; needs root (as on CI and the dev machines).
+    local missing=()
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if ((${#missing[@]})); then
+        echo "bootstrap: installing Debian packages: ${missing[*]}" >&2
+        local sudo=""
+        [[ $(id -u) -ne 0 ]] && sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+ensure_venv() {
+    local python="${PYTHON:-python3}"
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        echo "bootstrap: creating virtualenv $VENV" >&2
+        "$python" -m venv "$VENV"
+        "$VENV/bin/pip" install -q --upgrade pip
+    fi
+    local stamp="$VENV/.sagaway-installed${EXTRAS:+-$EXTRAS}"
+    if [[ ! -f "$stamp" || "$ROOT/pyproject.toml" -nt "$stamp" ]]; then
+        echo "bootstrap: installing sagaway${EXTRAS:+[$EXTRAS]} into $VENV" >&2
+        "$VENV/bin/pip" install -q -e "$ROOT${EXTRAS:+[$EXTRAS]}" 2>&1 \
+            | grep -vE "^(WARNING: Location|  )|BuildBackendWarning|^!!|^\s*$" >&2 || true
+        "$VENV/bin/python" -c "import orchestrator" || { echo "bootstrap: install failed" >&2; exit 1; }
+        touch "$stamp"
+    fi
+}

@@ -1,0 +1,109 @@
+"""The embedded broker's own rules: Kafka's partitioner, a deterministic group assignment, and
+commits refused for partitions that moved to another member."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from orchestrator.config import Settings
+from orchestrator.messaging.embedded import (
+    EmbeddedTransport,
+    UnknownTopic,
+    assign,
+    default_partition,
+)
+from orchestrator.messaging.records import Record
+from orchestrator.messaging.transport import CommitFailed
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@given(key=st.binary(min_size=0, max_size=40), partitions=st.integers(1, 64))
+def test_keyed_records_pick_the_partition_kafkas_default_partitioner_picks(
+    key: bytes, partitions: int
+) -> None:
+    everything = list(range(partitions))
+    assert default_partition(key, partitions) == DefaultPartitioner()(key, everything, everything)
+
+
+@given(
+    members=st.lists(st.text(min_size=1, max_size=6), min_size=1, max_size=6, unique=True),
+    counts=st.dictionaries(st.sampled_from(["a", "b", "c"]), st.integers(1, 9), min_size=1),
+)
+def test_every_partition_has_exactly_one_owner_and_shares_differ_by_at_most_one(
+    members: list[str], counts: dict[str, int]
+) -> None:
+    subscribed = [(m, tuple(counts)) for m in members]
+    owned = assign(subscribed, counts)
+    assert owned == assign(list(reversed(subscribed)), counts)  # the same whoever computes it
+    all_owned = [tp for tps in owned.values() for tp in tps]
+    assert sorted(all_owned) == sorted((t, p) for t, n in counts.items() for p in range(n))
+    for topic in counts:
+        shares = [len([tp for tp in owned[m] if tp[0] == topic]) for m in members]
+        assert max(shares) - min(shares) <= 1
+
+
+def test_members_only_get_partitions_of_topics_they_subscribed() -> None:
+    owned = assign([("m1", ("a",)), ("m2", ("a", "b"))], {"a": 2, "b": 2})
+    assert owned == {"m1": frozenset({("a", 0)}), "m2": frozenset({("a", 1), ("b", 0), ("b", 1)})}
+
+
+async def test_producing_to_a_topic_nobody_created_is_refused(embedded_settings: Settings) -> None:
+    transport = EmbeddedTransport(embedded_settings)
+    await transport.start()
+    try:
+        with pytest.raises(UnknownTopic, match="create them first"):
+            await transport.produce([Record(topic="nowhere", value=b"{}")])
+    finally:
+        await transport.close()
+
+
+async def test_a_member_whose_partition_moved_commits_the_rest_and_is_told_about_it(
+    embedded_settings: Settings,
+) -> None:
+    transport = EmbeddedTransport(embedded_settings)
+    await transport.start()
+    try:
+        topic = embedded_settings.topic_prefix + "moved.requests"
+        await transport.create_topics({topic: 2})
+        await transport.produce([Record(topic=topic, value=b"%d" % i) for i in range(10)])
+        old = transport.subscribe("moved", [topic])
+        await old.start()
+        records: list[Record] = []
+        while len(records) < 10:
+            records += await old.fetch(100, 100)
+        assert old.assignment() == {(topic, 0), (topic, 1)}
+
+        new = transport.subscribe("moved", [topic])
+        await new.start()
+        # The newcomer sorts after `old`, so it takes partition 1 at once.
+        assert new.assignment() == {(topic, 1)}
+        with pytest.raises(CommitFailed, match=r"\[1\]"):
+            await old.commit(records)
+        await asyncio.sleep(embedded_settings.heartbeat_interval_ms / 1000 * 2)
+        assert old.assignment() == {(topic, 0)}
+
+        # Partition 0 was committed, partition 1 was not: the newcomer reads all of 1.
+        again: list[Record] = []
+        for _ in range(20):
+            again += await new.fetch(100, 50)
+        assert sorted(r.offset for r in again) == sorted(
+            r.offset for r in records if r.partition == 1
+        )
+        assert {r.partition for r in again} == {1}
+        await old.close()
+        # Partition 0 moves over too, and nothing of it comes again: its commit was stored.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while new.assignment() != {(topic, 0), (topic, 1)}:
+            assert loop.time() < deadline
+            assert await new.fetch(100, 50) == []
+        assert await new.fetch(100, 300) == []
+        await new.close()
+    finally:
+        await transport.close()

@@ -1,0 +1,144 @@
+"""The consuming loop: stopping leaves unfinished records for redelivery, and a dead letter that
+cannot be written yet is retried, never dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from orchestrator.config import Settings
+from orchestrator.messaging.embedded import EmbeddedTransport
+from orchestrator.messaging.envelope import Message, command
+from orchestrator.messaging.processing import DLQ_HEADERS, RecordProcessor, dead_letter
+from orchestrator.messaging.records import Record
+from tests.fixtures.broker import MakeTransport
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def wait_for(condition, timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def test_a_dead_letter_keeps_the_record_and_says_where_it_came_from() -> None:
+    original = Record(
+        topic="payments.requests",
+        key=b"saga-9",
+        value=b"\x00not json",
+        headers=(("message-id", b"m"), ("dlq-error", b"an older error")),
+        partition=3,
+        offset=41,
+    )
+    letter = dead_letter(original, "EnvelopeError: bad", failed_at="2026-11-26T15:00:00Z")
+    assert letter.topic == "payments.requests.dlq"
+    assert (letter.key, letter.value) == (original.key, original.value)
+    assert letter.partition == -1
+    assert dict(letter.headers) == {
+        "message-id": b"m",
+        "dlq-error": b"EnvelopeError: bad",
+        "dlq-source-topic": b"payments.requests",
+        "dlq-source-partition": b"3",
+        "dlq-source-offset": b"41",
+        "dlq-failed-at": b"2026-11-26T15:00:00Z",
+    }
+    assert [name for name, _ in letter.headers if name in DLQ_HEADERS] == list(DLQ_HEADERS)
+
+
+async def test_stopping_mid_batch_leaves_the_batch_for_the_next_member(
+    make_test_transport: MakeTransport, broker_settings: Settings
+) -> None:
+    transport = await make_test_transport()
+    topic = broker_settings.topic_prefix + "stop.requests"
+    await transport.create_topics({topic: 1})
+    await transport.produce(
+        [command("a.b", {"i": i}, saga_id="stop").to_record(topic) for i in range(5)]
+    )
+    group_id = f"{broker_settings.topic_prefix}stop-{uuid.uuid4().hex[:6]}"
+    entered = asyncio.Event()
+
+    async def hang(batch: list[tuple[Record, Message]]) -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    first = RecordProcessor(transport, broker_settings, group_id, [topic], hang)
+    await first.start()
+    await asyncio.wait_for(entered.wait(), 30)
+    await first.stop(grace_s=0.2)
+    assert not first.running
+    assert first.committed_batches == 0
+
+    seen: list[int] = []
+
+    async def record_them(batch: list[tuple[Record, Message]]) -> None:
+        seen.extend(m.payload["i"] for _, m in batch)
+
+    second = RecordProcessor(transport, broker_settings, group_id, [topic], record_them)
+    await second.start()
+    try:
+        await wait_for(lambda: len(seen) >= 5)
+    finally:
+        await second.stop()
+    assert seen == [0, 1, 2, 3, 4]
+
+
+async def test_an_idle_processor_stops_promptly(embedded_settings: Settings) -> None:
+    transport = EmbeddedTransport(embedded_settings)
+    await transport.start()
+    try:
+        topic = embedded_settings.topic_prefix + "idle.requests"
+        await transport.create_topics({topic: 1})
+
+        async def nothing(batch: list[tuple[Record, Message]]) -> None:
+            return None
+
+        processor = RecordProcessor(transport, embedded_settings, "idle", [topic], nothing)
+        await processor.start()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await processor.stop()
+        await processor.join()
+        assert loop.time() - started < 1.0
+    finally:
+        await transport.close()
+
+
+async def test_a_dead_letter_that_cannot_be_written_is_retried_and_not_committed(
+    embedded_settings: Settings,
+) -> None:
+    # The embedded broker refuses records for a topic that does not exist: the DLQ write fails
+    # until the topic is created, and the bad record must neither be lost nor committed past.
+    transport = EmbeddedTransport(embedded_settings)
+    await transport.start()
+    try:
+        topic = embedded_settings.topic_prefix + "nodlq.requests"
+        await transport.create_topics({topic: 1})
+        await transport.produce([Record(topic=topic, value=b"garbage")])
+        handled: list[Message] = []
+
+        async def handle(batch: list[tuple[Record, Message]]) -> None:
+            handled.extend(m for _, m in batch)
+
+        processor = RecordProcessor(
+            transport, embedded_settings, "nodlq", [topic], handle, create_topics=False
+        )
+        await processor.start()
+        await asyncio.sleep(0.5)
+        assert processor.dead_lettered == 0
+        assert processor.committed_batches == 0
+        await transport.create_topics({topic + ".dlq": 1})
+        await wait_for(lambda: processor.dead_lettered == 1 and processor.committed_batches == 1)
+        await processor.stop()
+        reader = transport.subscribe("reader", [topic + ".dlq"])
+        await reader.start()
+        letters = await reader.fetch(10, 2000)
+        await reader.close()
+        assert [r.value for r in letters] == [b"garbage"]
+        assert (letters[0].header("dlq-error") or b"").startswith(b"EnvelopeError: ")
+    finally:
+        await transport.close()
