@@ -1,0 +1,226 @@
+"""Engines for a service's database: SQLite tuned for concurrent writers, PostgreSQL via asyncpg.
+
+`connect_database` is what a process calls at start-up: it waits, with backoff, for a database
+that is down instead of dying with a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from orchestrator.config import Settings
+from orchestrator.startup import retry_until_up
+
+SQLITE_BUSY_TIMEOUT_MS = 5_000
+
+# Plain scheme names a user may write → the async driver Sagaway runs on.
+_ASYNC_DRIVERS = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "postgresql+psycopg2": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "sqlite+pysqlite": "sqlite+aiosqlite",
+}
+# The async driver → the blocking driver Alembic and the WAL relay (psycopg2) use.
+_SYNC_DRIVERS = {
+    "postgresql+asyncpg": "postgresql+psycopg2",
+    "sqlite+aiosqlite": "sqlite",
+}
+
+
+class UnsupportedDatabase(ValueError):
+    """The URL names a database Sagaway does not run on (only PostgreSQL and SQLite)."""
+
+
+def async_url(url: str | URL) -> URL:
+    """`url` with the async driver Sagaway uses (`postgresql://` → `postgresql+asyncpg://`)."""
+    parsed = make_url(url)
+    driver = _ASYNC_DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise UnsupportedDatabase(
+            f"unsupported database URL scheme {parsed.drivername!r} in "
+            f"{parsed.render_as_string(hide_password=True)}: use postgresql+asyncpg:// or "
+            "sqlite+aiosqlite://"
+        )
+    return parsed.set(drivername=driver)
+
+
+def sync_url(url: str | URL) -> str:
+    """The blocking-driver twin of an async URL, password included, for Alembic and psycopg2."""
+    parsed = async_url(url)
+    return parsed.set(drivername=_SYNC_DRIVERS[parsed.drivername]).render_as_string(
+        hide_password=False
+    )
+
+
+def is_sqlite(url: str | URL) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def sqlite_path(url: str | URL) -> Path | None:
+    """The file of a SQLite URL, or None for an in-memory database."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file::memory:"):
+        return None
+    if database.startswith("file:"):
+        database = database[len("file:") :].split("?", 1)[0]
+    return Path(database)
+
+
+def describe_database(url: str | URL) -> str:
+    """A human name for log lines and errors, never with the password:
+    "PostgreSQL at host:port/db" or "SQLite file /path/x.db"."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = sqlite_path(parsed)
+        return f"SQLite file {path.resolve()}" if path else "SQLite in-memory database"
+    host = parsed.host or "localhost"
+    port = parsed.port or 5432
+    return f"PostgreSQL at {host}:{port}/{parsed.database or ''}"
+
+
+def _json_dumps(value: Any) -> str:
+    # orjson is several times faster than json on the hot path; it also writes datetimes (RFC 3339).
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def create_database_engine(
+    url: str | URL,
+    *,
+    pool_size: int = 10,
+    application_name: str | None = None,
+    **engine_options: Any,
+) -> AsyncEngine:
+    """An AsyncEngine for `url`. SQLite gets WAL, a busy timeout, foreign keys and BEGIN
+    IMMEDIATE transactions; PostgreSQL gets a pre-pinged asyncpg pool that survives restarts."""
+    parsed = async_url(url)
+    options: dict[str, Any] = {
+        "json_serializer": _json_dumps,
+        "json_deserializer": orjson.loads,
+    }
+    if parsed.get_backend_name() == "sqlite":
+        path = sqlite_path(parsed)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        options.update(engine_options)
+        engine = create_async_engine(parsed, **options)
+        _tune_sqlite(engine)
+        return engine
+    connect_args: dict[str, Any] = {}
+    if application_name:
+        connect_args["server_settings"] = {"application_name": application_name}
+    options.update(
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=30,
+        connect_args=connect_args,
+    )
+    options.update(engine_options)
+    return create_async_engine(parsed, **options)
+
+
+def _tune_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the sqlite3 driver (it would not BEGIN before a SELECT
+        # and begins deferred), so that _on_begin decides how a transaction starts.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            return
+        # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
+        # writes fails at once with SQLITE_BUSY when another writer got in between, and
+        # busy_timeout cannot help it. Readers are never blocked in WAL mode.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# SQLSTATEs that waiting will not cure: the database or role does not exist, a bad password.
+_CONFIGURATION_SQLSTATES = {"3D000", "28000", "28P01"}
+
+
+class DatabaseMisconfigured(RuntimeError):
+    """The server answered but refused us for a reason retrying cannot fix."""
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database did not answer within the time we were willing to wait."""
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """One round trip; raises if the database cannot be reached."""
+    async with engine.connect() as connection:
+        await connection.execute(sa.text("SELECT 1"))
+
+
+async def wait_for_database(
+    engine: AsyncEngine,
+    *,
+    max_backoff_s: float = 30.0,
+    give_up_after_s: float | None = None,
+) -> AsyncEngine:
+    """Return `engine` once it answers `SELECT 1`, logging which database is down meanwhile.
+
+    Raises DatabaseMisconfigured at once for a missing database/role or a bad password, and
+    DatabaseUnavailable when `give_up_after_s` runs out; both name the database."""
+    what = describe_database(engine.url)
+
+    async def probe() -> DatabaseMisconfigured | None:
+        try:
+            await ping(engine)
+        except sa.exc.DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) in _CONFIGURATION_SQLSTATES:
+                return DatabaseMisconfigured(f"{what} refused the connection: {exc.orig}")
+            raise
+        return None
+
+    try:
+        refused = await retry_until_up(
+            what, probe, max_backoff_s=max_backoff_s, give_up_after_s=give_up_after_s
+        )
+    except Exception as exc:  # noqa: BLE001 - whatever the last failure was, report it in one line
+        reason = getattr(exc, "orig", None) or exc
+        raise DatabaseUnavailable(
+            f"{what} is unreachable after {give_up_after_s:g}s "
+            f"({type(reason).__name__}: {str(reason).splitlines()[0] if str(reason) else ''})"
+        ) from exc
+    if refused is not None:
+        raise refused
+    return engine
+
+
+async def connect_database(
+    settings: Settings, service: str, *, give_up_after_s: float | None = None
+) -> AsyncEngine:
+    """The engine of `service`'s database, once it is up (waits forever unless told otherwise)."""
+    engine = create_database_engine(
+        settings.database_url_for(service),
+        pool_size=settings.database_pool_size,
+        application_name=f"sagaway-{service}",
+    )
+    try:
+        return await wait_for_database(
+            engine, max_backoff_s=settings.startup_retry_max_s, give_up_after_s=give_up_after_s
+        )
+    except BaseException:
+        await engine.dispose()
+        raise
