@@ -240,7 +240,10 @@ class Settings(BaseSettings):
     timer_batch_size: int = Field(
         default=200,
         ge=1,
-        description="Orchestrator: most due timers (step timeouts, retry backoffs) fired in one transaction.",
+        description=(
+            "Orchestrator: most due timers (step timeouts, retry backoffs) fired in one "
+            "transaction."
+        ),
     )
     timer_poll_interval_ms: int = Field(
         default=200,
@@ -263,7 +266,7 @@ class Settings(BaseSettings):
     )
     gateway_internal_host: str = Field(
         default="127.0.0.1",
-        description="Gateway: address of the internal listener (/metrics, health); keep it private.",
+        description="Gateway: address of the internal listener (/metrics); keep it private.",
     )
     gateway_internal_port: int = Field(
         default=8001,
@@ -273,7 +276,7 @@ class Settings(BaseSettings):
     )
     gateway_instance_id: str | None = Field(
         default=None,
-        description="Gateway: this instance's name in the requests table and logs; unset → host-pid.",
+        description="Gateway: this instance's name in the requests table and logs (unset: host-pid).",
     )
     gateway_body_limit_bytes: int = Field(
         default=1_048_576, ge=1, description="Gateway: largest request body accepted (413 above)."
@@ -296,11 +299,11 @@ class Settings(BaseSettings):
             "requests it holds that another instance stored."
         ),
     )
-    gateway_direct_produce: bool = Field(
-        default=True,
+    gateway_direct_produce: bool | None = Field(
+        default=None,
         description=(
-            "Gateway: also publish each start command right after its commit (faster than "
-            "waiting for the relay; the relay's copy is deduplicated by the orchestrator)."
+            "Gateway: also publish each start command right after its commit (the relay's copy "
+            "is deduplicated by the orchestrator); unset → only with the polling relay."
         ),
     )
     gateway_run_relay: bool = Field(
@@ -309,7 +312,7 @@ class Settings(BaseSettings):
     )
     gateway_relay_mode: str | None = Field(
         default=None,
-        description="Gateway's in-process relay: `wal` or `poll`; unset → wal on PostgreSQL, poll on SQLite.",
+        description="Gateway relay mode, `wal` or `poll` (unset: wal on PostgreSQL, poll on SQLite).",
     )
     routes: list[RouteConfig] = Field(
         default_factory=lambda: [
@@ -329,19 +332,19 @@ class Settings(BaseSettings):
     )
     bearer_secret: SecretStr | None = Field(
         default=None,
-        description="Gateway: HMAC secret of accepted bearer tokens (HS256 JWTs with `sub`, `exp`).",
+        description="Gateway: HMAC secret of accepted bearer tokens (HS256 JWT: `sub`, `exp`).",
     )
     rate_limit_per_s: float = Field(
         default=50.0,
         ge=0,
-        description="Gateway: requests per second each API key (or client address) may make (0 = off).",
+        description="Gateway: requests/s each API key (or client address) may make (0 = off).",
     )
     rate_limit_burst: int = Field(
         default=100, ge=1, description="Gateway: token-bucket size of the rate limit (burst)."
     )
     callback_secret: SecretStr | None = Field(
         default=None,
-        description="Gateway: HMAC-SHA256 secret signing callbacks; callbacks are refused unless set.",
+        description="Gateway: HMAC-SHA256 secret signing callbacks (callbacks refused unless set).",
     )
     callback_allowed_hosts: list[str] = Field(
         default_factory=lambda: ["*"],
@@ -354,7 +357,7 @@ class Settings(BaseSettings):
         default=10, ge=1, description="Gateway: tries of a callback delivery before it is given up."
     )
     callback_backoff_s: float = Field(
-        default=1.0, gt=0, description="Gateway: pause after a callback's first failed try (doubles)."
+        default=1.0, gt=0, description="Gateway: pause after a first failed callback (doubles)."
     )
     callback_backoff_max_s: float = Field(
         default=300.0, gt=0, description="Gateway: longest pause between callback tries."
@@ -373,13 +376,21 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
     sagas: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
+        default_factory=lambda: ["participants.examples.place_order"],
         description=(
             "Python modules (dotted names) whose saga definitions the orchestrator and gateway "
-            "load; comma-separated or a JSON list."
+            "load; comma-separated or a JSON list. The default loads the example `place-order`."
         ),
     )
 
+    inbox_retention_s: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description=(
+            "How long a consumer keeps a handled message id (and its reply) to answer "
+            "redeliveries; keep it longer than the broker retains records and sagas re-send."
+        ),
+    )
     shipping_blocked_countries: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["AQ"],
         description=(

@@ -1,0 +1,72 @@
+"""The console's own table (dead letters collected from `<topic>.dlq`) and the indexes its saga
+listing needs, registered on the shared declarative Base (migration 0030_console)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from orchestrator.storage.models import (
+    Base,
+    BigIdType,
+    JSONType,
+    Timestamp,
+    outbox,
+    saga_instances,
+)
+
+# A listing filtered by status (or type) and ordered newest first, with the id as tie-breaker for
+# keyset pagination, must walk one index in order instead of sorting a million rows.
+ix_saga_instances_status_created_at_id = sa.Index(
+    "ix_saga_instances_status_created_at_id",
+    saga_instances.c.status,
+    saga_instances.c.created_at,
+    saga_instances.c.id,
+)
+ix_saga_instances_saga_type_created_at_id = sa.Index(
+    "ix_saga_instances_saga_type_created_at_id",
+    saga_instances.c.saga_type,
+    saga_instances.c.created_at,
+    saga_instances.c.id,
+)
+# "The messages it sent" on the saga page: outbox rows are keyed by saga id.
+ix_outbox_key = sa.Index("ix_outbox_key", outbox.c.key)
+
+
+class DeadLetter(Base):
+    """One record read from a `<topic>.dlq` topic, kept until an operator replays or discards it."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigIdType, primary_key=True, autoincrement=True)
+    # Where the console read it: the DLQ topic, partition and offset (unique: reading twice is a
+    # no-op).
+    dlq_topic: Mapped[str] = mapped_column(sa.String(300), nullable=False)
+    dlq_partition: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    dlq_offset: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
+    # Where it failed: replay produces it back there.
+    source_topic: Mapped[str] = mapped_column(sa.String(300), nullable=False)
+    key: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)
+    # The original headers (dlq-* ones included), name → text.
+    headers: Mapped[Any] = mapped_column(JSONType, nullable=False)
+    # The value as text (UTF-8, invalid bytes replaced) and base64 of the exact bytes, for replay.
+    value_text: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    value_b64: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    failed_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    received_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
+    # new | replayed | discarded
+    status: Mapped[str] = mapped_column(sa.String(20), nullable=False)
+    resolved_by: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+
+    __table_args__ = (
+        sa.UniqueConstraint("dlq_topic", "dlq_partition", "dlq_offset"),
+        sa.Index("ix_dead_letters_status_id", "status", "id"),
+    )
+
+
+dead_letters: sa.Table = DeadLetter.__table__  # type: ignore[assignment]

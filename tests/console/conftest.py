@@ -1,0 +1,147 @@
+"""Console fixtures: migrated SQLite databases in a data dir (orchestrator and gateway), sagas in
+every state made by the real engine, and a logged-in TestClient per role."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from console.app import create_console_app
+from console.auth import hash_password
+from orchestrator.config import ConsoleSettings, ConsoleUser, Settings
+from orchestrator.storage.database import create_database_engine
+from orchestrator.storage.migrate import upgrade
+from tests.console import seeding
+
+PASSWORDS = {"olga": "operator-pw", "vera": "viewer-pw"}
+_HASHES = {name: hash_password(pw) for name, pw in PASSWORDS.items()}
+
+
+def console_settings(data_dir: Path, **console: Any) -> Settings:
+    values: dict[str, Any] = {
+        "users": [
+            ConsoleUser(name="olga", role="operator", password_hash=_HASHES["olga"]),
+            ConsoleUser(name="vera", role="viewer", password_hash=_HASHES["vera"]),
+        ],
+        "session_secret": "test-secret",
+        "services": ["orchestrator", "gateway", "seats", "cards"],
+    }
+    values.update(console)
+    return Settings(
+        data_dir=data_dir,
+        sagas=["tests.console.sagas"],
+        embedded_poll_interval_ms=20,
+        console=ConsoleSettings.model_validate(values),
+    )
+
+
+@dataclass
+class Seeded:
+    settings: Settings
+    completed: str
+    waiting: str
+    compensated: str
+    failed: str
+    request_id: str
+
+    def run(self, coro: Any) -> Any:
+        """Run a coroutine against the orchestrator database, on a loop of its own."""
+
+        async def wrapped() -> Any:
+            engine = create_database_engine(self.settings.database_url_for("orchestrator"))
+            try:
+                return await coro(engine)
+            finally:
+                await engine.dispose()
+
+        return asyncio.run(wrapped())
+
+
+@pytest.fixture(scope="session")
+def _migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file at Alembic head, migrated once per session and copied for each test."""
+    path = tmp_path_factory.mktemp("console-template") / "migrated.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def seeded(tmp_path: Path, _migrated_sqlite: Path) -> Seeded:
+    settings = console_settings(tmp_path)
+    for service in ("orchestrator", "gateway"):
+        shutil.copyfile(_migrated_sqlite, tmp_path / f"{service}.db")
+
+    async def seed() -> Seeded:
+        engine = create_database_engine(settings.database_url_for("orchestrator"))
+        gateway = create_database_engine(settings.database_url_for("gateway"))
+        try:
+            done = await seeding.completed(engine)
+            waiting = await seeding.waiting_at_charge(engine)
+            comp = await seeding.compensated(engine)
+            failed = await seeding.failed_on_arrival(engine)
+            await seeding.accepted_request(gateway, "req-held-open-1")
+        finally:
+            await engine.dispose()
+            await gateway.dispose()
+        return Seeded(settings, done, waiting, comp, failed, "req-held-open-1")
+
+    return asyncio.run(seed())
+
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_of(html: str) -> str:
+    match = CSRF.search(html)
+    assert match, "no CSRF field on the page"
+    return match.group(1)
+
+
+def log_in(client: TestClient, name: str, prefix: str = "") -> None:
+    page = client.get(f"{prefix}/login")
+    assert page.status_code == 200
+    response = client.post(
+        f"{prefix}/login",
+        data={"username": name, "password": PASSWORDS[name], "csrf_token": csrf_of(page.text)},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303, response.text
+
+
+@pytest.fixture
+def make_client(seeded: Seeded) -> Iterator[Any]:
+    clients: list[TestClient] = []
+
+    def make(user: str | None = "olga", *, background: bool = False, **settings: Any) -> TestClient:
+        config = seeded.settings
+        if settings:
+            config = console_settings(seeded.settings.data_dir, **settings)
+        app = create_console_app(config, background=background)
+        client = TestClient(app, base_url="https://testserver")
+        client.__enter__()
+        clients.append(client)
+        if user:
+            log_in(client, user)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def operator(make_client: Any) -> TestClient:
+    return make_client("olga")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def viewer(make_client: Any) -> TestClient:
+    return make_client("vera")  # type: ignore[no-any-return]

@@ -1,0 +1,203 @@
+"""The console in a real headless Chromium (Debian's, driven by Playwright) against the whole
+system running as separate `sagaway` processes: log in, watch a saga started through the API
+appear in flight and complete without a reload, open its timeline, and abort a saga held at a
+step whose participant is stopped and watch it compensate. Screenshots go to
+test-artifacts/console/."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from participants.examples.place_order import place_order
+from tests.console.system import OPERATOR_PASSWORD, RunningSystem, start_system
+
+CHROMIUM = Path("/usr/bin/chromium")
+# The example saga's steps, by the service each one calls (names belong to the example).
+STEP_OF = {
+    step.command.split(".", 1)[0]: step.name
+    for element in place_order.elements
+    for step in element.steps
+}
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)"
+)
+
+
+def order() -> dict[str, Any]:
+    return {
+        "customer_id": "c-1",
+        "items": [{"sku": "sku-1", "quantity": 1}],
+        "total_cents": 500,
+        "country": "FR",
+    }
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
+    logs = ARTIFACTS / "logs"
+    if logs.exists():
+        for old in logs.glob("*.log"):
+            old.unlink()
+    running = start_system(tmp_path_factory.mktemp("system"), logs)
+    try:
+        yield running
+    finally:
+        running.stop_all()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def log_in(page: Any, system: RunningSystem) -> None:
+    page.goto(system.console_url + "/")
+    page.wait_for_url("**/login?next=*")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", OPERATOR_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("h1:has-text('Overview')")
+
+
+@pytest.fixture
+def page(browser: Any, system: RunningSystem) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def test_log_in_with_a_wrong_then_the_right_password_and_log_out(
+    page: Any, system: RunningSystem
+) -> None:
+    page.goto(system.console_url + "/sagas")
+    page.wait_for_url("**/login?next=*")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", "wrong")
+    page.click("button[type=submit]")
+    page.wait_for_selector("text=Wrong user name or password.")
+    shot(page, "01-login-refused")
+    page.fill("input[name=password]", OPERATOR_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/sagas")  # back to the page first asked for
+    assert page.locator(".user").inner_text().startswith("admin")
+    page.click("button:has-text('Log out')")
+    page.wait_for_url("**/login")
+    page.goto(system.console_url + "/")
+    page.wait_for_url("**/login?next=*")
+
+
+def test_a_saga_started_through_the_api_appears_in_flight_then_completes_without_reload(
+    page: Any, system: RunningSystem
+) -> None:
+    log_in(page, system)
+    # With shipping stopped the saga stays in flight long enough to be seen there.
+    system.stop("shipping")
+    page.evaluate("window.__notReloaded = true")
+    request = system.post_saga(order())
+    row = f"#in-flight tr[data-correlation-id='{request['id']}']"
+    page.wait_for_selector(row)
+    page.wait_for_selector(f"{row} >> text={STEP_OF['shipping']}")
+    shot(page, "02-overview-saga-in-flight")
+    system.start_participant("shipping")
+    page.wait_for_selector(
+        f"#finished tr[data-correlation-id='{request['id']}'][data-status=completed]"
+    )
+    assert page.locator(row).count() == 0
+    assert page.evaluate("window.__notReloaded") is True  # htmx swapped the panel, no reload
+    shot(page, "03-overview-saga-completed")
+
+    # Its timeline: three forward steps, each succeeded, with their commands and replies.
+    page.click(f"#finished tr[data-correlation-id='{request['id']}'] a")
+    page.wait_for_selector("#saga-status:has-text('completed')")
+    timeline = page.locator("#timeline")
+    for step in STEP_OF.values():
+        assert timeline.locator(f"td:text-is('{step}')").count() >= 1
+    assert timeline.locator(".status-succeeded").count() >= 3
+    page.locator("#timeline details").nth(1).evaluate("d => d.open = true")
+    shot(page, "04-saga-timeline")
+
+
+def test_abort_a_saga_held_at_a_stopped_participant_and_watch_it_compensate(
+    page: Any, system: RunningSystem
+) -> None:
+    log_in(page, system)
+    system.stop("payments")
+    try:
+        request = system.post_saga(order())
+        page.goto(f"{system.console_url}/sagas?q={request['id']}")
+        page.click(f"tr[data-correlation-id='{request['id']}'] a")
+        page.wait_for_selector(
+            f"#diagnosis:has-text('Waiting for the reply to step {STEP_OF['payments']}')"
+        )
+        # Once the relay has published the command, the page says who is not answering.
+        page.wait_for_selector("#diagnosis:has-text('the participant has not answered')")
+        shot(page, "05-saga-held-at-charge-payment")
+        page.click("#abort")
+        page.wait_for_selector("h1:has-text('Abort')")
+        page.fill("input[name=reason]", "payments is down " + uuid.uuid4().hex[:6])
+        shot(page, "06-abort-confirmation")
+        page.click("#confirm")
+        page.wait_for_selector("text=Abort (compensate now): applied.")
+        page.wait_for_selector("#audit >> text=admin")
+        assert page.locator("#saga-status").inner_text() in ("compensating", "compensated")
+        shot(page, "07-saga-aborted-compensating")
+    finally:
+        system.start_participant("payments")
+    # The panel refreshes itself: the compensation finishes once payments is back.
+    page.wait_for_selector("#saga-status:has-text('compensated')", timeout=60_000)
+    assert page.locator("#timeline .kind-compensation").count() >= 1
+    assert page.locator("#audit td:text-is('abort')").count() == 1
+    shot(page, "08-saga-compensated")
+
+
+def test_sagas_list_and_dead_letters_pages_render(page: Any, system: RunningSystem) -> None:
+    log_in(page, system)
+    page.goto(system.console_url + "/sagas")
+    page.wait_for_selector("#sagas tbody tr[data-saga-id]")
+    page.select_option("select[name=status]", "completed")
+    page.click("button:has-text('Filter')")
+    page.wait_for_url("**status=completed*")
+    statuses = page.locator("#sagas tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.status)"
+    )
+    assert statuses and set(statuses) == {"completed"}
+    shot(page, "09-sagas-filtered")
+    page.click("a:has-text('Bulk abort')")
+    page.wait_for_selector("#bulk-count")
+    shot(page, "10-bulk-abort-confirmation")
+    page.goto(system.console_url + "/dead-letters")
+    page.wait_for_selector("#dead-letters")
+    shot(page, "11-dead-letters")
