@@ -276,7 +276,7 @@ class Settings(BaseSettings):
     )
     gateway_instance_id: str | None = Field(
         default=None,
-        description="Gateway: this instance's name in the requests table and logs (unset: host-pid).",
+        description="Gateway: this instance's name in the requests table (unset: host-pid).",
     )
     gateway_body_limit_bytes: int = Field(
         default=1_048_576, ge=1, description="Gateway: largest request body accepted (413 above)."
@@ -312,7 +312,7 @@ class Settings(BaseSettings):
     )
     gateway_relay_mode: str | None = Field(
         default=None,
-        description="Gateway relay mode, `wal` or `poll` (unset: wal on PostgreSQL, poll on SQLite).",
+        description="Gateway relay: `wal` or `poll` (unset: wal on PostgreSQL, poll on SQLite).",
     )
     routes: list[RouteConfig] = Field(
         default_factory=lambda: [

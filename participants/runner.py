@@ -1,0 +1,223 @@
+"""`ParticipantRunner`: consumes `<name>.requests` and answers each command exactly once.
+
+Per command, inside the transaction of the consumed batch: claim the inbox row; a duplicate
+gets its stored reply again (stamped with the current delivery's attempt); a new command runs its
+handler inside a SAVEPOINT, so a `Rejection` undoes the handler's writes but keeps the inbox row
+and the failure reply. The reply is stored with the inbox row and written to the outbox; the
+relay publishes it. Anything else a handler raises rolls the batch back and is left to
+`RecordProcessor`: retried record by record with backoff, then dead-lettered.
+
+Why one transaction per batch (with a savepoint per command) rather than one per command: a
+commit is the expensive part (an fsync on PostgreSQL, the write lock on SQLite), and all the
+commands of a batch come from partitions this member owns, so sharing it costs nothing in
+isolation. The price is paid only on a transient failure, when the batch is redone one record at
+a time — its rolled-back work, inbox rows included, is simply done again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from orchestrator.config import Settings
+from orchestrator.inbox import StoredReply, claim, store_reply
+from orchestrator.messaging.envelope import Message, new_message_id, now_rfc3339, reply_to
+from orchestrator.messaging.processing import RecordProcessor
+from orchestrator.messaging.records import Record
+from orchestrator.messaging.topics import TopicNames
+from orchestrator.messaging.transport import Transport
+from orchestrator.outbox.writer import add_to_outbox
+from participants.sdk import CommandContext, Participant, Rejection
+
+log = logging.getLogger("sagaway.participant")
+
+ORCHESTRATOR = "orchestrator"
+
+
+class UnanswerableMessage(ValueError):
+    """A record on a participant's requests topic that it cannot answer (not a command, or a
+    reply-to that is not a topic); after the processor's retries it goes to the DLQ."""
+
+
+@dataclass
+class RunnerStats:
+    """Committed work: commands handled (success + rejected), rejections, duplicates answered."""
+
+    succeeded: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+
+    def add(self, other: RunnerStats) -> None:
+        self.succeeded += other.succeeded
+        self.rejected += other.rejected
+        self.duplicates += other.duplicates
+
+
+def group_id_for(settings: Settings, participant: str) -> str:
+    """The consumer group of a participant's instances (they share its partitions)."""
+    return f"{settings.topic_prefix}participant.{participant}"
+
+
+def _json_object(value: Any, *, lenient: bool) -> dict[str, Any]:
+    """A handler's result as a plain JSON object (pydantic models are dumped; None → {})."""
+    if value is None:
+        return {}
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    if not isinstance(value, dict):
+        raise TypeError(f"a handler must return a dict (a JSON object), not {type(value).__name__}")
+    options = orjson.OPT_NON_STR_KEYS
+    # Rejection details are shown, never computed on: text for anything JSON cannot hold.
+    encoded = orjson.dumps(value, option=options, default=str if lenient else None)
+    result: dict[str, Any] = orjson.loads(encoded)
+    return result
+
+
+class ParticipantRunner:
+    """Runs `participant`'s handlers against `engine` for commands on its requests topic.
+
+    `await start()` / `await stop()`; `wait_assigned()` waits for the group join. The replies go
+    to the outbox of `engine`: run a relay on that database too (`ParticipantService` does).
+    """
+
+    def __init__(
+        self,
+        participant: Participant,
+        settings: Settings,
+        engine: AsyncEngine,
+        transport: Transport,
+        *,
+        group_id: str | None = None,
+    ) -> None:
+        self.participant = participant
+        self.settings = settings
+        self.engine = engine
+        self.transport = transport
+        topics = TopicNames(settings.topic_prefix)
+        self.requests_topic = topics.requests(participant.name)
+        self.default_reply_topic = topics.replies(ORCHESTRATOR)
+        self.consumer = participant.name
+        self.stats = RunnerStats()
+        self.processor = RecordProcessor(
+            transport,
+            settings,
+            group_id or group_id_for(settings, participant.name),
+            [self.requests_topic],
+            self.handle_batch,
+        )
+
+    def __repr__(self) -> str:
+        return f"ParticipantRunner({self.participant.name!r}, topic={self.requests_topic!r})"
+
+    async def start(self) -> None:
+        """Create the topics it reads and answers on (if missing), then join the group."""
+        await self.transport.create_topics(
+            {
+                self.requests_topic: self.settings.partitions,
+                self.default_reply_topic: self.settings.partitions,
+            }
+        )
+        await self.processor.start()
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        await self.processor.stop(grace_s)
+
+    async def wait_assigned(self, timeout_s: float = 30.0) -> None:
+        await self.processor.wait_assigned(timeout_s)
+
+    @property
+    def dead_lettered(self) -> int:
+        return self.processor.dead_lettered
+
+    # -- handling -----------------------------------------------------------------------------
+
+    async def handle_batch(self, batch: list[tuple[Record, Message]]) -> None:
+        """Answer every command of the batch in one transaction (see the module docstring)."""
+        stats = RunnerStats()
+        async with self.engine.begin() as conn:
+            for _record, message in batch:
+                await self.handle_command(conn, message, stats)
+        self.stats.add(stats)
+
+    async def handle_command(
+        self, conn: AsyncConnection, message: Message, stats: RunnerStats
+    ) -> None:
+        """Claim, run (or recall) and answer one command on `conn`, the caller's transaction."""
+        if message.message_type != "command":
+            raise UnanswerableMessage(
+                f"{self.requests_topic} takes commands, got a {message.message_type} "
+                f"({message.message_id})"
+            )
+        topic = self._reply_topic(message)
+        claimed = await claim(conn, self.consumer, message.message_id)
+        if claimed.duplicate:
+            if claimed.reply is not None:
+                again = self._again(claimed.reply.message, message)
+                await add_to_outbox(conn, [(topic, again)])
+            stats.duplicates += 1
+            return
+        reply = await self._run(conn, message, stats)
+        await store_reply(conn, self.consumer, message.message_id, StoredReply(topic, reply))
+        await add_to_outbox(conn, [(topic, reply)])
+
+    async def _run(self, conn: AsyncConnection, message: Message, stats: RunnerStats) -> Message:
+        spec = self.participant.handler_for(message.command)
+        if spec is None:
+            stats.rejected += 1
+            return reply_to(
+                message,
+                "failure",
+                {
+                    "reason": f"{self.participant.name} has no handler for {message.command}",
+                    "known_commands": self.participant.commands,
+                },
+            )
+        try:
+            payload = spec.parse(message.payload)
+        except Rejection as rejection:
+            stats.rejected += 1
+            return reply_to(message, "failure", _json_object(rejection.to_payload(), lenient=True))
+        context = CommandContext(message, conn, self.settings, self.participant.name)
+        savepoint = await conn.begin_nested()
+        try:
+            result = await spec.handler(context, payload)
+            body = _json_object(result, lenient=False)
+        except Rejection as rejection:
+            await savepoint.rollback()
+            stats.rejected += 1
+            log.debug("%s rejected %s: %s", message.command, message.saga_id, rejection.reason)
+            return reply_to(message, "failure", _json_object(rejection.to_payload(), lenient=True))
+        await savepoint.commit()
+        stats.succeeded += 1
+        return reply_to(message, "success", body)
+
+    def _reply_topic(self, message: Message) -> str:
+        target = message.reply_to
+        if target is None:
+            return self.default_reply_topic
+        if "://" in target:
+            raise UnanswerableMessage(
+                f"reply-to {target[:100]!r} is a URL; participants answer on a topic"
+            )
+        return target
+
+    @staticmethod
+    def _again(stored: Message, delivery: Message) -> Message:
+        """The stored reply, answering this delivery: its attempt, causation and trace. An exact
+        redelivery (same attempt) keeps the reply's message id, so the receiver dedupes it."""
+        same = stored.attempt == delivery.attempt
+        return stored.evolve(
+            message_id=stored.message_id if same else new_message_id(),
+            attempt=delivery.attempt,
+            causation_id=delivery.message_id,
+            traceparent=delivery.traceparent or stored.traceparent,
+            sent_at=now_rfc3339(),
+        )
+
+
+__all__ = ["ParticipantRunner", "RunnerStats", "UnanswerableMessage", "group_id_for"]

@@ -1,0 +1,231 @@
+"""The participant SDK: declarations are checked, a rejection undoes the handler's writes but is
+answered, a transient failure is retried and then dead-lettered, never answered twice."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from pydantic import BaseModel
+
+from orchestrator.inbox import claim
+from orchestrator.messaging.topics import TopicNames
+from orchestrator.storage.models import inbox
+from participants.examples import example
+from participants.examples import payments as payments_example
+from participants.examples.models import accounts, charges
+from participants.sdk import (
+    CommandContext,
+    Participant,
+    ParticipantDefinitionError,
+    Rejection,
+)
+from tests.outbox.broker_reader import BrokerReader
+from tests.participants.system import System
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Amount(BaseModel):
+    cents: int
+
+
+# -- declarations ------------------------------------------------------------------------------
+
+
+def test_a_participant_name_must_be_a_topic_friendly_word() -> None:
+    with pytest.raises(ParticipantDefinitionError, match="not valid"):
+        Participant("in ventory")
+    with pytest.raises(ParticipantDefinitionError, match="not valid"):
+        Participant("")
+
+
+def test_a_handler_is_registered_only_for_its_own_commands() -> None:
+    shop = Participant("shop")
+
+    async def handler(ctx: CommandContext, payload: Any) -> dict[str, Any]:
+        return {}
+
+    with pytest.raises(ParticipantDefinitionError, match="shop.<verb>"):
+        shop.handles("billing.charge")(handler)
+    with pytest.raises(ParticipantDefinitionError, match="verb"):
+        shop.handles("shop.")(handler)
+    shop.handles("shop.buy", payload=Amount)(handler)
+    with pytest.raises(ParticipantDefinitionError, match="already"):
+        shop.handles("shop.buy")(handler)
+    assert shop.commands == ["shop.buy"]
+    spec = shop.handler_for("shop.buy")
+    assert spec is not None and spec.payload_model is Amount
+
+
+def test_a_handler_must_be_async_and_a_payload_a_pydantic_model() -> None:
+    shop = Participant("shop")
+    with pytest.raises(ParticipantDefinitionError, match="async def"):
+        shop.handles("shop.buy")(lambda ctx, payload: {})  # type: ignore[arg-type,return-value]
+    with pytest.raises(ParticipantDefinitionError, match="pydantic model"):
+        shop.handles("shop.sell", payload=dict)  # type: ignore[type-var]
+
+
+def test_a_rejection_is_a_reason_and_details() -> None:
+    rejection = Rejection("no stock of sku-9", sku="sku-9", available=0)
+    assert rejection.to_payload() == {"reason": "no stock of sku-9", "sku": "sku-9", "available": 0}
+    with pytest.raises(TypeError):
+        Rejection("")
+    with pytest.raises(TypeError):
+        Rejection("x", **{"reason": "y"})
+
+
+def test_an_invalid_payload_names_the_field_and_the_problem() -> None:
+    shop = Participant("shop")
+
+    @shop.handles("shop.buy", payload=Amount)
+    async def buy(ctx: CommandContext, payload: Amount) -> dict[str, Any]:
+        return {}
+
+    spec = shop.handler_for("shop.buy")
+    assert spec is not None
+    with pytest.raises(Rejection) as caught:
+        spec.parse({"cents": "many"})
+    assert caught.value.reason.startswith("invalid shop.buy payload: cents:")
+    assert caught.value.details["errors"][0]["loc"] == ["cents"]
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+def flaky_payments(failures: int, calls: Counter[str]) -> Participant:
+    """The payments example whose charge raises a transient error `failures` times per order."""
+    flaky = Participant("payments")
+
+    @flaky.handles("payments.charge", payload=payments_example.ChargeCustomer)
+    async def charge(ctx: CommandContext, payload: payments_example.ChargeCustomer) -> Any:
+        calls[ctx.require_saga_id()] += 1
+        if calls[ctx.require_saga_id()] <= failures:
+            raise ConnectionError("the card network timed out")
+        return await payments_example.charge(ctx, payload)
+
+    flaky.handles("payments.refund", payload=payments_example.RefundCharge)(
+        payments_example.refund
+    )
+    return flaky
+
+
+async def test_a_handler_that_fails_transiently_twice_then_succeeds_answers_once(
+    system: System,
+) -> None:
+    calls: Counter[str] = Counter()
+    service = await system.start_participant(flaky_payments(2, calls))
+    await service.wait_ready()
+    order = str(uuid.uuid4())
+    command = system.command("payments.charge", {"customer_id": "c-1", "amount_cents": 70}, order)
+
+    reply = await system.call(command)
+
+    assert reply.outcome == "success"
+    assert calls[order] == 3
+    assert service.runner is not None and service.runner.dead_lettered == 0
+    credit = await system.rows(
+        "payments", sa.select(accounts.c.credit_cents).where(accounts.c.customer_id == "c-1")
+    )
+    assert credit[0]["credit_cents"] == 1_000_000 - 70
+    # Nothing more comes: the failed tries left no reply and no inbox row behind.
+    async with BrokerReader(system.client, [system.reply_topic]) as reader:
+        await reader.read_for(0.5)
+    assert len(system.replies[command.message_id]) == 1
+
+
+async def test_a_handler_that_keeps_failing_goes_to_the_dlq_without_a_trace(
+    system: System,
+) -> None:
+    calls: Counter[str] = Counter()
+    service = await system.start_participant(flaky_payments(1000, calls))
+    await service.wait_ready()
+    order = str(uuid.uuid4())
+    command = system.command("payments.charge", {"customer_id": "c-1", "amount_cents": 70}, order)
+    dlq = TopicNames.dlq(system.topics.requests("payments"))
+    async with BrokerReader(system.client, [dlq]) as reader:
+        await system.send(command)
+        letters = await reader.read_until(1)
+
+    assert calls[order] == 1 + system.settings.handler_retries
+    assert letters[0].header("message-id") == command.message_id.encode()
+    assert b"ConnectionError: the card network timed out" in (letters[0].header("dlq-error") or b"")
+    assert system.replies.get(command.message_id) is None
+    assert await system.rows("payments", sa.select(inbox)) == []
+    assert await system.rows("payments", sa.select(charges)) == []
+
+
+async def test_a_rejection_undoes_the_handlers_writes_but_keeps_its_answer(
+    system: System,
+) -> None:
+    greedy = Participant("payments")
+
+    @greedy.handles("payments.charge", payload=payments_example.ChargeCustomer)
+    async def charge(ctx: CommandContext, payload: payments_example.ChargeCustomer) -> Any:
+        await payments_example.charge(ctx, payload)  # writes the charge and takes the credit...
+        raise Rejection("changed my mind", order=ctx.saga_id)  # ...then says no
+
+    service = await system.start_participant(greedy)
+    await service.wait_ready()
+    order = str(uuid.uuid4())
+    command = system.command("payments.charge", {"customer_id": "c-5", "amount_cents": 9}, order)
+
+    reply = await system.call(command)
+
+    assert reply.outcome == "failure"
+    assert reply.payload == {"reason": "changed my mind", "order": order}
+    assert await system.rows("payments", sa.select(charges)) == []
+    credit = await system.rows(
+        "payments", sa.select(accounts.c.credit_cents).where(accounts.c.customer_id == "c-5")
+    )
+    assert credit[0]["credit_cents"] == 1_000_000
+    async with system.engines["payments"].begin() as conn:
+        stored = await claim(conn, "payments", command.message_id)
+        await conn.rollback()
+    assert stored.duplicate and stored.reply is not None
+    assert stored.reply.message.payload == reply.payload
+
+
+async def test_a_batch_with_one_transient_failure_answers_every_command_once(
+    system: System,
+) -> None:
+    calls: Counter[str] = Counter()
+    service = await system.start_participant(flaky_payments(0, calls))
+    await service.wait_ready()
+    await service.stop()  # let the commands pile up, so they come as one batch
+    system.services.pop("payments")
+    orders = [str(uuid.uuid4()) for _ in range(20)]
+    commands = [
+        system.command("payments.charge", {"customer_id": f"c-{i + 1}", "amount_cents": 5}, o)
+        for i, o in enumerate(orders)
+    ]
+    await system.send(*commands)
+    calls[orders[7]] = -1  # the 8th fails once (its counter starts below the threshold)
+    flaky = flaky_payments(0, calls)
+    service = await system.start_participant(flaky)
+    for command in commands:
+        replies = await system.reply_to(command)
+        assert replies[0].outcome == "success"
+    rows = await system.rows("payments", sa.select(charges))
+    assert sorted(r["order_id"] for r in rows) == sorted(orders)
+    assert service.runner is not None and service.runner.dead_lettered == 0
+
+
+async def test_handled_message_ids_are_forgotten_after_the_retention(system: System) -> None:
+    service = await system.start_participant(example("payments"), inbox_retention_s=3.0)
+    await service.wait_ready()
+    command = system.command(
+        "payments.charge", {"customer_id": "c-1", "amount_cents": 1}, str(uuid.uuid4())
+    )
+    await system.call(command)
+    assert len(await system.rows("payments", sa.select(inbox))) == 1
+    assert await service.prune_inbox_once() == 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while await system.rows("payments", sa.select(inbox)):  # the service prunes by itself
+        assert loop.time() < deadline, "the inbox row was never pruned"
+        await asyncio.sleep(0.1)
