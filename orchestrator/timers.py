@@ -1,0 +1,131 @@
+"""The timer loop: step timeouts and retry backoffs are rows in `timers`; due ones are fed to the
+engine as `TimerFired`, in the same kind of transaction as a consumed batch.
+
+Timers are rows, so they survive restarts: a timer that fell due while no orchestrator ran fires
+when one starts. On PostgreSQL the sagas of due timers are locked `FOR UPDATE SKIP LOCKED`, so
+several instances fire disjoint timers and never wait on a saga a consumed batch is advancing; on
+SQLite the database's write lock serialises them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from orchestrator.config import Settings
+from orchestrator.engine import COMPENSATION, FORWARD, Kind, TimerFired, TimerKind
+from orchestrator.messaging.topics import TopicNames
+from orchestrator.registry import SagaRegistry
+from orchestrator.service import SagaConflict, SagaSession
+from orchestrator.storage.models import timers
+
+log = logging.getLogger("sagaway.orchestrator.timers")
+
+
+class TimerLoop:
+    """Fires due timers until cancelled: `await loop.run()`, or one batch with `fire_due()`."""
+
+    def __init__(self, settings: Settings, registry: SagaRegistry, engine: AsyncEngine) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.engine = engine
+        self.topics = TopicNames(settings.topic_prefix)
+        self.postgres = engine.dialect.name == "postgresql"
+        self.fired = 0
+
+    async def fire_due(self) -> int:
+        """Fire at most `timer_batch_size` due timers in one transaction; returns how many were
+        taken. Raises SagaConflict if another transaction changed one of their sagas first."""
+        now = time.time()
+        query = (
+            sa.select(
+                timers.c.id, timers.c.saga_id, timers.c.kind, timers.c.step,
+                timers.c.attempt, timers.c.payload,
+            )
+            .where(timers.c.due_at <= datetime.fromtimestamp(now, UTC))
+            .order_by(timers.c.due_at, timers.c.id)
+            .limit(self.settings.timer_batch_size)
+        )
+        async with self.engine.begin() as conn:
+            candidates = (await conn.execute(query)).all()
+            if not candidates:
+                return 0
+            session = SagaSession(conn, self.registry, self.topics)
+            # Timers are written only under their saga's row lock: lock the sagas (skipping
+            # those another transaction holds), then fire the due timers that still exist.
+            loaded = await session.load({row.saga_id for row in candidates}, skip_locked=True)
+            existing = {
+                timer_id for saga_id in loaded for timer_id, _ in session.sagas[saga_id].timers
+            }
+            due = [row for row in candidates if row.id in existing]
+            for row in due:
+                saga = session.sagas[row.saga_id]
+                if saga.state is None:
+                    session.delete_timer(row.id)  # failed on arrival: nothing to wake
+                    continue
+                if saga.definition is None:
+                    session.report_unknown_definition(saga)
+                    session.postpone_timer(row.id)
+                    continue
+                payload = row.payload if isinstance(row.payload, dict) else {}
+                step_kind: Kind = (
+                    COMPENSATION if payload.get("step_kind") == COMPENSATION else FORWARD
+                )
+                kind: TimerKind = "backoff" if row.kind == "backoff" else "timeout"
+                session.apply(row.saga_id, TimerFired(kind, row.step, step_kind, row.attempt, now))
+            # A fired timer is no longer live for its saga, so flush deletes it.
+            await session.flush(postpone_s=self.settings.unknown_version_recheck_s)
+        self.fired += len(due)
+        return len(due)
+
+    async def next_due_in(self) -> float | None:
+        """Seconds until the earliest timer is due (negative if overdue); None if none."""
+        async with self.engine.connect() as conn:
+            first = await conn.scalar(sa.select(sa.func.min(timers.c.due_at)))
+        if first is None:
+            return None
+        if isinstance(first, str):  # SQLite's MIN() loses the column type
+            first = datetime.fromisoformat(first)
+        if first.tzinfo is None:
+            first = first.replace(tzinfo=UTC)
+        return float(first.timestamp() - time.time())
+
+    async def run(self) -> None:
+        """Fire timers forever; sleeps until the next one is due (at most timer_poll_interval)."""
+        idle = self.settings.timer_poll_interval_ms / 1000
+        backoff = 0.05
+        while True:
+            try:
+                count = await self.fire_due()
+                if count >= self.settings.timer_batch_size:
+                    continue
+                wait = await self.next_due_in()
+            except asyncio.CancelledError:
+                raise
+            except SagaConflict as exc:
+                log.debug("timer batch lost a race, retrying: %s", exc)
+                await asyncio.sleep(0.01)
+                continue
+            except Exception as exc:  # noqa: BLE001 - database down or a deadlock: retry, lose nothing
+                log.warning(
+                    "timer loop failed (%s: %s); retrying in %.1fs",
+                    type(exc).__name__,
+                    exc,
+                    backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.settings.startup_retry_max_s)
+                continue
+            backoff = 0.05
+            if wait is None:
+                await asyncio.sleep(idle)
+            elif wait > 0:
+                await asyncio.sleep(min(idle, wait))
+            elif count == 0:
+                # Due but not ours: another instance holds them (SKIP LOCKED); look again soon.
+                await asyncio.sleep(min(idle, 0.02))
