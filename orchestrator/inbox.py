@@ -1,0 +1,134 @@
+"""The inbox: a consumer acts on a message once, and answers a redelivery with the same reply.
+
+A handler's transaction holds the inbox row, the handler's business writes and (if it answers)
+the reply in the outbox. On redelivery `claim` finds the row and hands back the stored reply so
+the caller sends it again instead of running the handler twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from orchestrator.messaging.envelope import EnvelopeError, Message
+from orchestrator.storage.models import inbox
+
+MAX_CONSUMER_LENGTH = 200
+MAX_MESSAGE_ID_LENGTH = 36
+
+
+class InboxError(ValueError):
+    """The consumer name or message id cannot be recorded (empty or too long)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReply:
+    """The reply a consumer sent for a message: where it went and what it was."""
+
+    topic: str
+    message: Message
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "headers": self.message.headers(),
+            "payload": self.message.payload,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> StoredReply:
+        """Raises EnvelopeError if the stored value is not a reply this module wrote."""
+        if not isinstance(data, dict) or not isinstance(data.get("topic"), str):
+            raise EnvelopeError(f"stored inbox reply is malformed: {data!r:.200}")
+        headers = data.get("headers")
+        if not isinstance(headers, dict):
+            raise EnvelopeError("stored inbox reply has no headers object")
+        return cls(topic=data["topic"], message=Message.from_headers(headers, data.get("payload")))
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The outcome of `claim`: `new` → run the handler; otherwise send `reply` again (if any)."""
+
+    new: bool
+    reply: StoredReply | None = None
+
+    @property
+    def duplicate(self) -> bool:
+        return not self.new
+
+
+def _check(consumer: str, message_id: str) -> None:
+    if not consumer or len(consumer) > MAX_CONSUMER_LENGTH:
+        raise InboxError(f"consumer must be 1–{MAX_CONSUMER_LENGTH} characters, got {consumer!r}")
+    if not message_id or len(message_id) > MAX_MESSAGE_ID_LENGTH:
+        raise InboxError(
+            f"message id must be 1–{MAX_MESSAGE_ID_LENGTH} characters, got {message_id!r}"
+        )
+
+
+def _insert_ignoring_duplicates(conn: AsyncConnection) -> Any:
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(inbox).on_conflict_do_nothing(
+            index_elements=[inbox.c.consumer, inbox.c.message_id]
+        )
+    if dialect == "sqlite":
+        return sqlite.insert(inbox).on_conflict_do_nothing(
+            index_elements=[inbox.c.consumer, inbox.c.message_id]
+        )
+    raise InboxError(f"the inbox does not support the {dialect} dialect")
+
+
+async def claim(
+    conn: AsyncConnection, consumer: str, message_id: str, reply: StoredReply | None = None
+) -> Claim:
+    """Record that `consumer` handles `message_id`, inside the caller's transaction.
+
+    Returns `Claim(new=True)` the first time. If the message was already handled (committed),
+    returns `Claim(new=False, reply=<the stored reply>)`. On PostgreSQL a concurrent delivery of
+    the same message waits here until the first transaction ends, so only one handler runs.
+    `reply` may be given now or later with `store_reply`, in the same transaction.
+    """
+    _check(consumer, message_id)
+    values = {
+        "consumer": consumer,
+        "message_id": message_id,
+        "processed_at": datetime.now(UTC),
+        "reply": reply.to_json() if reply is not None else None,
+    }
+    result = await conn.execute(_insert_ignoring_duplicates(conn).values(**values))
+    if result.rowcount == 1:
+        return Claim(new=True)
+    stored = await conn.scalar(
+        sa.select(inbox.c.reply).where(
+            inbox.c.consumer == consumer, inbox.c.message_id == message_id
+        )
+    )
+    return Claim(new=False, reply=StoredReply.from_json(stored) if stored is not None else None)
+
+
+async def store_reply(
+    conn: AsyncConnection, consumer: str, message_id: str, reply: StoredReply
+) -> None:
+    """Keep the reply with the inbox row `claim` inserted, in the same transaction."""
+    _check(consumer, message_id)
+    result = await conn.execute(
+        sa.update(inbox)
+        .where(inbox.c.consumer == consumer, inbox.c.message_id == message_id)
+        .values(reply=reply.to_json())
+    )
+    if result.rowcount != 1:
+        raise InboxError(f"no inbox row for {consumer}/{message_id}: call claim() first")
+
+
+async def prune_inbox(conn: AsyncConnection, older_than: datetime) -> int:
+    """Delete inbox rows processed before `older_than` (after the broker can no longer redeliver
+    them); returns how many went."""
+    result = await conn.execute(sa.delete(inbox).where(inbox.c.processed_at < older_than))
+    return int(result.rowcount or 0)

@@ -1,0 +1,32 @@
+"""The relays' own table (migration 0002_relay), registered on the shared declarative Base."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from orchestrator.storage.models import Base, Timestamp
+
+
+class OutboxRelay(Base):
+    """One relay of this database: a WAL slot (name = slot) or the poller ("poll")."""
+
+    __tablename__ = "outbox_relays"
+
+    name: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    # wal | poll
+    mode: Mapped[str] = mapped_column(sa.String(10), nullable=False)
+    # WAL: the rows committed before the slot existed have been published.
+    snapshot_done: Mapped[bool] = mapped_column(sa.Boolean, nullable=False)
+    # host:pid of the instance that holds the slot (the active one, not the standby).
+    owner: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    # Commit → broker-ack time of the last heartbeat row.
+    heartbeat_lag_s: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    confirmed_lsn: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
+
+
+outbox_relays: sa.Table = OutboxRelay.__table__  # type: ignore[assignment]

@@ -1,0 +1,218 @@
+"""The polling relay: SQLite with the embedded broker, and PostgreSQL (SKIP LOCKED) with tansu."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from orchestrator.config import Settings
+from orchestrator.messaging.embedded import EmbeddedTransport
+from orchestrator.messaging.kafka import KafkaTransport
+from orchestrator.messaging.records import Record
+from orchestrator.messaging.transport import Transport
+from orchestrator.outbox.poll_relay import PollRelay
+from orchestrator.outbox.writer import add_to_outbox
+from orchestrator.storage.database import create_database_engine
+from orchestrator.storage.models import outbox
+from tests.outbox.broker_reader import BrokerReader
+from tests.outbox.relay_process import RelayProcess
+from tests.outbox.test_wal_relay import seqs_by_key
+from tests.outbox.test_wal_relay_failures import handle_once
+from tests.outbox.writing import numbered, write_sequence
+
+
+class Setup:
+    def __init__(self, settings: Settings, url: str, engine: AsyncEngine, transport: Transport):
+        self.settings = settings
+        self.url = url
+        self.engine = engine
+        self.transport = transport
+        self.topic = settings.topic_prefix + "events"
+
+
+@pytest.fixture(params=["sqlite+embedded", "postgresql+kafka"])
+async def setup(request: pytest.FixtureRequest) -> AsyncIterator[Setup]:
+    if request.param == "sqlite+embedded":
+        settings: Settings = request.getfixturevalue("relay_embedded_settings")
+        url: str = request.getfixturevalue("migrated_sqlite_url")
+        transport: Transport = EmbeddedTransport(settings)
+    else:
+        settings = request.getfixturevalue("relay_kafka_settings")
+        url = request.getfixturevalue("migrated_pg_url")
+        transport = KafkaTransport(settings)
+    engine = create_database_engine(url)
+    await transport.start()
+    try:
+        yield Setup(settings, url, engine, transport)
+    finally:
+        await transport.close()
+        await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def running(relay: PollRelay) -> AsyncIterator[None]:
+    task = asyncio.create_task(relay.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def unpublished(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        query = sa.select(sa.func.count()).where(outbox.c.published_at.is_(None))
+        return int(await conn.scalar(query) or 0)
+
+
+def ids(records: list[Record]) -> list[str]:
+    return [(record.header("message-id") or b"").decode() for record in records]
+
+
+async def test_rows_from_four_writers_all_arrive_in_commit_order_per_key(setup: Setup) -> None:
+    await setup.transport.create_topics({setup.topic: 4})
+    relay = PollRelay(setup.settings, "orders", setup.engine, setup.transport, heartbeat=False)
+    async with BrokerReader(setup.transport, [setup.topic]) as reader, running(relay):
+        written = await asyncio.gather(
+            *(
+                write_sequence(setup.engine, setup.topic, f"key-{w}", 1000, per_tx=5)
+                for w in range(4)
+            )
+        )
+        records = await reader.read_until(4000, timeout_s=60)
+        await reader.read_for(0.5)
+    assert sorted(ids(records)) == sorted(i for batch in written for i in batch)
+    for seqs in seqs_by_key(records).values():
+        assert seqs == list(range(1000))
+    assert await unpublished(setup.engine) == 0
+
+
+async def test_rolled_back_transaction_publishes_nothing(setup: Setup) -> None:
+    await setup.transport.create_topics({setup.topic: 1})
+    with contextlib.suppress(RuntimeError):
+        async with setup.engine.begin() as conn:
+            await add_to_outbox(conn, [(setup.topic, numbered("rolled-back", 0))])
+            raise RuntimeError("business failure")
+    async with setup.engine.begin() as conn:
+        await add_to_outbox(conn, [(setup.topic, numbered("committed", 0))])
+    relay = PollRelay(setup.settings, "orders", setup.engine, setup.transport, heartbeat=False)
+    async with BrokerReader(setup.transport, [setup.topic]) as reader:
+        assert await relay.publish_batch() == 1
+        assert await relay.publish_batch() == 0
+        records = await reader.read_until(1)
+        await reader.read_for(0.5)
+    assert list(seqs_by_key(records)) == ["committed"]
+
+
+async def test_published_rows_are_pruned_after_the_retention(setup: Setup) -> None:
+    await setup.transport.create_topics({setup.topic: 1})
+    await write_sequence(setup.engine, setup.topic, "k", 10)
+    keep = PollRelay(setup.settings, "orders", setup.engine, setup.transport, heartbeat=False)
+    assert await keep.publish_batch() == 10
+    assert await keep.prune() == 0  # an hour's retention by default in these settings
+    short = setup.settings.model_copy(update={"relay_retention_s": 0.0})
+    relay = PollRelay(short, "orders", setup.engine, setup.transport, heartbeat=False)
+    assert await relay.prune() == 10
+    async with setup.engine.connect() as conn:
+        assert await conn.scalar(sa.select(sa.func.count()).select_from(outbox)) == 0
+
+
+async def test_a_row_committed_late_with_a_lower_id_is_not_skipped(
+    relay_kafka_settings: Settings, pg_engine: AsyncEngine
+) -> None:
+    topic = relay_kafka_settings.topic_prefix + "events"
+    kafka = KafkaTransport(relay_kafka_settings)
+    await kafka.start()
+    try:
+        await kafka.create_topics({topic: 1})
+        relay = PollRelay(relay_kafka_settings, "orders", pg_engine, kafka, heartbeat=False)
+        async with BrokerReader(kafka, [topic]) as reader:
+            async with pg_engine.connect() as slow:
+                await slow.begin()
+                await add_to_outbox(slow, [(topic, numbered("slow", 0))])  # takes the lower id
+                async with pg_engine.begin() as fast:
+                    await add_to_outbox(fast, [(topic, numbered("fast", 0))])
+                assert await relay.publish_batch() == 1  # only the committed one is visible
+                await slow.commit()
+            assert await relay.publish_batch() == 1
+            records = await reader.read_until(2)
+        assert [seq for seq in seqs_by_key(records)] == ["fast", "slow"]
+        async with pg_engine.connect() as conn:
+            ids_in_order = (
+                await conn.execute(sa.select(outbox.c.key).order_by(outbox.c.id))
+            ).scalars()
+            assert list(ids_in_order) == ["slow", "fast"]  # "slow" really had the lower id
+    finally:
+        await kafka.close()
+
+
+async def test_concurrent_pollers_skip_locked_rows_and_publish_each_row_once(
+    relay_kafka_settings: Settings, pg_engine: AsyncEngine
+) -> None:
+    topic = relay_kafka_settings.topic_prefix + "events"
+    settings = relay_kafka_settings.model_copy(update={"relay_batch_size": 50})
+    kafka = KafkaTransport(settings)
+    await kafka.start()
+    try:
+        await kafka.create_topics({topic: 2})
+        written = await write_sequence(pg_engine, topic, "k", 2000, per_tx=100)
+        pollers = [
+            PollRelay(settings, "orders", pg_engine, kafka, heartbeat=False) for _ in range(3)
+        ]
+
+        async def drain(relay: PollRelay) -> None:
+            while await relay.publish_batch():
+                pass
+
+        async with BrokerReader(kafka, [topic]) as reader:
+            await asyncio.gather(*(drain(p) for p in pollers))
+            records = await reader.read_until(2000)
+            await reader.read_for(0.5)
+        assert sorted(ids(records)) == sorted(written)  # each exactly once
+        assert all(p.published > 0 for p in pollers)  # they really shared the work
+    finally:
+        await kafka.close()
+
+
+async def test_sqlite_kill_9_mid_stream_then_restart_loses_nothing_and_inbox_drops_duplicates(
+    relay_embedded_settings: Settings,
+    migrated_sqlite_url: str,
+    tmp_path: Path,
+) -> None:
+    settings = relay_embedded_settings.model_copy(update={"relay_batch_size": 100})
+    topic = settings.topic_prefix + "events"
+    engine = create_database_engine(migrated_sqlite_url)
+    broker = EmbeddedTransport(settings)
+    await broker.start()
+    processes: list[RelayProcess] = []
+    try:
+        await broker.create_topics({topic: 4})
+        processes.append(RelayProcess(settings, migrated_sqlite_url, "orders", tmp_path / "r1.log"))
+        async with BrokerReader(broker, [topic]) as reader:
+            writers = asyncio.gather(
+                *(write_sequence(engine, topic, f"key-{w}", 1000, per_tx=5) for w in range(4))
+            )
+            await reader.read_until(500, timeout_s=60)
+            processes[0].kill()
+            written = await writers
+            processes.append(
+                RelayProcess(settings, migrated_sqlite_url, "orders", tmp_path / "r2.log")
+            )
+            records = await reader.read_until(4000, timeout_s=90)
+            await reader.read_for(1.0)
+        events = [r for r in records if r.topic == topic]
+        assert set(ids(events)) == {i for batch in written for i in batch}
+        for seqs in seqs_by_key(events).values():
+            assert sorted(set(seqs)) == list(range(1000))
+        assert await handle_once(engine, events, "receiver") == 4000
+    finally:
+        for process in processes:
+            process.stop()
+        await broker.close()
+        await engine.dispose()
