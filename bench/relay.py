@@ -100,15 +100,12 @@ async def run_mode(mode: str, pg: PostgresServer, bootstrap: str, args: argparse
         topic_prefix=f"{mode}.",
         relay_batch_size=args.batch,
         relay_poll_interval_ms=args.poll_ms,
+        producer_batch_bytes=args.producer_batch_kib * 1024,
     )
     topic = settings.topic_prefix + TOPIC
     engine = create_database_engine(url)
     kafka = KafkaTransport(settings)
     await kafka.start()
-    if args.producer_batch_kib:
-        # KafkaTransport keeps aiokafka's 16 KiB batches; against tansu the per-batch round trip
-        # bounds throughput, so this flag measures what a larger producer batch would give.
-        kafka.producer._message_accumulator._batch_size = args.producer_batch_kib * 1024
     await kafka.create_topics({topic: args.partitions})
     acked: dict[str, float] = {}
     count = 0
@@ -184,7 +181,7 @@ async def bench(args: argparse.Namespace) -> dict:
         "commits_per_s": args.rate,
         "batch": args.batch,
         "partitions": args.partitions,
-        "producer_batch_kib": args.producer_batch_kib or 16,
+        "producer_batch_kib": args.producer_batch_kib,
     }
     with PostgresServer(fast=False) as pg:
         for mode in ("wal", "poll"):
@@ -206,7 +203,7 @@ def main() -> None:
     parser.add_argument("--poll-ms", type=int, default=5)
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument(
-        "--producer-batch-kib", type=int, default=0, help="override aiokafka's 16 KiB batch"
+        "--producer-batch-kib", type=int, default=256, help="SAGAWAY_PRODUCER_BATCH_BYTES / 1024"
     )
     args = parser.parse_args()
     print(json.dumps(asyncio.run(bench(args))), flush=True)

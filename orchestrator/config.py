@@ -163,6 +163,11 @@ class Settings(BaseSettings):
         default=True,
         description="Use Kafka's idempotent producer (turn off for brokers without InitProducerId).",
     )
+    producer_batch_bytes: int = Field(
+        default=262_144,
+        ge=1024,
+        description="Kafka producer: most bytes per partition batch (bigger batches, fewer acks to wait for).",
+    )
     consumer_max_records: int = Field(
         default=500, ge=1, description="Most records a consumer takes in one batch."
     )

@@ -57,6 +57,7 @@ class KafkaTransport(Transport):
             enable_idempotence=self.settings.producer_idempotence,
             request_timeout_ms=REQUEST_TIMEOUT_MS,
             linger_ms=0,
+            max_batch_size=self.settings.producer_batch_bytes,
         )
         admin = AIOKafkaAdminClient(
             bootstrap_servers=self.bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS

@@ -1,0 +1,396 @@
+"""`sagaway dev` as a user runs it: a real subprocess on a free port and a temporary data dir —
+its banner and curl, sync/async/compensated orders, the console at /console, kill -9 in the
+middle of accepted work and a restart that finishes it, and a clean Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from orchestrator.config import Settings
+from orchestrator.dev import DevError, data_files, dev_banner, dev_settings, reset_data_dir
+from tests.servers.postgres import free_port
+
+SAGAWAY = str(Path(sys.executable).with_name("sagaway"))
+READY_TIMEOUT_S = 60.0  # generous: the machine runs other suites at the same time
+TERMINAL = {"completed", "compensated", "failed"}
+
+
+def order(country: str = "FR", customer: str = "c-2", sku: str = "sku-2") -> dict[str, Any]:
+    return {
+        "customer_id": customer,
+        "items": [{"sku": sku, "quantity": 1}],
+        "total_cents": 1000,
+        "country": country,
+    }
+
+
+def dev_environment() -> dict[str, str]:
+    """The caller's environment without any SAGAWAY_* setting (a user's first run)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAGAWAY_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class DevProcess:
+    """One `sagaway dev` subprocess; stdout and stderr go to files (read at any time)."""
+
+    data_dir: Path
+    port: int
+    logs: Path
+    process: subprocess.Popen[bytes] | None = None
+    runs: int = 0
+    startup_s: list[float] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.logs / f"dev-{self.runs}.out"
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.logs / f"dev-{self.runs}.err"
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def start(self) -> None:
+        self.runs += 1
+        began = time.monotonic()
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.process = subprocess.Popen(
+                [SAGAWAY, "dev", "--port", str(self.port), "--data-dir", str(self.data_dir)],
+                stdout=out,
+                stderr=err,
+                env=dev_environment(),
+                cwd=self.logs,
+            )
+        self.wait_ready()
+        self.startup_s.append(time.monotonic() - began)
+
+    def wait_ready(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"sagaway dev exited with {self.process.returncode}:\n{self.stderr()}"
+                )
+            try:
+                ready = httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                ready = False
+            # The banner is printed right after the listener answers.
+            if ready and "starts afresh." in self.stdout():
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"sagaway dev not ready in {READY_TIMEOUT_S}s:\n{self.stderr()}"
+                )
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self, sig: int = signal.SIGINT, timeout_s: float = 30.0) -> tuple[int, float]:
+        """Send `sig`; returns (exit code, seconds it took to exit)."""
+        assert self.process is not None
+        began = time.monotonic()
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout_s)
+        return code, time.monotonic() - began
+
+    def ensure_stopped(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevProcess]:
+    root = tmp_path_factory.mktemp("dev")
+    system = DevProcess(data_dir=root / "data", port=free_port(), logs=root)
+    system.start()
+    try:
+        yield system
+    finally:
+        system.ensure_stopped()
+
+
+def post_order(
+    base: str, body: dict[str, Any], *, prefer_async: bool = False, timeout: float = 60
+) -> httpx.Response:
+    headers = {"Prefer": "respond-async"} if prefer_async else {}
+    return httpx.post(f"{base}/api/v1/orders", json=body, headers=headers, timeout=timeout)
+
+
+def wait_terminal(base: str, location: str, timeout_s: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        document: dict[str, Any] = httpx.get(base + location, timeout=10).json()
+        if document["status"] in TERMINAL:
+            return document
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{location} still {document['status']} after {timeout_s}s")
+        time.sleep(0.1)
+
+
+def curl_request(banner: str) -> httpx.Request:
+    """The request the banner's curl command describes, parsed as a shell would."""
+    start = banner.index("curl ")
+    end = banner.index("\n\n", start)
+    # A backslash-newline is a line continuation to the shell: it vanishes.
+    words = shlex.split(banner[start:end].replace("\\\n", ""))
+    assert words[0] == "curl"
+    method, url, headers, body = "GET", None, {}, None
+    args = iter(words[1:])
+    for word in args:
+        if word == "-X":
+            method = next(args)
+        elif word == "-H":
+            name, _, value = next(args).partition(":")
+            headers[name.strip()] = value.strip()
+        elif word in ("-d", "--data", "--data-raw"):
+            body = next(args)
+            method = "POST" if method == "GET" else method
+        elif word.startswith("-"):
+            assert word in ("-sS", "-s", "-S", "-i"), f"unexpected curl option {word}"
+        else:
+            url = word
+    assert url is not None
+    return httpx.Request(method, url, headers=headers, content=body)
+
+
+def test_banner_lists_the_urls_and_console_login(dev: DevProcess) -> None:
+    banner = dev.stdout()
+    paths = ("/api/v1/orders", "/api/v1/requests/{id}", "/console/", "/metrics", "/openapi.json")
+    for path in paths:
+        assert f"{dev.url}{path}" in banner, path
+    assert "No API keys are configured" in banner
+    login = re.search(r"user (\S+), password (\S+) ", banner)
+    assert login is not None and login.group(1) == "admin"
+    credentials = (dev.data_dir / "console-credentials").read_text()
+    assert login.group(2) in credentials
+    assert (dev.data_dir / "console-credentials").stat().st_mode & 0o077 == 0
+
+
+def test_printed_curl_places_an_order_as_printed(dev: DevProcess) -> None:
+    request = curl_request(dev.stdout())
+    assert request.url.host == "127.0.0.1" and request.url.port == dev.port
+    with httpx.Client(timeout=60) as client:
+        response = client.send(request)
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "completed"
+
+
+def test_sync_order_completes_with_every_step_result(dev: DevProcess) -> None:
+    response = post_order(dev.url, order())
+    assert response.status_code == 200, response.text
+    document = response.json()
+    assert document["status"] == "completed"
+    for key in ("reservation_id", "payment_id", "shipment_id"):
+        assert document["result"][key], key
+
+
+def test_order_shipping_refuses_is_compensated_and_answers_409(dev: DevProcess) -> None:
+    response = post_order(dev.url, order(country="AQ"))
+    assert response.status_code == 409, response.text
+    problem = response.json()
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert problem["saga_status"] == "compensated"
+    assert problem["step"] == "schedule-shipping"
+
+
+def test_async_order_is_accepted_then_completes_at_its_status_url(dev: DevProcess) -> None:
+    response = post_order(dev.url, order(), prefer_async=True)
+    assert response.status_code == 202, response.text
+    location = response.headers["location"]
+    assert location == f"/api/v1/requests/{response.json()['id']}"
+    document = wait_terminal(dev.url, location)
+    assert document["status"] == "completed"
+    assert document["result"]["shipment_id"]
+
+
+def test_input_the_saga_refuses_is_422_and_starts_nothing(dev: DevProcess) -> None:
+    response = post_order(dev.url, {**order(), "country": "France"})
+    assert response.status_code == 422, response.text
+
+
+def test_console_is_mounted_and_the_printed_login_works(dev: DevProcess) -> None:
+    login = re.search(r"user (\S+), password (\S+) ", dev.stdout())
+    assert login is not None
+    with httpx.Client(base_url=dev.url, timeout=30) as client:
+        form = client.get("/console/login")
+        assert form.status_code == 200
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+        fields = {"username": login.group(1), "password": login.group(2)}
+        if token:
+            fields["csrf_token"] = token.group(1)
+        answer = client.post("/console/login", data=fields)
+        assert answer.status_code == 303, answer.text[:500]
+        overview = client.get("/console/")
+        assert overview.status_code == 200
+        assert "login" not in str(overview.url)
+        sagas = client.get("/console/sagas")
+        assert sagas.status_code == 200 and "place-order" in sagas.text
+
+
+def test_metrics_and_openapi_are_served(dev: DevProcess) -> None:
+    metrics = httpx.get(f"{dev.url}/metrics", timeout=10)
+    assert metrics.status_code == 200
+    assert "sagaway_gateway_http_requests" in metrics.text
+    assert "sagaway_orchestrator_sagas_started" in metrics.text
+    openapi = httpx.get(f"{dev.url}/openapi.json", timeout=10).json()
+    assert "/api/v1/orders" in openapi["paths"]
+
+
+def test_second_dev_on_the_same_data_dir_or_port_is_refused(dev: DevProcess) -> None:
+    env = dev_environment()
+    same_dir = subprocess.run(
+        [SAGAWAY, "dev", "--port", str(free_port()), "--data-dir", str(dev.data_dir)],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert same_dir.returncode == 1
+    assert "in use by another `sagaway dev`" in same_dir.stderr
+    assert "Traceback" not in same_dir.stderr
+    same_port = subprocess.run(
+        [SAGAWAY, "dev", "--port", str(dev.port), "--data-dir", str(dev.logs / "other")],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert same_port.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{dev.port}" in same_port.stderr
+    assert "Traceback" not in same_port.stderr
+    assert not (dev.logs / "other").exists()
+
+
+def test_reset_refuses_while_dev_runs(dev: DevProcess) -> None:
+    with pytest.raises(DevError, match="in use"):
+        reset_data_dir(dev.data_dir)
+    assert (dev.data_dir / "orchestrator.db").exists()
+
+
+def in_flight(gateway_db: Path) -> int:
+    with sqlite3.connect(f"file:{gateway_db}?mode=ro", uri=True) as conn:
+        (count,) = conn.execute(
+            "SELECT count(*) FROM requests"
+            " WHERE status NOT IN ('completed', 'compensated', 'failed')"
+        ).fetchone()
+    return int(count)
+
+
+def test_kill_9_mid_flight_then_restart_finishes_every_accepted_request(dev: DevProcess) -> None:
+    password = re.search(r"user \S+, password (\S+) ", dev.stdout())
+    bodies = [
+        order(country="AQ" if i % 4 == 0 else "FR", customer=f"c-{10 + i}") for i in range(24)
+    ]
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda b: post_order(dev.url, b, prefer_async=True), bodies))
+    dev.kill()  # at once: the last sagas accepted have barely started
+    assert all(r.status_code == 202 for r in responses), [r.text for r in responses]
+    assert in_flight(dev.data_dir / "gateway.db") > 0, "the kill came after every saga ended"
+
+    dev.start()
+    for body, response in zip(bodies, responses, strict=True):
+        document = wait_terminal(dev.url, response.headers["location"])
+        expected = "compensated" if body["country"] == "AQ" else "completed"
+        assert document["status"] == expected, document
+    # The console login survives a restart.
+    assert password is not None and f"password {password.group(1)} " in dev.stdout()
+
+    audit = subprocess.run(
+        [SAGAWAY, "audit", "--json"],
+        capture_output=True, env={**dev_environment(), "SAGAWAY_DATA_DIR": str(dev.data_dir)},
+        timeout=60,
+    )
+    report = orjson.loads(audit.stdout)
+    assert audit.returncode == 0 and report["clean"], report
+
+
+def test_ctrl_c_stops_promptly_with_exit_0_and_no_traceback(dev: DevProcess) -> None:
+    # Work in hand when the signal comes: an order held open by a sync request.
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(post_order, dev.url, order())
+        time.sleep(0.05)
+        code, took_s = dev.stop(signal.SIGINT)
+        held.exception(30)
+    assert code == 0, dev.stderr()
+    assert took_s < 10, f"took {took_s:.1f}s to stop"
+    assert "Traceback" not in dev.stderr(), dev.stderr()
+    assert "sagaway dev stopped" in dev.stderr()
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", dev.port)) != 0, "still listening"
+    print(f"startup: {', '.join(f'{s:.2f}s' for s in dev.startup_s)}; SIGINT exit {took_s:.2f}s")
+
+
+def test_reset_deletes_only_what_dev_created(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for name in ("orchestrator.db", "orchestrator.db-wal", "broker.db", "console-credentials"):
+        (data_dir / name).write_text("x")
+    (data_dir / "notes.txt").write_text("mine")
+    removed = reset_data_dir(data_dir)
+    assert {p.name for p in removed} == {
+        "orchestrator.db", "orchestrator.db-wal", "broker.db", "console-credentials"
+    }
+    assert sorted(p.name for p in data_dir.iterdir()) == ["notes.txt"]
+    assert data_files(data_dir) == []
+    (data_dir / "notes.txt").unlink()
+    (data_dir / "gateway.db").write_text("x")
+    reset_data_dir(data_dir)
+    assert not data_dir.exists()
+
+
+def test_a_saga_module_that_does_not_import_is_a_one_line_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [SAGAWAY, "dev", "--port", "0", "--data-dir", str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=60,
+        env={**dev_environment(), "SAGAWAY_SAGAS": "no.such.module"},
+    )
+    assert result.returncode == 1
+    assert "cannot import saga module 'no.such.module'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data" / "orchestrator.db").exists()
+
+
+def test_dev_settings_keep_the_session_timeouts_a_user_chose(tmp_path: Path) -> None:
+    chosen = dev_settings(Settings(session_timeout_ms=20_000, heartbeat_interval_ms=4000))
+    assert (chosen.session_timeout_ms, chosen.heartbeat_interval_ms) == (20_000, 4000)
+    default = dev_settings(Settings(data_dir=tmp_path, kafka_bootstrap="k:9092"))
+    assert default.session_timeout_ms < Settings().session_timeout_ms
+    assert default.heartbeat_interval_ms * 3 <= default.session_timeout_ms
+    assert default.kafka_bootstrap is None and default.database_url is None
+    assert default.data_dir.is_absolute()
+
+
+def test_banner_with_api_keys_puts_the_key_in_the_curl(tmp_path: Path) -> None:
+    text = dev_banner("http://127.0.0.1:8000", data_dir=tmp_path, credentials=None,
+                      auth_enabled=True)
+    assert "No API keys" not in text
+    assert '-H "X-API-Key: $SAGAWAY_API_KEY"' in text
+    request = curl_request(text)
+    assert request.headers["x-api-key"] == "$SAGAWAY_API_KEY"  # left to the shell
