@@ -33,10 +33,10 @@ def main(ctx: click.Context) -> None:
 
 # Verbs are registered below, each from the module that implements it.
 
+import console.command  # noqa: E402,F401  (sagaway console)
 import gateway.command  # noqa: E402,F401  (sagaway gateway)
+import orchestrator.dev_command  # noqa: E402,F401  (sagaway dev)
 import orchestrator.outbox.relay_command  # noqa: E402,F401
 import orchestrator.service_command  # noqa: E402,F401  (sagaway orchestrator)
 import orchestrator.storage.migrate_command  # noqa: E402,F401  (sagaway migrate)
 import participants.cli  # noqa: E402,F401  (sagaway participant, seed, audit)
-import console.command  # noqa: E402,F401  (sagaway console)
-import orchestrator.dev_command  # noqa: E402,F401  (sagaway dev)

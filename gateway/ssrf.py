@@ -1,0 +1,117 @@
+"""Callback URLs may not reach into private networks: the host is resolved and every address it
+resolves to is checked, at accept time and again at send time (the POST then goes to the checked
+address, so DNS cannot be switched in between).
+
+Rules (`callback_allowed_hosts`): the host must match an entry (`example.com`, `*.example.com`,
+`*`). Private, loopback, link-local, multicast, reserved or unspecified addresses, and plain
+`http://`, are allowed only for hosts listed by exact name or IP — never through a wildcard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from gateway.problems import CallbackRefused
+
+MAX_URL_LENGTH = 2000
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackTarget:
+    """A checked callback URL and the addresses its host resolved to."""
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    addresses: tuple[str, ...]
+
+
+def is_public(address: IPAddress) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not (
+        address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+        or not address.is_global
+    )
+
+
+def _listed_exactly(host: str, allowed: Sequence[str]) -> bool:
+    return any(entry.lower() == host for entry in allowed if "*" not in entry)
+
+
+def _matches(host: str, allowed: Sequence[str]) -> bool:
+    for entry in allowed:
+        entry = entry.lower()
+        if entry == "*" or entry == host:
+            return True
+        if entry.startswith("*.") and host.endswith(entry[1:]):
+            return True
+    return False
+
+
+def parse_callback_url(url: str, allowed: Sequence[str]) -> tuple[str, str, int]:
+    """Check the URL's form and host against the allow-list; returns (scheme, host, port)."""
+    if len(url) > MAX_URL_LENGTH:
+        raise CallbackRefused(f"the callback URL is longer than {MAX_URL_LENGTH} characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise CallbackRefused(f"the callback URL is not valid: {exc}") from None
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower().rstrip(".")
+    if scheme not in ("https", "http") or not host:
+        raise CallbackRefused("the callback URL must be an absolute https:// URL")
+    if parts.username or parts.password:
+        raise CallbackRefused("the callback URL may not carry credentials")
+    if not _matches(host, allowed):
+        raise CallbackRefused(f"callbacks to {host!r} are not allowed by configuration")
+    if scheme == "http" and not _listed_exactly(host, allowed):
+        raise CallbackRefused(f"callbacks to {host!r} must use https://")
+    return scheme, host, port or (443 if scheme == "https" else 80)
+
+
+async def resolve(host: str, port: int) -> tuple[IPAddress, ...]:
+    try:
+        return (ipaddress.ip_address(host),)
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise CallbackRefused(f"the callback host {host!r} does not resolve: {exc}") from None
+    found: list[IPAddress] = []
+    for *_, sockaddr in infos:
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        if address not in found:
+            found.append(address)
+    if not found:
+        raise CallbackRefused(f"the callback host {host!r} has no address")
+    return tuple(found)
+
+
+async def check_callback_url(url: str, allowed: Sequence[str]) -> CallbackTarget:
+    """Parse, allow-list and resolve `url`; raises CallbackRefused (422) when it may not be used."""
+    scheme, host, port = parse_callback_url(url, allowed)
+    addresses = await resolve(host, port)
+    if not _listed_exactly(host, allowed):
+        blocked = [str(a) for a in addresses if not is_public(a)]
+        if blocked:
+            raise CallbackRefused(
+                f"the callback host {host!r} resolves to a non-public address "
+                f"({', '.join(blocked)}); list it in callback_allowed_hosts to allow it"
+            )
+    return CallbackTarget(url, scheme, host, port, tuple(str(a) for a in addresses))

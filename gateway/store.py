@@ -1,0 +1,238 @@
+"""The gateway's `requests` table: accept a request (row + start command in ONE transaction),
+look requests up, and store final results (with their callback delivery) exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.models import callbacks
+from gateway.problems import DatabaseUnavailable
+from orchestrator.messaging.envelope import Message
+from orchestrator.outbox.writer import add_to_outbox
+from orchestrator.storage.models import requests
+
+log = logging.getLogger("sagaway.gateway.store")
+
+TERMINAL = frozenset({"completed", "compensated", "failed"})
+# Errors that mean "the database is not reachable now" rather than "this statement is wrong".
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sa.exc.TimeoutError,
+    OSError,
+    asyncio.TimeoutError,
+)
+IN_LIST_CHUNK = 500
+MAX_BACKOFF_S = 5.0
+T = TypeVar("T")
+
+
+async def while_unavailable(what: str, action: Callable[[], Awaitable[T]]) -> T:
+    """Run `action` until the database answers: a consumer must wait out an outage rather than
+    dead-letter the records it could not store (cancelling it leaves them uncommitted)."""
+    backoff = 0.1
+    while True:
+        try:
+            return await action()
+        except UNAVAILABLE_ERRORS as exc:
+            log.warning(
+                "%s: the gateway database is unavailable (%s); retrying in %.1fs",
+                what,
+                exc,
+                backoff,
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(MAX_BACKOFF_S, backoff * 2)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestState:
+    """One row of `requests`, as the routes answer it."""
+
+    id: str
+    saga_type: str
+    route: str
+    mode: str
+    status: str
+    principal: str | None
+    body_hash: str | None
+    callback_url: str | None
+    result: Any
+    error: Any
+    received_at: datetime
+    completed_at: datetime | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @classmethod
+    def from_row(cls, row: Any) -> RequestState:
+        return cls(
+            id=row.id,
+            saga_type=row.saga_type,
+            route=row.route,
+            mode=row.mode,
+            status=row.status,
+            principal=row.principal,
+            body_hash=row.body_hash,
+            callback_url=row.callback_url,
+            result=row.result,
+            error=row.error,
+            received_at=row.received_at,
+            completed_at=row.completed_at,
+        )
+
+
+_COLUMNS = (
+    requests.c.id,
+    requests.c.saga_type,
+    requests.c.route,
+    requests.c.mode,
+    requests.c.status,
+    requests.c.principal,
+    requests.c.body_hash,
+    requests.c.callback_url,
+    requests.c.result,
+    requests.c.error,
+    requests.c.received_at,
+    requests.c.completed_at,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FinalResult:
+    """What a final reply says about a request (docs/messages.md)."""
+
+    request_id: str
+    status: str
+    result: Any
+    failure: Any
+
+
+class RequestStore:
+    """SQL on the gateway database; database outages surface as DatabaseUnavailable (503)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def accept(self, values: dict[str, Any], start: tuple[str, Message]) -> None:
+        """Insert the request row and its start command into the outbox in one transaction.
+        Raises sa.exc.IntegrityError when the idempotency key is taken (the caller replays)."""
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(requests.insert().values(**values))
+                await add_to_outbox(conn, [start])
+        except sa.exc.IntegrityError:
+            raise
+        except UNAVAILABLE_ERRORS as exc:
+            raise DatabaseUnavailable(f"the gateway database is unavailable: {exc!r:.200}") from exc
+
+    async def get(self, request_id: str) -> RequestState | None:
+        return await self._one(requests.c.id == request_id)
+
+    async def by_idempotency_key(self, scoped_key: str) -> RequestState | None:
+        return await self._one(requests.c.idempotency_key == scoped_key)
+
+    async def _one(self, condition: Any) -> RequestState | None:
+        try:
+            async with self.engine.connect() as conn:
+                row = (await conn.execute(sa.select(*_COLUMNS).where(condition))).first()
+        except UNAVAILABLE_ERRORS as exc:
+            raise DatabaseUnavailable(f"the gateway database is unavailable: {exc!r:.200}") from exc
+        return RequestState.from_row(row) if row is not None else None
+
+    async def terminal_among(self, ids: Sequence[str]) -> list[RequestState]:
+        """The requests among `ids` that have a final result (the pending poller's question)."""
+        found: list[RequestState] = []
+        async with self.engine.connect() as conn:
+            for start in range(0, len(ids), IN_LIST_CHUNK):
+                chunk = list(ids[start : start + IN_LIST_CHUNK])
+                rows = await conn.execute(
+                    sa.select(*_COLUMNS).where(
+                        requests.c.id.in_(chunk), requests.c.status != "accepted"
+                    )
+                )
+                found.extend(RequestState.from_row(row) for row in rows)
+        return found
+
+    async def store_results(
+        self, results: Sequence[FinalResult], callback_body: Any
+    ) -> list[RequestState]:
+        """Record final results in one transaction; a request already terminal is left as it
+        is (a duplicate reply changes nothing). For each newly terminal request with a callback
+        URL, a callback delivery row is written in the same transaction. Returns the requests
+        that became terminal now."""
+        now = datetime.now(UTC)
+        stored: list[RequestState] = []
+        async with self.engine.begin() as conn:
+            for item in results:
+                row = (
+                    await conn.execute(
+                        sa.update(requests)
+                        .where(requests.c.id == item.request_id, requests.c.status == "accepted")
+                        .values(
+                            status=item.status,
+                            result=item.result,
+                            error=item.failure,
+                            completed_at=now,
+                        )
+                        .returning(*_COLUMNS)
+                    )
+                ).first()
+                if row is None:
+                    continue
+                state = RequestState.from_row(row)
+                stored.append(state)
+                if state.callback_url:
+                    await _add_callback(conn, state, callback_body(state), now)
+        return stored
+
+    async def forget_idempotency_keys(self, older_than: datetime) -> int:
+        """Free the keys of requests received before `older_than` (retention ran out); the
+        requests themselves stay readable by id."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                sa.update(requests)
+                .where(
+                    requests.c.idempotency_key.is_not(None),
+                    requests.c.received_at < older_than,
+                )
+                .values(idempotency_key=None)
+            )
+        return int(result.rowcount or 0)
+
+    async def count_accepted(self) -> int:
+        async with self.engine.connect() as conn:
+            return int(
+                await conn.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(requests)
+                    .where(requests.c.status == "accepted")
+                )
+                or 0
+            )
+
+
+async def _add_callback(
+    conn: AsyncConnection, state: RequestState, body: Any, now: datetime
+) -> None:
+    await conn.execute(
+        callbacks.insert().values(
+            request_id=state.id,
+            url=state.callback_url,
+            body=body,
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )

@@ -1,0 +1,244 @@
+"""The gateway in front of the real orchestrator and example participants, on both stacks:
+the done-when list of the gateway issue, ending with kill -9 of a `sagaway gateway` process while
+100 sync requests wait."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from gateway.callbacks import SIGNATURE_HEADER, verify_signature
+from orchestrator.registry import SagaRegistry
+from orchestrator.storage.models import requests, saga_instances
+from participants.examples.place_order import place_order
+from tests.gateway.conftest import CALLBACK_SECRET, MakeGateway, RunningGateway, order
+from tests.gateway.receiver import CallbackReceiver, start_receiver, stop_receiver
+from tests.gateway.system import GatewayProcess, gateway_database
+from tests.participants.system import System, open_system
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from orchestrator.storage.migrate import upgrade
+
+    path = tmp_path_factory.mktemp("gateway-template") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+async def system(
+    stack: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[System]:
+    if stack == "kafka":
+        opened = await open_system(
+            "kafka",
+            tmp_path / "data",
+            kafka_bootstrap=request.getfixturevalue("kafka_bootstrap"),
+            postgres_server=request.getfixturevalue("postgres_server"),
+            pg_template=request.getfixturevalue("_migrated_template"),
+        )
+    else:
+        opened = await open_system(
+            "embedded",
+            tmp_path / "data",
+            sqlite_template=request.getfixturevalue("sqlite_template"),
+        )
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+def gateway_settings(system: System, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """The gateway joins the system's broker and topics, on a database of its own."""
+    from tests.gateway.conftest import SAGA_MODULES
+
+    url = gateway_database(system, request)
+    return system.settings.model_copy(
+        update={
+            "database_url": url,
+            "sagas": SAGA_MODULES,
+            "gateway_pending_poll_ms": 50,
+            "gateway_default_wait_s": 20.0,
+            "callback_secret": __import__("pydantic").SecretStr(CALLBACK_SECRET),
+            "callback_allowed_hosts": ["127.0.0.1"],
+            "callback_backoff_s": 0.2,
+            "callback_timeout_s": 3.0,
+            "rate_limit_per_s": 0.0,
+            "relay_slot_name": f"gate_{__import__('uuid').uuid4().hex[:12]}",
+        }
+    )
+
+
+@pytest.fixture
+async def running(system: System, make_gateway: MakeGateway) -> RunningGateway:
+    await system.start_examples()
+    await system.start_orchestrator(SagaRegistry([place_order]))
+    return await make_gateway("gw-e2e")
+
+
+async def _saga_count(system: System) -> int:
+    rows = await system.rows(
+        "orchestrator", sa.select(sa.func.count().label("n")).select_from(saga_instances)
+    )
+    return int(rows[0]["n"])
+
+
+async def test_sync_order_completes_with_200(running: RunningGateway) -> None:
+    response = await running.client.post("/api/v1/orders", json=order())
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "completed"
+    assert body["result"]["customer_id"] == "c-1"
+    assert {"reservation_id", "payment_id", "shipment_id"} <= set(body["result"])
+
+
+async def test_order_to_antarctica_is_409_naming_the_shipping_step(running: RunningGateway) -> None:
+    response = await running.client.post("/api/v1/orders", json=order(country="AQ"))
+    assert response.status_code == 409, response.text
+    problem = response.json()
+    assert problem["step"] == place_order.step_names[-1]  # shipping, the pivot
+    assert "shipping" in problem["step"]
+    assert problem["saga_status"] == "compensated"
+    assert "AQ" in problem["reason"]
+
+
+async def test_async_order_is_202_then_completed_at_the_status_url(running: RunningGateway) -> None:
+    response = await running.client.post(
+        "/api/v1/orders", json=order(), headers={"Prefer": "respond-async"}
+    )
+    assert response.status_code == 202
+    for _ in range(200):
+        status = (await running.client.get(response.headers["Location"])).json()
+        if status["status"] != "accepted":
+            break
+        await asyncio.sleep(0.05)
+    assert status["status"] == "completed"
+
+
+async def test_wait_timeout_is_202_then_the_status_url_shows_completion(
+    running: RunningGateway,
+) -> None:
+    response = await running.client.post(
+        "/api/v1/orders", json=order(), headers={"Prefer": "wait=0"}
+    )
+    assert response.status_code == 202
+    assert response.headers["Retry-After"]
+    for _ in range(200):
+        status = (await running.client.get(response.headers["Location"])).json()
+        if status["status"] != "accepted":
+            break
+        await asyncio.sleep(0.05)
+    assert status["status"] == "completed"
+
+
+async def test_callback_is_delivered_signed_after_the_receiver_first_fails(
+    running: RunningGateway,
+) -> None:
+    receiver = CallbackReceiver(statuses=[503])
+    server, task = await start_receiver(receiver)
+    try:
+        response = await running.client.post(
+            "/api/v1/orders", json=order(), headers={"Callback-Url": receiver.url()}
+        )
+        assert response.status_code == 202
+        await receiver.wait_for(2)
+    finally:
+        await stop_receiver(server, task)
+    last = receiver.received[-1]
+    assert verify_signature(CALLBACK_SECRET, last.headers[SIGNATURE_HEADER.lower()], last.body)
+    document = orjson.loads(last.body)
+    assert document["id"] == response.json()["id"]
+    assert document["status"] == "completed"
+
+
+async def test_same_idempotency_key_50_times_concurrently_is_one_saga(
+    running: RunningGateway, system: System
+) -> None:
+    responses = await asyncio.gather(
+        *(
+            running.client.post("/api/v1/orders", json=order(), headers={"Idempotency-Key": "once"})
+            for _ in range(50)
+        )
+    )
+    assert {r.status_code for r in responses} == {200}
+    assert len({r.json()["id"] for r in responses}) == 1
+    await asyncio.sleep(0.5)  # the relay's duplicate start command has arrived by now
+    assert await _saga_count(system) == 1
+
+
+async def test_kill_9_while_100_sync_requests_wait_loses_nothing_and_starts_nothing_twice(
+    system: System,
+    gateway_settings,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    await system.start_examples()
+    # The orchestrator is not running yet: every request is accepted and held when the gateway dies.
+    process = GatewayProcess(gateway_settings, tmp_path / "gateway.log").start()
+    bodies = [order(customer=f"c-{1 + i % 5}", total=100 + i) for i in range(100)]
+    results: dict[int, httpx.Response] = {}
+    killed = asyncio.Event()
+
+    async def client(i: int) -> None:
+        async with httpx.AsyncClient(timeout=60) as http:
+            while True:
+                try:
+                    response = await http.post(
+                        process.url + "/api/v1/orders",
+                        json=bodies[i],
+                        headers={"Idempotency-Key": f"order-{i}", "Prefer": "wait=60"},
+                    )
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.2)
+                    continue
+                if response.status_code in (200, 409):
+                    results[i] = response
+                    return
+                assert response.status_code in (202, 503), response.text
+                await asyncio.sleep(0.2)
+
+    clients = [asyncio.create_task(client(i)) for i in range(100)]
+    engine = __import__(
+        "orchestrator.storage.database", fromlist=["create_database_engine"]
+    ).create_database_engine(gateway_settings.database_url, pool_size=1)
+    try:
+        for _ in range(300):
+            async with engine.connect() as conn:
+                accepted = await conn.scalar(sa.select(sa.func.count()).select_from(requests))
+            if accepted == 100:
+                break
+            await asyncio.sleep(0.1)
+        assert accepted == 100, process.log_text()
+        await asyncio.sleep(0.3)  # the clients are all held now
+        process.kill()
+        killed.set()
+        await system.start_orchestrator(SagaRegistry([place_order]))
+        process.start()
+        await asyncio.wait_for(asyncio.gather(*clients), 120)
+    finally:
+        for task in clients:
+            task.cancel()
+        process.stop()
+        await engine.dispose()
+    assert len(results) == 100
+    ids = {i: r.json()["id"] for i, r in results.items()}
+    assert len(set(ids.values())) == 100
+    assert all(r.status_code == 200 for r in results.values()), [
+        r.text for r in results.values() if r.status_code != 200
+    ][:3]
+    sagas = await system.rows(
+        "orchestrator", sa.select(saga_instances.c.id, saga_instances.c.correlation_id)
+    )
+    assert len(sagas) == 100
+    assert {row["correlation_id"] for row in sagas} == set(ids.values())
+    assert {row["id"] for row in sagas} == set(ids.values())
