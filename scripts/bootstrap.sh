@@ -27,7 +27,7 @@ ensure_venv() {
     if [[ ! -x "$VENV/bin/python" ]]; then
         echo "bootstrap: creating virtualenv $VENV" >&2
         "$python" -m venv "$VENV"
-        "$VENV/bin/pip" install -q --upgrade pip
+        "$VENV/bin/pip" install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" >&2 || true
     fi
     local stamp="$VENV/.sagaway-installed${EXTRAS:+-$EXTRAS}"
     if [[ ! -f "$stamp" || "$ROOT/pyproject.toml" -nt "$stamp" ]]; then
