@@ -48,4 +48,10 @@ def console_command(
     listen_host = host or settings.console.host
     listen_port = settings.console.port if port is None else port
     click.echo(f"sagaway console on http://{listen_host}:{listen_port}/")
-    uvicorn.run(app, host=listen_host, port=listen_port, log_level=settings.log_level.lower())
+    uvicorn.run(
+        app,
+        host=listen_host,
+        port=listen_port,
+        log_level=settings.log_level.lower(),
+        log_config=None,  # our handler formats uvicorn's lines too
+    )

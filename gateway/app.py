@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from prometheus_client import REGISTRY, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -41,6 +42,7 @@ from gateway.ratelimit import RateLimiter
 from gateway.replier import Replier, reply_topic
 from gateway.routes import GatewayRoutes
 from gateway.store import RequestState, RequestStore
+from gateway.tracing import TracingMiddleware
 from orchestrator.config import Settings
 from orchestrator.messaging.processing import RecordProcessor
 from orchestrator.messaging.topics import TopicNames
@@ -302,6 +304,7 @@ def create_gateway_app(
         lifespan=lifespan,
     )
     app.add_middleware(MetricsMiddleware, metrics=gateway.metrics)
+    app.add_middleware(TracingMiddleware)
     app.state.gateway = gateway
     return app
 
@@ -310,7 +313,9 @@ def create_internal_app(gateway: Gateway) -> Starlette:
     """The internal listener's app: /metrics (Prometheus), /healthz, /readyz."""
 
     async def metrics(request: Request) -> Response:
-        return Response(gateway.metrics.render(), media_type="text/plain; version=0.0.4")
+        # The gateway's own registry, then the process-wide one (its outbox relay's lag).
+        body = gateway.metrics.render() + generate_latest(REGISTRY)
+        return Response(body, media_type="text/plain; version=0.0.4")
 
     app = Starlette(
         routes=[

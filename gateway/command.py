@@ -71,6 +71,7 @@ async def serve_gateway(settings: Settings) -> None:
                         lifespan="off",
                         log_level=level,
                         access_log=False,
+                        log_config=None,  # our handler formats uvicorn's lines too
                     )
                 )
             ]
@@ -84,6 +85,7 @@ async def serve_gateway(settings: Settings) -> None:
                             lifespan="off",
                             log_level=level,
                             access_log=False,
+                            log_config=None,  # our handler formats uvicorn's lines too
                         )
                     )
                 )

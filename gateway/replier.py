@@ -23,6 +23,7 @@ from orchestrator.messaging.processing import RecordProcessor
 from orchestrator.messaging.records import Record
 from orchestrator.messaging.topics import TopicNames
 from orchestrator.messaging.transport import Transport
+from orchestrator.observability import tracing
 
 log = logging.getLogger("sagaway.gateway.replier")
 
@@ -106,6 +107,23 @@ class Replier:
         await self.processor.stop(grace_s=2.0)
 
     async def handle_batch(self, batch: list[tuple[Record, Message]]) -> None:
+        """Store the batch's results; with tracing on, a span per final reply (its trace's end)."""
+        spans: list[tracing.Span] = []
+        if tracing.enabled():
+            for record, message in batch:
+                span = tracing.message_span("gateway", message, "gateway final reply", record.topic)
+                if span is not None:
+                    spans.append(span)
+        try:
+            await self._store(batch)
+        except BaseException as exc:
+            if spans:
+                tracing.end_spans(spans, exc)
+            raise
+        if spans:
+            tracing.end_spans(spans)
+
+    async def _store(self, batch: list[tuple[Record, Message]]) -> None:
         results: dict[str, FinalResult] = {}
         for _record, message in batch:
             result = parse_final_reply(message)

@@ -42,6 +42,7 @@ from gateway.ssrf import check_callback_url
 from gateway.store import RequestState
 from orchestrator.dsl import SagaDefinition
 from orchestrator.messaging.envelope import Message, command
+from orchestrator.observability import logs, tracing
 from orchestrator.registry import UnknownSagaType
 
 if TYPE_CHECKING:
@@ -144,6 +145,17 @@ class GatewayRoutes:
         return await self.start(request, request.path_params["saga_type"])
 
     async def start(self, request: Request, saga_type: str) -> Response:
+        # Log lines of this request carry its id (the correlation id) once it has one.
+        context = logs.RequestContext()
+        token = logs.bind(context)
+        try:
+            return await self._start(request, saga_type, context)
+        finally:
+            logs.reset(token)
+
+    async def _start(
+        self, request: Request, saga_type: str, context: logs.RequestContext
+    ) -> Response:
         gw = self.gw
         identity = self.identify(request)
         try:
@@ -178,6 +190,7 @@ class GatewayRoutes:
                 "nothing was accepted, try again"
             )
         request_id = str(uuid.uuid4())
+        context.correlation_id = context.saga_id = request_id
         route = request.scope.get("route")
         values: dict[str, Any] = {
             "id": request_id,
@@ -202,7 +215,14 @@ class GatewayRoutes:
             reply_to=gw.reply_topic,
             reply_mode=origin.reply_mode,
             principal=identity.principal,
-            traceparent=traceparent(request.headers.get("traceparent")),
+            traceparent=tracing.child_traceparent(
+                tracing.current_traceparent() or traceparent(request.headers.get("traceparent")),
+                f"send {START_COMMAND}",
+                service="gateway",
+                destination=gw.requests_topic,
+                correlation_id=request_id,
+                saga_id=request_id,
+            ),
         )
         # Registered before the commit, so a reply that comes back fast cannot be missed.
         future = gw.pending.register(request_id) if origin.mode == "sync" else None

@@ -1,4 +1,4 @@
-"""The operator audit trail (migration 0003_operator_actions), on the shared declarative Base:
+"""The operator audit trail (migration 0031_operator_actions), on the shared declarative Base:
 every retry, skip, abort or resume an operator asked for, applied or refused, and who asked."""
 
 from __future__ import annotations

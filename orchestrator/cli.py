@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import click
 
 from orchestrator import __version__
@@ -11,10 +9,22 @@ from orchestrator.config import Settings, load_settings
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    """Root logging as `log_format` says (text or JSON lines), secrets redacted."""
+    from orchestrator.observability.logs import configure_logging as configure
+
+    configure(settings)
+
+
+def configure_tracing(ctx: click.Context, settings: Settings) -> None:
+    """OpenTelemetry for the verb being run (its name is the default service.name); buffered
+    spans are exported when the command ends."""
+    if settings.otel_exporter == "none":
+        return
+    from orchestrator.observability.tracing import configure_tracing as configure
+    from orchestrator.observability.tracing import shutdown_tracing
+
+    configure(settings, f"sagaway-{ctx.invoked_subcommand or 'cli'}")
+    ctx.call_on_close(shutdown_tracing)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,6 +38,7 @@ def main(ctx: click.Context) -> None:
     """
     settings = load_settings()
     configure_logging(settings)
+    configure_tracing(ctx, settings)
     ctx.obj = settings
 
 

@@ -242,6 +242,15 @@ class Settings(BaseSettings):
         le=65535,
         description="`sagaway relay`: serve Prometheus metrics on this port (0 = off).",
     )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description=(
+            "`sagaway orchestrator` / `sagaway participant`: serve Prometheus metrics on this "
+            "port, all interfaces (0 = off)."
+        ),
+    )
     timer_batch_size: int = Field(
         default=200,
         ge=1,
@@ -380,6 +389,45 @@ class Settings(BaseSettings):
         description="The operator console: listen address, users and roles, sessions, sources.",
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description=(
+            "Log lines as `text` (for a terminal, the default) or `json`: one object per line "
+            "with time, level, logger, message and the correlation_id, saga_id and message_id "
+            "being handled (recommended in production; see docs/observability.md)."
+        ),
+    )
+    otel_exporter: Literal["none", "otlp", "console"] = Field(
+        default="none",
+        description=(
+            "OpenTelemetry traces: `none` (off, no overhead), `otlp` (OTLP over HTTP/protobuf to "
+            "otel_endpoint) or `console` (spans printed to stdout, for a look while developing)."
+        ),
+    )
+    otel_endpoint: str = Field(
+        default="http://localhost:4318/v1/traces",
+        description=(
+            "Where the OTLP exporter POSTs spans (an OpenTelemetry Collector, Jaeger, Tempo...); "
+            "the full URL including /v1/traces. Headers such as an auth token are read from the "
+            "standard OTEL_EXPORTER_OTLP_TRACES_HEADERS / OTEL_EXPORTER_OTLP_HEADERS variables."
+        ),
+    )
+    otel_service_name: str | None = Field(
+        default=None,
+        description=(
+            "The service.name of this process's spans; unset → `sagaway-<verb>` "
+            "(sagaway-gateway, sagaway-orchestrator, sagaway-participant, sagaway-dev...)."
+        ),
+    )
+    otel_sample_ratio: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Share of new traces recorded (a trace begun upstream keeps its caller's sampling "
+            "decision): lower it to bound tracing's cost at high request rates."
+        ),
+    )
     sagas: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["participants.examples.place_order"],
         description=(

@@ -32,10 +32,12 @@ from prometheus_client import REGISTRY, generate_latest
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 
+from gateway.problems import handle_http_exception
 from orchestrator.config import ConsoleUser, Settings
 from orchestrator.messaging.factory import connect_transport
 from orchestrator.messaging.transport import Transport
@@ -469,7 +471,10 @@ class DevSystem:
                 Mount(CONSOLE_PATH, app=console_app),
                 Route("/metrics", metrics, methods=["GET"]),
                 Mount("", app=gateway_app),
-            ]
+            ],
+            # A path no mount matches (Mount's pattern stops at a newline, say) is answered
+            # like the gateway answers it: a problem+json 404, not Starlette's text/plain.
+            exception_handlers={HTTPException: handle_http_exception},
         )
 
     async def _serve(self, listener: socket.socket) -> None:
@@ -480,6 +485,7 @@ class DevSystem:
             lifespan="off",
             log_level="warning" if level in ("INFO", "WARNING") else level.lower(),
             access_log=False,
+            log_config=None,  # our handler formats uvicorn's lines too
             timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
         )
         server = _Server(config)

@@ -51,6 +51,7 @@ from orchestrator.messaging.processing import RecordProcessor
 from orchestrator.messaging.records import Record
 from orchestrator.messaging.topics import TopicNames
 from orchestrator.messaging.transport import Transport
+from orchestrator.observability import logs, tracing
 from orchestrator.outbox.writer import add_to_outbox
 from orchestrator.registry import SagaRegistry, UnknownSagaType, UnknownSagaVersion
 from orchestrator.storage.models import inbox, saga_instances, saga_steps, timers
@@ -251,6 +252,9 @@ class SagaSession:
         self.timers_to_postpone: list[int] = []
         self.timers_to_delete: list[int] = []
         self.finished: list[LoadedSaga] = []
+        # The traceparent of the span handling the event being applied (tracing on); commands
+        # and replies it causes are its children. None: children of the saga's origin.
+        self.trace_parent: str | None = None
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -457,6 +461,18 @@ class SagaSession:
             )
 
     def _command(self, saga: LoadedSaga, cmd: Any) -> Message:
+        topic = self.topics.requests(cmd.service)
+        traceparent = tracing.child_traceparent(
+            self.trace_parent or saga.origin.get("traceparent"),
+            f"send {cmd.command}",
+            service=SERVICE,
+            destination=topic,
+            message_id=cmd.message_id,
+            correlation_id=saga.correlation_id,
+            saga_id=saga.id,
+            saga_step=cmd.step,
+            attempt=cmd.attempt,
+        )
         return Message(
             message_type="command",
             command=cmd.command,
@@ -469,7 +485,7 @@ class SagaSession:
             attempt=cmd.attempt,
             reply_to=self.topics.replies(SERVICE),
             principal=saga.principal,
-            traceparent=saga.origin.get("traceparent"),
+            traceparent=traceparent,
         )
 
     def _finish(self, saga: LoadedSaga, final: Final) -> None:
@@ -482,6 +498,14 @@ class SagaSession:
         if _is_url(saga.reply_to):
             topic = self.topics.named(CALLBACK_TOPIC)
             extra = ((CALLBACK_URL_HEADER, saga.reply_to),)
+        traceparent = tracing.child_traceparent(
+            self.trace_parent or saga.origin.get("traceparent"),
+            f"send final reply ({final.status})",
+            service=SERVICE,
+            destination=topic,
+            correlation_id=saga.correlation_id,
+            saga_id=saga.id,
+        )
         reply = Message(
             message_type="reply",
             payload={
@@ -498,7 +522,7 @@ class SagaSession:
             saga_type=saga.saga_type,
             reply_mode=saga.reply_mode,  # type: ignore[arg-type]
             principal=saga.principal,
-            traceparent=saga.origin.get("traceparent"),
+            traceparent=traceparent,
             extra_headers=extra,
         )
         self.messages.append((topic, reply))
@@ -881,6 +905,36 @@ class OrchestratorService:
                 items.append(message)
             else:
                 raise InvalidMessage(f"the orchestrator does not read topic {record.topic}")
+        spans = self._open_spans(items) if tracing.enabled() else None
+        try:
+            await self._transact(items, spans)
+        except BaseException as exc:
+            if spans is not None:
+                tracing.end_spans(spans.values(), exc)
+            raise
+        if spans is not None:
+            tracing.end_spans(spans.values())
+
+    def _open_spans(self, items: Sequence[StartRequest | Message]) -> dict[int, tracing.Span]:
+        """A span per message (child of its traceparent), ended once the batch committed."""
+        spans: dict[int, tracing.Span] = {}
+        for item in items:
+            if isinstance(item, StartRequest):
+                message, topic = item.message, self.requests_topic
+                name = f"orchestrator start {message.saga_type}"
+            else:
+                message, topic = item, self.replies_topic
+                name = f"orchestrator reply {message.command or message.saga_step}"
+            span = tracing.message_span(SERVICE, message, name, topic)
+            if span is not None:
+                spans[id(item)] = span
+        return spans
+
+    async def _transact(
+        self,
+        items: Sequence[StartRequest | Message],
+        spans: dict[int, tracing.Span] | None,
+    ) -> None:
         # A lost race or a database that is down is retried here, the batch kept whole: left
         # to the processor, it would be retried record by record and then dead-lettered.
         backoff = 0.05
@@ -888,7 +942,7 @@ class OrchestratorService:
         while True:
             try:
                 async with self.engine.begin() as conn:
-                    await self.process(conn, items)
+                    await self.process(conn, items, spans)
                 return
             except SagaConflict:
                 conflicts += 1
@@ -907,8 +961,14 @@ class OrchestratorService:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.settings.startup_retry_max_s)
 
-    async def process(self, conn: AsyncConnection, items: Sequence[StartRequest | Message]) -> None:
-        """Apply starts and replies, in order, on `conn` (inside the caller's transaction)."""
+    async def process(
+        self,
+        conn: AsyncConnection,
+        items: Sequence[StartRequest | Message],
+        spans: dict[int, tracing.Span] | None = None,
+    ) -> None:
+        """Apply starts and replies, in order, on `conn` (inside the caller's transaction).
+        `spans` (tracing on): each item's span, the parent of the messages it causes."""
         session = SagaSession(conn, self.registry, self.topics)
         replies = [i for i in items if isinstance(i, Message)]
         fresh = {id(m) for m in await claim_replies(conn, replies)}
@@ -916,40 +976,61 @@ class OrchestratorService:
         taken = await self._existing_starts(conn, starts)
         await session.load(m.saga_id for m in replies if id(m) in fresh and m.saga_id)
         for item in items:
-            if isinstance(item, StartRequest):
-                if item.correlation_id in taken["correlation"]:
-                    log.debug("start of %s redelivered; already started", item.correlation_id)
-                    continue
-                if item.saga_id in taken["id"]:
-                    raise InvalidMessage(
-                        f"start command {item.message.message_id}: saga id {item.saga_id} is "
-                        f"taken by another request than {item.correlation_id}"
-                    )
-                taken["correlation"].add(item.correlation_id)
-                taken["id"].add(item.saga_id)
-                message = item.message
-                assert message.saga_type is not None
-                session.start(
-                    item.saga_id,
-                    item.correlation_id,
-                    message.saga_type,
-                    message.payload,
-                    reply_to=message.reply_to,
-                    reply_mode=message.reply_mode,
-                    principal=message.principal,
-                    origin={"message_id": message.message_id, "traceparent": message.traceparent},
-                )
-            elif id(item) in fresh:
-                assert item.saga_id is not None
-                if session.get(item.saga_id) is None:
-                    log.warning(
-                        "reply %s is for saga %s, which does not exist; ignored",
-                        item.message_id,
-                        item.saga_id,
-                    )
-                    continue
-                session.apply(item.saga_id, parse_reply(item))
+            span = spans.get(id(item)) if spans is not None else None
+            session.trace_parent = tracing.traceparent_of(span) if span is not None else None
+            token = logs.bind(item.message if isinstance(item, StartRequest) else item)
+            try:
+                self._process_one(session, item, taken, fresh)
+            finally:
+                logs.reset(token)
+        session.trace_parent = None
         await session.flush()
+
+    def _process_one(
+        self,
+        session: SagaSession,
+        item: StartRequest | Message,
+        taken: dict[str, set[str]],
+        fresh: set[int],
+    ) -> None:
+        """Apply one start or reply to the session (the batch loop binds its log context)."""
+        if isinstance(item, StartRequest):
+            if item.correlation_id in taken["correlation"]:
+                log.debug("start of %s redelivered; already started", item.correlation_id)
+                return
+            if item.saga_id in taken["id"]:
+                raise InvalidMessage(
+                    f"start command {item.message.message_id}: saga id {item.saga_id} is "
+                    f"taken by another request than {item.correlation_id}"
+                )
+            taken["correlation"].add(item.correlation_id)
+            taken["id"].add(item.saga_id)
+            message = item.message
+            assert message.saga_type is not None
+            session.start(
+                item.saga_id,
+                item.correlation_id,
+                message.saga_type,
+                message.payload,
+                reply_to=message.reply_to,
+                reply_mode=message.reply_mode,
+                principal=message.principal,
+                origin={
+                    "message_id": message.message_id,
+                    # Timer-fired commands become children of the span that started it.
+                    "traceparent": session.trace_parent or message.traceparent,
+                },
+            )
+        elif id(item) in fresh:
+            assert item.saga_id is not None
+            if session.get(item.saga_id) is None:
+                log.warning(
+                    "reply %s is for saga %s, which does not exist; ignored",
+                    item.message_id,
+                    item.saga_id,
+                )
+                return
+            session.apply(item.saga_id, parse_reply(item))
 
     @staticmethod
     async def _existing_starts(

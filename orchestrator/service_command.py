@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from orchestrator.cli import main
 from orchestrator.config import Settings
 from orchestrator.messaging.factory import connect_transport
+from orchestrator.observability.metrics import serve_metrics
 from orchestrator.registry import SagaModuleError, load_registry
 from orchestrator.service import SERVICE, OrchestratorService
 from orchestrator.storage.database import connect_database, describe_database
@@ -35,6 +36,7 @@ async def run_orchestrator(settings: Settings, *, with_relay: bool) -> None:
         raise click.ClickException(
             "no saga definitions are loaded: set SAGAWAY_SAGAS to the modules declaring them"
         )
+    serve_metrics(settings.metrics_port, "orchestrator")
     engine = await connect_database(settings, SERVICE)
     try:
         try:

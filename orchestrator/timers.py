@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,8 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from orchestrator.config import Settings
 from orchestrator.engine import COMPENSATION, FORWARD, Kind, TimerFired, TimerKind
 from orchestrator.messaging.topics import TopicNames
+from orchestrator.observability import logs
 from orchestrator.registry import SagaRegistry
-from orchestrator.service import SagaConflict, SagaSession
+from orchestrator.service import LoadedSaga, SagaConflict, SagaSession
 from orchestrator.storage.models import timers
 
 log = logging.getLogger("sagaway.orchestrator.timers")
@@ -65,23 +67,30 @@ class TimerLoop:
             due = [row for row in candidates if row.id in existing]
             for row in due:
                 saga = session.sagas[row.saga_id]
-                if saga.state is None:
-                    session.delete_timer(row.id)  # failed on arrival: nothing to wake
-                    continue
-                if saga.definition is None:
-                    session.report_unknown_definition(saga)
-                    session.postpone_timer(row.id)
-                    continue
-                payload = row.payload if isinstance(row.payload, dict) else {}
-                step_kind: Kind = (
-                    COMPENSATION if payload.get("step_kind") == COMPENSATION else FORWARD
-                )
-                kind: TimerKind = "backoff" if row.kind == "backoff" else "timeout"
-                session.apply(row.saga_id, TimerFired(kind, row.step, step_kind, row.attempt, now))
+                # Log lines about this timer carry its saga's ids.
+                token = logs.bind(logs.RequestContext(saga.correlation_id, saga.id))
+                try:
+                    self._fire(session, saga, row, now)
+                finally:
+                    logs.reset(token)
             # A fired timer is no longer live for its saga, so flush deletes it.
             await session.flush(postpone_s=self.settings.unknown_version_recheck_s)
         self.fired += len(due)
         return len(due)
+
+    @staticmethod
+    def _fire(session: SagaSession, saga: LoadedSaga, row: Any, now: float) -> None:
+        if saga.state is None:
+            session.delete_timer(row.id)  # failed on arrival: nothing to wake
+            return
+        if saga.definition is None:
+            session.report_unknown_definition(saga)
+            session.postpone_timer(row.id)
+            return
+        payload = row.payload if isinstance(row.payload, dict) else {}
+        step_kind: Kind = COMPENSATION if payload.get("step_kind") == COMPENSATION else FORWARD
+        kind: TimerKind = "backoff" if row.kind == "backoff" else "timeout"
+        session.apply(row.saga_id, TimerFired(kind, row.step, step_kind, row.attempt, now))
 
     async def next_due_in(self) -> float | None:
         """Seconds until the earliest timer is due (negative if overdue); None if none."""

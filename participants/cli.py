@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.cli import main
 from orchestrator.config import Settings
+from orchestrator.observability.metrics import serve_metrics
 from orchestrator.storage.database import (
     DatabaseMisconfigured,
     DatabaseUnavailable,
@@ -128,6 +129,7 @@ def participant_command(
     if migrate_first:
         url = settings.database_url_for(participant.name)
         click.echo(_database_errors_as_click(lambda: upgrade(url)).summary())
+    serve_metrics(settings.metrics_port, f"participant {participant.name}")
     service = ParticipantService(
         participant,
         settings,

@@ -31,6 +31,7 @@ from orchestrator.messaging.processing import RecordProcessor
 from orchestrator.messaging.records import Record
 from orchestrator.messaging.topics import TopicNames
 from orchestrator.messaging.transport import Transport
+from orchestrator.observability import logs, tracing
 from orchestrator.outbox.writer import add_to_outbox
 from participants.sdk import CommandContext, Participant, Rejection
 
@@ -139,10 +140,44 @@ class ParticipantRunner:
     async def handle_batch(self, batch: list[tuple[Record, Message]]) -> None:
         """Answer every command of the batch in one transaction (see the module docstring)."""
         stats = RunnerStats()
-        async with self.engine.begin() as conn:
-            for _record, message in batch:
-                await self.handle_command(conn, message, stats)
+        if tracing.enabled():
+            await self._handle_traced(batch, stats)
+        else:
+            async with self.engine.begin() as conn:
+                for _record, message in batch:
+                    token = logs.bind(message)
+                    try:
+                        await self.handle_command(conn, message, stats)
+                    finally:
+                        logs.reset(token)
         self.stats.add(stats)
+
+    async def _handle_traced(self, batch: list[tuple[Record, Message]], stats: RunnerStats) -> None:
+        """handle_batch with a span per command (child of its traceparent, parent of the reply
+        and of any span the handler makes), ended once the batch committed."""
+        spans: list[tracing.Span] = []
+        try:
+            async with self.engine.begin() as conn:
+                for record, message in batch:
+                    span = tracing.message_span(
+                        self.participant.name,
+                        message,
+                        f"{self.participant.name} handle {message.command}",
+                        record.topic,
+                    )
+                    assert span is not None
+                    spans.append(span)
+                    traced = message.evolve(traceparent=tracing.traceparent_of(span))
+                    token = logs.bind(traced)
+                    try:
+                        with tracing.use_span(span):
+                            await self.handle_command(conn, traced, stats)
+                    finally:
+                        logs.reset(token)
+        except BaseException as exc:
+            tracing.end_spans(spans, exc)
+            raise
+        tracing.end_spans(spans)
 
     async def handle_command(
         self, conn: AsyncConnection, message: Message, stats: RunnerStats

@@ -15,6 +15,7 @@ from orchestrator.messaging.envelope import EnvelopeError, Message, now_rfc3339
 from orchestrator.messaging.records import Record
 from orchestrator.messaging.topics import TopicNames
 from orchestrator.messaging.transport import CommitFailed, Subscription, Transport, TransportError
+from orchestrator.observability import logs
 
 log = logging.getLogger("sagaway.processing")
 
@@ -266,6 +267,15 @@ class RecordProcessor:
         self, record: Record, message: Message, first_error: Exception | None
     ) -> Exception | None:
         """Try one record `1 + handler_retries` times: None once it worked, else its last error."""
+        token = logs.bind(message)
+        try:
+            return await self._retry_one(record, message, first_error)
+        finally:
+            logs.reset(token)
+
+    async def _retry_one(
+        self, record: Record, message: Message, first_error: Exception | None
+    ) -> Exception | None:
         tries = 1 + self.settings.handler_retries
         backoff = self.settings.handler_retry_backoff_ms / 1000
         error = first_error

@@ -1,6 +1,6 @@
 """The operator audit trail: one row per retry/skip/abort/resume an operator asked for.
 
-Revision ID: 0003_operator_actions
+Revision ID: 0031_operator_actions
 Revises: 0030_console
 Create Date: 2026-11-26
 """
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0003_operator_actions"
+revision: str = "0031_operator_actions"
 down_revision: str | Sequence[str] | None = "0030_console"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
