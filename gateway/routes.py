@@ -91,6 +91,27 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def nul_path(value: Any, path: str = "") -> str | None:
+    """Where the first NUL character (U+0000) is in a decoded JSON document, else None.
+    PostgreSQL cannot store it in text or jsonb, so such input is refused on every database."""
+    if isinstance(value, str):
+        return (path or "(body)") if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if "\x00" in key:
+                return where
+            found = nul_path(item, where)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = nul_path(item, f"{path}.{index}" if path else str(index))
+            if found is not None:
+                return found
+    return None
+
+
 def is_json(content_type: str | None) -> bool:
     media = (content_type or "").split(";", 1)[0].strip().lower()
     return media == "application/json" or (
@@ -267,6 +288,13 @@ class GatewayRoutes:
             raise InvalidInput(
                 "the body must be a JSON object",
                 errors=[{"field": "(body)", "message": "not an object", "type": "object_type"}],
+            )
+        where = nul_path(body)
+        if where is not None:
+            field = where.replace("\x00", "\\u0000")
+            raise InvalidInput(
+                "the input contains a NUL character (\\u0000), which cannot be stored",
+                errors=[{"field": field, "message": "contains \\u0000", "type": "nul_character"}],
             )
         try:
             return definition.validate_input(body)

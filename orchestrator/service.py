@@ -425,6 +425,16 @@ class SagaSession:
         self._record_steps(saga.id, decision.step_records)
         if decision.rejected is not None:
             return decision
+        if (
+            decision.state is saga.state
+            and not decision.commands
+            and not decision.timers
+            and decision.final is None
+        ):
+            # Ignored (a late, duplicate or unknown reply; a stale timer): recorded in
+            # saga_steps above, but the saga row is not rewritten — no version bump that would
+            # make a flood of stray replies conflict with the saga's real progress.
+            return decision
         state = decision.state
         saga.state = state
         saga.status = state.status
