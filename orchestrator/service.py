@@ -229,6 +229,17 @@ _POSTGRES_UPDATE = sa.text(
 ).bindparams(sa.bindparam("now", type_=saga_instances.c.updated_at.type))
 
 
+def _has_nul(value: Any) -> bool:
+    """True when a decoded JSON value holds U+0000 in a string or a key."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in str(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def _json_text(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
@@ -347,17 +358,24 @@ class SagaSession:
         reason: str | None = None
         definition: SagaDefinition | None = None
         data: dict[str, Any] = body if isinstance(body, dict) else {"input": body}
-        try:
-            definition = self.registry.latest(saga_type)
-            data = definition.validate_input(body)
-        except UnknownSagaType as exc:
-            reason = str(exc)
-        except ValidationError as exc:
-            reason = f"the input does not match saga {saga_type!r}: " + "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or '(body)'}: {e['msg']}" for e in exc.errors()
-            )
-        except TypeError as exc:
-            reason = str(exc)
+        if _has_nul(body):
+            # PostgreSQL cannot store U+0000 (text, jsonb): fail it like any invalid input,
+            # without keeping it, rather than dead-letter it with no reply to the client.
+            data = {}
+            reason = "the input contains a NUL character (\\u0000), which cannot be stored"
+        else:
+            try:
+                definition = self.registry.latest(saga_type)
+                data = definition.validate_input(body)
+            except UnknownSagaType as exc:
+                reason = str(exc)
+            except ValidationError as exc:
+                reason = f"the input does not match saga {saga_type!r}: " + "; ".join(
+                    f"{'.'.join(map(str, e['loc'])) or '(body)'}: {e['msg']}"
+                    for e in exc.errors()
+                )
+            except TypeError as exc:
+                reason = str(exc)
         saga = LoadedSaga(
             id=saga_id,
             saga_type=saga_type,
@@ -738,6 +756,18 @@ class StartRequest:
     def parse(cls, message: Message) -> StartRequest:
         if not message.saga_type:
             raise InvalidMessage(f"start command {message.message_id} has no saga-type header")
+        stored = (
+            message.saga_type,
+            message.saga_id,
+            message.correlation_id,
+            message.principal,
+            message.reply_to,
+            message.traceparent,
+        )
+        if any(value and "\x00" in value for value in stored):
+            raise InvalidMessage(
+                f"a header of start command {message.message_id} holds a NUL character"
+            )
         correlation_id = message.correlation_id or message.saga_id or message.message_id
         if len(correlation_id) > MAX_CORRELATION_ID:
             raise InvalidMessage(

@@ -1,0 +1,1 @@
+"""Fuzz tests: poison records on every topic, and HTTP fuzzing of the gateway (schemathesis)."""

@@ -1,0 +1,1 @@
+"""Security tests: SSRF, authentication on every route, secrets in logs, console XSS/CSRF."""
