@@ -40,7 +40,7 @@ from participants.examples.models import charges, reservations, shipments
 from tests.gateway.conftest import order
 from tests.gateway.system import gateway_database
 from tests.participants.conftest import sqlite_template  # noqa: F401
-from tests.participants.system import System, open_system
+from tests.participants.system import System, open_system_for
 
 SAGA_MODULES = ["participants.examples.place_order"]
 EXAMPLES_PER_TOPIC = 40
@@ -281,17 +281,7 @@ async def poisoned_system(
 ) -> AsyncIterator[tuple[System, str]]:
     """The orchestrator and the example participants running — on the embedded broker and
     SQLite, or on tansu and PostgreSQL (WAL relays) — and a database for the gateway."""
-    if request.param == "kafka":
-        system = await open_system(
-            "kafka",
-            tmp_path / "data",
-            kafka_bootstrap=request.getfixturevalue("kafka_bootstrap"),
-            postgres_server=request.getfixturevalue("postgres_server"),
-            pg_template=request.getfixturevalue("_migrated_template"),
-        )
-    else:
-        template = request.getfixturevalue("sqlite_template")
-        system = await open_system("embedded", tmp_path / "data", sqlite_template=template)
+    system = await open_system_for(request.param, tmp_path / "data", request)
     try:
         gateway_url = gateway_database(system, request)
         await system.start_orchestrator(SagaRegistry.from_modules(SAGA_MODULES))

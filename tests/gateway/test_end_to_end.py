@@ -20,7 +20,7 @@ from participants.examples.place_order import place_order
 from tests.gateway.conftest import CALLBACK_SECRET, MakeGateway, RunningGateway, order
 from tests.gateway.receiver import CallbackReceiver, start_receiver, stop_receiver
 from tests.gateway.system import GatewayProcess, gateway_database
-from tests.participants.system import System, open_system
+from tests.participants.system import System, open_system_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -38,20 +38,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def system(
     stack: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[System]:
-    if stack == "kafka":
-        opened = await open_system(
-            "kafka",
-            tmp_path / "data",
-            kafka_bootstrap=request.getfixturevalue("kafka_bootstrap"),
-            postgres_server=request.getfixturevalue("postgres_server"),
-            pg_template=request.getfixturevalue("_migrated_template"),
-        )
-    else:
-        opened = await open_system(
-            "embedded",
-            tmp_path / "data",
-            sqlite_template=request.getfixturevalue("sqlite_template"),
-        )
+    opened = await open_system_for(stack, tmp_path / "data", request)
     try:
         yield opened
     finally:

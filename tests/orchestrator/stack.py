@@ -27,17 +27,10 @@ from orchestrator.storage.migrate import upgrade
 from orchestrator.storage.models import saga_instances
 from tests.fixtures.broker import tuned_settings
 from tests.orchestrator.participant_double import ParticipantDouble, start_command
+from tests.participants.system import SYSTEM_TUNING
 
-STACK_TUNING: dict[str, object] = {
-    "relay_feedback_interval_s": 0.2,
-    "relay_prune_interval_s": 0.05,
-    "relay_heartbeat_interval_s": 1.0,
-    "relay_standby_retry_s": 0.2,
-    "relay_poll_interval_ms": 10,
-    "startup_retry_max_s": 1.0,
-    "timer_poll_interval_ms": 50,
-    "database_pool_size": 4,
-}
+# The same quick relay and timer tuning as the example-system tests use.
+STACK_TUNING: dict[str, object] = SYSTEM_TUNING
 TERMINAL = {"completed", "compensated", "failed"}
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.storage.migrate import upgrade
-from tests.participants.system import System, open_system
+from tests.participants.system import System, open_system_for
 
 STACKS = ["embedded", "kafka"]
 
@@ -31,17 +31,7 @@ async def system(
     stack_kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[System]:
     """The example system's databases (migrated, seeded) and a client; no service runs yet."""
-    if stack_kind == "kafka":
-        opened = await open_system(
-            "kafka",
-            tmp_path / "data",
-            kafka_bootstrap=request.getfixturevalue("kafka_bootstrap"),
-            postgres_server=request.getfixturevalue("postgres_server"),
-            pg_template=request.getfixturevalue("_migrated_template"),
-        )
-    else:
-        template = request.getfixturevalue("sqlite_template")
-        opened = await open_system("embedded", tmp_path / "data", sqlite_template=template)
+    opened = await open_system_for(stack_kind, tmp_path / "data", request)
     try:
         yield opened
     finally:

@@ -323,3 +323,25 @@ async def open_system(
     )
     await system.collector.start()
     return system
+
+
+async def open_system_for(
+    kind: str, data_dir: Path, request: Any, **overrides: object
+) -> System:
+    """`open_system` on the stack a parametrized fixture names ("kafka" → tansu + PostgreSQL,
+    anything else → the embedded broker + SQLite), taking the servers from pytest fixtures."""
+    if kind == "kafka":
+        return await open_system(
+            "kafka",
+            data_dir,
+            kafka_bootstrap=request.getfixturevalue("kafka_bootstrap"),
+            postgres_server=request.getfixturevalue("postgres_server"),
+            pg_template=request.getfixturevalue("_migrated_template"),
+            **overrides,
+        )
+    return await open_system(
+        "embedded",
+        data_dir,
+        sqlite_template=request.getfixturevalue("sqlite_template"),
+        **overrides,
+    )
