@@ -28,8 +28,9 @@ WRONG_KEY = "ak-0000wrong1111key-live"
 BEARER_SECRET = "bs-5e8d1c7a2b9f4e60-secret"
 CALLBACK_SECRET = "cs-1a2b3c4d5e6f7081-secret"
 DB_PASSWORD = "pw-Zq8vR3kLm0Tn6Yx"
-TOKEN = issue_token(BEARER_SECRET, "reports", ttl_s=600)
-FORGED = issue_token("not-the-secret", "reports", ttl_s=600)
+# Issued at import (collection) time: valid long enough for a slow full-suite run.
+TOKEN = issue_token(BEARER_SECRET, "reports", ttl_s=86_400)
+FORGED = issue_token("not-the-secret", "reports", ttl_s=86_400)
 
 
 def secrets_in(text: str) -> list[str]:
