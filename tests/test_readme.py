@@ -1,4 +1,4 @@
-"""The README is the user's manual: its set-up commands and its configuration table must stay true."""
+"""The README is the user's manual: its set-up commands and configuration table stay true."""
 
 from __future__ import annotations
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 
 from tests.servers.postgres import PostgresServer, free_port
+from tests.servers.readiness import wait_until_ready
 from tests.servers.tansu import TansuServer
 
 SAGAWAY = str(Path(sys.executable).with_name("sagaway"))
@@ -138,19 +138,12 @@ READY_TIMEOUT_S = 180.0
 def wait_http(
     url: str, role: RoleProcess | None = None, timeout_s: float = READY_TIMEOUT_S
 ) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if role is not None and role.process is not None and role.process.poll() is not None:
-            raise AssertionError(f"{role.name} exited:\n{role.log_tail()}")
-        if time.monotonic() > deadline:
-            tail = role.log_tail() if role else ""
-            raise AssertionError(f"{url} not ready in {timeout_s}s\n{tail}")
-        time.sleep(0.1)
+    wait_until_ready(
+        url,
+        process=role.process if role is not None else None,
+        log_tail=role.log_tail if role is not None else str,
+        timeout_s=timeout_s,
+    )
 
 
 @dataclass

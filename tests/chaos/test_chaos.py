@@ -131,6 +131,42 @@ def sagas_for(chaos_long: bool) -> int:
     return int(os.environ.get("SAGAWAY_CHAOS_SAGAS") or LONG_SAGAS)
 
 
+def report_failure(cluster: Cluster | DevCluster, driver: FaultDriver) -> None:
+    """What a failed run needs to be understood: the processes' last lines and the faults."""
+    echo(cluster.log_tails())
+    echo(
+        f"chaos: faults {driver.log.events}; exited by themselves: "
+        f"{[name for name, _, _ in driver.log.unexpected_exits]}"
+    )
+
+
+async def check_after_run(
+    cluster: Cluster | DevCluster,
+    driver: FaultDriver,
+    clients: Clients,
+    log: FaultLog,
+    query: Any,
+    *,
+    slots: bool,
+) -> dict[str, Any]:
+    """Every invariant of the suite, after the drain; returns the once-only figures."""
+    try:
+        statuses = check_terminal(clients.records)
+        report = await asyncio.to_thread(cluster.audit)
+        check_audit(report, statuses)
+        once = await asyncio.to_thread(check_once_only, query, clients.records)
+        await asyncio.to_thread(
+            wait_outboxes_published, query, DATABASES, timeout_s=30, slots=slots
+        )
+        assert not log.unexpected_exits, [
+            f"{name} ({code}):\n{tail}" for name, code, tail in log.unexpected_exits
+        ]
+    except BaseException:
+        report_failure(cluster, driver)
+        raise
+    return once
+
+
 async def test_chaos_postgres_kafka(chaos_long: bool, chaos_seed: int, tmp_path: Path) -> None:
     began = time.monotonic()
     sagas = sagas_for(chaos_long)
@@ -159,24 +195,10 @@ async def test_chaos_postgres_kafka(chaos_long: bool, chaos_seed: int, tmp_path:
             clients, log, timings = await run_workload(
                 cluster, orders, driver, drain_timeout_s=120 + sagas / 10
             )
-            statuses = check_terminal(clients.records)
-            report = await asyncio.to_thread(cluster.audit)
-            check_audit(report, statuses)
-            query = cluster.query
-            once = await asyncio.to_thread(check_once_only, query, clients.records)
-            await asyncio.to_thread(
-                wait_outboxes_published, query, DATABASES, timeout_s=30, slots=True
-            )
-            assert not log.unexpected_exits, [
-                f"{name} ({code}):\n{tail}" for name, code, tail in log.unexpected_exits
-            ]
         except BaseException:
-            echo(cluster.log_tails())
-            echo(
-                f"chaos: faults {driver.log.events}; exited by themselves: "
-                f"{[name for name, _, _ in driver.log.unexpected_exits]}"
-            )
+            report_failure(cluster, driver)
             raise
+        once = await check_after_run(cluster, driver, clients, log, cluster.query, slots=True)
         figures = figures_of(
             "postgres-kafka", chaos_seed, clients, log, timings,
             role_processes=len(cluster.roles), **once,
@@ -199,24 +221,12 @@ async def test_chaos_embedded(chaos_long: bool, chaos_seed: int, tmp_path: Path)
             clients, log, timings = await run_workload(
                 cluster, plan(sagas, chaos_seed), driver, drain_timeout_s=120
             )
-            statuses = check_terminal(clients.records)
-            report = await asyncio.to_thread(cluster.audit)
-            check_audit(report, statuses)
-            query = sqlite_query(cluster.data_dir)
-            once = await asyncio.to_thread(check_once_only, query, clients.records)
-            await asyncio.to_thread(
-                wait_outboxes_published, query, DATABASES, timeout_s=30, slots=False
-            )
-            assert not log.unexpected_exits, [
-                f"{name} ({code}):\n{tail}" for name, code, tail in log.unexpected_exits
-            ]
         except BaseException:
-            echo(cluster.log_tails())
-            echo(
-                f"chaos: faults {driver.log.events}; exited by themselves: "
-                f"{[name for name, _, _ in driver.log.unexpected_exits]}"
-            )
+            report_failure(cluster, driver)
             raise
+        once = await check_after_run(
+            cluster, driver, clients, log, sqlite_query(cluster.data_dir), slots=False
+        )
         emit_figures(
             figures_of(
                 "embedded",

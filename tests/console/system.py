@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import httpx
 
 from console.auth import hash_password
 from tests.servers.postgres import free_port
+from tests.servers.readiness import wait_until_ready
 
 SAGAWAY = str(Path(sys.executable).with_name("sagaway"))
 PARTICIPANTS = ("inventory", "payments", "shipping")
@@ -83,16 +83,9 @@ def _run(env: dict[str, str], cwd: Path, *args: str) -> None:
 
 
 def _wait_http(url: str, system: RunningSystem, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} never answered\n{system.log_tail()}")
-        time.sleep(0.2)
+    wait_until_ready(
+        url, log_tail=system.log_tail, timeout_s=timeout_s, ready=lambda status: status < 500
+    )
 
 
 def start_system(data_dir: Path, logs: Path | None = None) -> RunningSystem:

@@ -11,13 +11,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -31,6 +29,7 @@ from schemathesis.checks import (
 )
 
 from gateway.auth import hash_api_key
+from tests.servers.readiness import wait_until_ready
 from tests.servers.tansu import free_port
 
 SAGAWAY = Path(sys.executable).with_name("sagaway")
@@ -66,16 +65,12 @@ def serving(args: list[str], port: int, log_path: Path, **variables: str) -> Ite
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, log_path.read_text()[-3000:]
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
-            time.sleep(0.1)
+        wait_until_ready(
+            url + "/readyz",
+            process=process,
+            log_tail=lambda: log_path.read_text()[-3000:],
+            timeout_s=60,
+        )
         yield url
     finally:
         process.send_signal(signal.SIGTERM)

@@ -8,15 +8,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from orchestrator.config import Settings
 from tests.participants.system import System
+from tests.servers.readiness import wait_until_ready
 from tests.servers.tansu import free_port
 
 SAGAWAY = Path(sys.executable).with_name("sagaway")
@@ -91,17 +89,10 @@ class GatewayProcess:
             [str(SAGAWAY), "gateway"], env=env, stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"sagaway gateway exited:\n{self.log_text()}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"sagaway gateway did not become ready:\n{self.log_text()}")
+        wait_until_ready(
+            self.url + "/readyz", process=self.process, log_tail=self.log_text, timeout_s=timeout_s
+        )
+        return self
 
     def kill(self) -> None:
         """kill -9: no shutdown code runs."""

@@ -325,9 +325,7 @@ async def open_system(
     return system
 
 
-async def open_system_for(
-    kind: str, data_dir: Path, request: Any, **overrides: object
-) -> System:
+async def open_system_for(kind: str, data_dir: Path, request: Any) -> System:
     """`open_system` on the stack a parametrized fixture names ("kafka" → tansu + PostgreSQL,
     anything else → the embedded broker + SQLite), taking the servers from pytest fixtures."""
     if kind == "kafka":
@@ -337,11 +335,7 @@ async def open_system_for(
             kafka_bootstrap=request.getfixturevalue("kafka_bootstrap"),
             postgres_server=request.getfixturevalue("postgres_server"),
             pg_template=request.getfixturevalue("_migrated_template"),
-            **overrides,
         )
     return await open_system(
-        "embedded",
-        data_dir,
-        sqlite_template=request.getfixturevalue("sqlite_template"),
-        **overrides,
+        "embedded", data_dir, sqlite_template=request.getfixturevalue("sqlite_template")
     )

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -19,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 from gateway.auth import hash_api_key, issue_token
 from tests.gateway.conftest import SAGA_MODULES, MakeGateway, order
+from tests.servers.readiness import wait_until_ready
 from tests.servers.tansu import free_port
 
 SAGAWAY = Path(sys.executable).with_name("sagaway")
@@ -126,16 +126,12 @@ def test_sagaway_gateway_output_holds_no_secret(
         )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, log_path.read_text()[-3000:]
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
-            time.sleep(0.1)
+        wait_until_ready(
+            url + "/readyz",
+            process=process,
+            log_tail=lambda: log_path.read_text()[-3000:],
+            timeout_s=30,
+        )
 
         async def run() -> None:
             async with httpx.AsyncClient(base_url=url, timeout=10) as client:
