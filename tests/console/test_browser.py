@@ -6,6 +6,7 @@ test-artifacts/console/."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,8 +158,7 @@ def test_abort_a_saga_held_at_a_stopped_participant_and_watch_it_compensate(
     system.stop("payments")
     try:
         request = system.post_saga(order())
-        page.goto(f"{system.console_url}/sagas?q={request['id']}")
-        page.click(f"tr[data-correlation-id='{request['id']}'] a")
+        open_saga_found_by_search(page, system, request["id"])
         page.wait_for_selector(
             f"#diagnosis:has-text('Waiting for the reply to step {STEP_OF['payments']}')"
         )
@@ -181,6 +181,19 @@ def test_abort_a_saga_held_at_a_stopped_participant_and_watch_it_compensate(
     assert page.locator("#timeline .kind-compensation").count() >= 1
     assert page.locator("#audit td:text-is('abort')").count() == 1
     shot(page, "08-saga-compensated")
+
+
+def open_saga_found_by_search(page: Any, system: RunningSystem, correlation_id: str) -> None:
+    """Search the sagas list for a request the gateway has accepted, reloading as an operator
+    would until the orchestrator has started its saga, then open it."""
+    row = f"tr[data-correlation-id='{correlation_id}'] a"
+    deadline = time.monotonic() + 30
+    while True:
+        page.goto(f"{system.console_url}/sagas?q={correlation_id}")
+        if page.locator(row).count() or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(250)
+    page.click(row)
 
 
 def test_sagas_list_and_dead_letters_pages_render(page: Any, system: RunningSystem) -> None:
