@@ -7,7 +7,7 @@ included; the load generator's CPU reported apart).
 
     .venv/bin/python bench/e2e.py                         # 30 s per point, 16,64,256, both stacks
     .venv/bin/python bench/e2e.py --quick                 # 5 s smoke run
-    .venv/bin/python bench/e2e.py --stack pg --profile docs/profiles   # + py-spy of 2 roles
+    .venv/bin/python bench/e2e.py --stack pg --profile /tmp/prof   # + py-spy of every role
 """
 
 from __future__ import annotations
@@ -171,17 +171,19 @@ def postmaster_pid(postgres: PostgresServer) -> int:
 
 
 def start_profilers(stack: Any, out_dir: Path, seconds: float) -> list[subprocess.Popen[bytes]]:
-    """py-spy on the orchestrator and the gateway for `seconds` (speedscope + svg flame graph)."""
+    """py-spy on every Python process of the stack for `seconds` (raw collapsed stacks, for
+    flame graphs or `bench/profile_top.py`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     spy = str(Path(sys.executable).parent / "py-spy")
     procs = []
-    for name in ("orchestrator", "gateway"):
-        pid = stack.role(name).pid
+    for name, pid in stack.pids().items():
+        if name in ("tansu", "postgres"):
+            continue
         for fmt, ext in (("raw", "txt"),):
             procs.append(
                 subprocess.Popen(
                     [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)),
-                     "--rate", "200", "--format", fmt, "--output", str(out_dir / f"{name}.{ext}"),
+                     "--rate", "100", "--format", fmt, "--output", str(out_dir / f"{name}.{ext}"),
                      "--nonblocking"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                 )  # fmt: skip
@@ -332,8 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stack", choices=["embedded", "pg", "both"], default="both")
     parser.add_argument("--quick", action="store_true", help="5 s per point: a smoke run")
     parser.add_argument("--profile", type=Path, default=None,
-                        help="py-spy the orchestrator and gateway at the last concurrency "
-                             "(raw collapsed stacks into this directory); pg stack only")
+                        help="py-spy every Python process at the last concurrency "
+                             "(raw collapsed stacks into this directory)")
     parser.add_argument("--no-save", action="store_true",
                         help="do not append the figures to bench/results/e2e.jsonl")
     args = parser.parse_args(argv)
@@ -347,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     async def run() -> list[dict[str, Any]]:
         results = []
         if args.stack in ("embedded", "both"):
-            results.append(await run_stack(EmbeddedStack(), concurrencies, duration))
+            results.append(
+                await run_stack(EmbeddedStack(), concurrencies, duration, args.profile)
+            )
         if args.stack in ("pg", "both"):
             results.append(
                 await run_stack(DistributedStack(), concurrencies, duration, args.profile)

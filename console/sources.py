@@ -61,7 +61,9 @@ def open_sources(settings: Settings, orchestrator: AsyncEngine | None = None) ->
             return engines[url]
         if not _exists(url):
             return None
-        engine = create_database_engine(url, pool_size=2, application_name="sagaway-console")
+        engine = create_database_engine(
+            url, pool_size=2, application_name="sagaway-console", sqlite_inline=False
+        )
         engines[url] = engine
         owned.append(engine)
         return engine
@@ -70,7 +72,7 @@ def open_sources(settings: Settings, orchestrator: AsyncEngine | None = None) ->
         engines[orchestrator_url] = orchestrator
     else:
         orchestrator = create_database_engine(
-            orchestrator_url, pool_size=4, application_name="sagaway-console"
+            orchestrator_url, pool_size=4, application_name="sagaway-console", sqlite_inline=False
         )
         engines[orchestrator_url] = orchestrator
         owned.append(orchestrator)

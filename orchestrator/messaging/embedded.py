@@ -5,11 +5,12 @@ Several processes may share one broker file: WAL journal mode lets readers run b
 writer, a busy timeout queues writers, and every write that must be atomic runs in a
 `BEGIN IMMEDIATE` transaction. A restart loses nothing; only uncommitted records come again.
 
-Threading: each transport owns ONE dedicated thread holding its own sqlite3 connection, and every
-broker operation (a whole batch insert, a whole multi-partition fetch, a commit with its ownership
-check) runs there as one call. That gives one thread hop per batch rather than one per statement
-(aiosqlite hops per statement), never blocks the event loop on disk or on another process's write
-lock, and serialises this process's writes the way SQLite would anyway.
+Threading: every broker operation (a whole batch insert, a whole multi-partition fetch, a commit
+with its ownership check) runs as one call on the event loop's own thread, on the transport's
+sqlite3 connection: in WAL mode with synchronous=NORMAL they take microseconds, and handing them
+to a worker thread cost more in thread switches than the SQL itself. Another process's write lock
+is waited for asynchronously (busy timeout 0, `call_when_unlocked`), never with the loop blocked.
+Only pruning, which may delete many rows, runs on a worker thread with a connection of its own.
 
 Group membership without a coordinator: members upsert a heartbeat row; a member whose heartbeat is
 older than `session_timeout_ms` is dead. Each live member computes the same assignment from the
@@ -40,6 +41,7 @@ import orjson
 from orchestrator.config import Settings
 from orchestrator.messaging.records import Headers, Record
 from orchestrator.messaging.transport import CommitFailed, Subscription, Transport, TransportError
+from orchestrator.storage.sqlite_inline import call_when_unlocked
 
 try:  # the same hash as Kafka's default partitioner, so a key lands on the same partition
     from aiokafka.partitioner import murmur2
@@ -49,6 +51,8 @@ except ImportError:  # pragma: no cover - aiokafka is a dependency; kept for a K
 log = logging.getLogger("sagaway.embedded")
 T = TypeVar("T")
 TopicPartition = tuple[str, int]
+# How long a broker call waits for another process's write lock before it fails.
+BUSY_TIMEOUT_S = 30.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (
@@ -476,6 +480,7 @@ class EmbeddedTransport(Transport):
             self.path = Path(path_or_settings)
         self._executor: ThreadPoolExecutor | None = None
         self._file: BrokerFile | None = None
+        self._pruner: BrokerFile | None = None
         self._bell = _bell_for(self.path)
         self._prune_task: asyncio.Task[None] | None = None
         self._subscriptions: weakref.WeakSet[EmbeddedSubscription] = weakref.WeakSet()
@@ -484,11 +489,12 @@ class EmbeddedTransport(Transport):
         return f"EmbeddedTransport({str(self.path)!r})"
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a BrokerFile method on the broker thread."""
-        if self._executor is None or self._file is None:
+        """Run a BrokerFile method here, waiting (asynchronously) for another writer's lock."""
+        if self._file is None:
             raise TransportError(f"{self!r} is not started")
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            result: T = await call_when_unlocked(lambda: fn(*args), BUSY_TIMEOUT_S)
+            return result
         except sqlite3.Error as exc:
             raise TransportError(f"embedded broker {self.path}: {exc}") from exc
 
@@ -501,15 +507,13 @@ class EmbeddedTransport(Transport):
     async def start(self) -> None:
         if self._file is not None:
             return
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sagaway-broker")
         try:
-            self._file = await asyncio.get_running_loop().run_in_executor(
-                executor, BrokerFile, self.path
+            self._file = await call_when_unlocked(
+                lambda: BrokerFile(self.path, busy_timeout_ms=0), BUSY_TIMEOUT_S
             )
         except (sqlite3.Error, OSError) as exc:
-            executor.shutdown(wait=False)
             raise TransportError(f"cannot open embedded broker {self.path}: {exc}") from exc
-        self._executor = executor
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sagaway-prune")
         self._prune_task = asyncio.create_task(
             self._prune_periodically(), name="embedded-broker-prune"
         )
@@ -522,10 +526,16 @@ class EmbeddedTransport(Transport):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._prune_task
             self._prune_task = None
-        if self._executor is not None and self._file is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._file.close)
+        if self._executor is not None:
+            if self._pruner is not None:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._pruner.close
+                )
             self._executor.shutdown(wait=True)
+        if self._file is not None:
+            self._file.close()
         self._executor = None
+        self._pruner = None
         self._file = None
 
     async def create_topics(self, partitions: Mapping[str, int]) -> None:
@@ -556,7 +566,20 @@ class EmbeddedTransport(Transport):
     async def prune(self, retention_s: float | None = None) -> int:
         """Delete records every group has consumed that are older than the retention."""
         retention = self.settings.embedded_retention_s if retention_s is None else retention_s
-        return await self.run(self.file.prune, int(retention * 1000))
+        if self._executor is None:
+            raise TransportError(f"{self!r} is not started")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._prune_on_worker, int(retention * 1000)
+            )
+        except sqlite3.Error as exc:
+            raise TransportError(f"embedded broker {self.path}: {exc}") from exc
+
+    def _prune_on_worker(self, retention_ms: int) -> int:
+        # A connection of the worker's own, with a blocking busy timeout: it may wait there.
+        if self._pruner is None:
+            self._pruner = BrokerFile(self.path)
+        return self._pruner.prune(retention_ms)
 
     async def _prune_periodically(self) -> None:
         while True:

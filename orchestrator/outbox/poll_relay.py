@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from orchestrator.config import Settings
 from orchestrator.messaging.topics import TopicNames
 from orchestrator.messaging.transport import Transport
+from orchestrator.outbox.doorbell import doorbell_for
 from orchestrator.outbox.lag import (
     export_lag,
     heartbeat_topic,
@@ -85,6 +86,7 @@ class PollRelay:
         self.heartbeat_topic = heartbeat_topic(TopicNames(settings.topic_prefix))
         self.postgres = engine.dialect.name == "postgresql"
         self.published = 0
+        self.doorbell = doorbell_for(engine)
 
     async def publish_batch(self) -> int:
         """Publish at most one batch of unpublished rows; returns how many went out.
@@ -152,8 +154,9 @@ class PollRelay:
         return int(result.rowcount or 0)
 
     async def run(self) -> None:
-        """Publish forever: a full batch is followed at once by the next; an empty look waits
-        relay_poll_interval_ms. A broker or database outage is retried with backoff."""
+        """Publish forever: a full batch is followed at once by the next; otherwise wait for a
+        commit of this process that wrote outbox rows, or relay_poll_interval_ms at most. A
+        broker or database outage is retried with backoff."""
         await self.transport.create_topics({self.heartbeat_topic: 1})
         async with self.engine.begin() as conn:
             await save_relay_state(conn, POLL_RELAY_NAME, "poll")
@@ -180,7 +183,7 @@ class PollRelay:
                     continue
                 backoff = 0.1
                 if count < self.settings.relay_batch_size:
-                    await asyncio.sleep(idle)
+                    await self.doorbell.wait(idle)
         finally:
             for task in tasks:
                 task.cancel()

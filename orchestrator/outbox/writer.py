@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.messaging.envelope import Message
+from orchestrator.outbox.doorbell import note_outbox_written
 from orchestrator.storage.models import outbox
 
 MAX_TOPIC_LENGTH = 300
@@ -56,3 +57,4 @@ async def add_to_outbox(conn: AsyncConnection, messages: Sequence[tuple[str, Mes
     now = datetime.now(UTC)
     rows = [outbox_values(topic, message, now) for topic, message in messages]
     await conn.execute(outbox.insert(), rows)
+    note_outbox_written(conn)

@@ -12,11 +12,13 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from orchestrator.config import Settings
 from orchestrator.startup import retry_until_up
+from orchestrator.storage.sqlite_inline import inline_connector
 
 SQLITE_BUSY_TIMEOUT_MS = 5_000
 
@@ -98,10 +100,13 @@ def create_database_engine(
     *,
     pool_size: int = 10,
     application_name: str | None = None,
+    sqlite_inline: bool = True,
     **engine_options: Any,
 ) -> AsyncEngine:
     """An AsyncEngine for `url`. SQLite gets WAL, a busy timeout, foreign keys and BEGIN
-    IMMEDIATE transactions; PostgreSQL gets a pre-pinged asyncpg pool that survives restarts."""
+    IMMEDIATE transactions, and runs its statements on the event loop's thread unless
+    `sqlite_inline` is False (see sqlite_inline.py; the console keeps aiosqlite's worker thread
+    for its long listing queries); PostgreSQL gets an asyncpg pool that survives restarts."""
     parsed = async_url(url)
     options: dict[str, Any] = {
         "json_serializer": _json_dumps,
@@ -111,9 +116,14 @@ def create_database_engine(
         path = sqlite_path(parsed)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+        if sqlite_inline:
+            args, kwargs = SQLiteDialect_aiosqlite().create_connect_args(parsed)
+            options["async_creator"] = inline_connector(
+                args, kwargs, SQLITE_BUSY_TIMEOUT_MS / 1000
+            )
         options.update(engine_options)
         engine = create_async_engine(parsed, **options)
-        _tune_sqlite(engine)
+        _tune_sqlite(engine, busy_timeout_ms=0 if sqlite_inline else SQLITE_BUSY_TIMEOUT_MS)
         return engine
     connect_args: dict[str, Any] = {}
     if application_name:
@@ -129,7 +139,7 @@ def create_database_engine(
     return create_async_engine(parsed, **options)
 
 
-def _tune_sqlite(engine: AsyncEngine) -> None:
+def _tune_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the sqlite3 driver (it would not BEGIN before a SELECT
@@ -138,7 +148,7 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
         finally:

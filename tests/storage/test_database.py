@@ -33,19 +33,23 @@ async def test_sqlite_connections_use_wal_busy_timeout_foreign_keys_and_normal_s
     tmp_path: Path,
 ) -> None:
     database = tmp_path / "nested" / "dir" / "service.db"
-    engine = create_database_engine(f"sqlite+aiosqlite:///{database}")
-    try:
-        async with engine.connect() as connection:
-            pragma = {
-                name: (await connection.exec_driver_sql(f"PRAGMA {name}")).scalar_one()
-                for name in ("journal_mode", "busy_timeout", "foreign_keys", "synchronous")
-            }
-    finally:
-        await engine.dispose()
+    pragmas = {}
+    for inline in (True, False):
+        engine = create_database_engine(f"sqlite+aiosqlite:///{database}", sqlite_inline=inline)
+        try:
+            async with engine.connect() as connection:
+                pragmas[inline] = {
+                    name: (await connection.exec_driver_sql(f"PRAGMA {name}")).scalar_one()
+                    for name in ("journal_mode", "busy_timeout", "foreign_keys", "synchronous")
+                }
+        finally:
+            await engine.dispose()
 
     assert database.exists()
-    assert pragma == {"journal_mode": "wal", "busy_timeout": 5000, "foreign_keys": 1,
-                      "synchronous": 1}  # fmt: skip
+    # Inline connections wait for a lock asynchronously (sqlite_inline.py), not in SQLite.
+    assert pragmas[True] == {"journal_mode": "wal", "busy_timeout": 0, "foreign_keys": 1,
+                             "synchronous": 1}  # fmt: skip
+    assert pragmas[False] == {**pragmas[True], "busy_timeout": 5000}
 
 
 async def test_sqlite_enforces_foreign_keys(migrated_sqlite_url: str) -> None:

@@ -1,0 +1,105 @@
+"""SQLite statements run on the event loop's thread; a write lock held elsewhere is waited for
+with the loop free, so a holder that is a coroutine of the same loop can finish."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from orchestrator.storage.database import create_database_engine
+from orchestrator.storage.sqlite_inline import call_when_unlocked, is_busy
+
+
+async def test_statements_run_on_the_event_loops_thread(tmp_path: Path) -> None:
+    engine = create_database_engine(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
+    seen: list[int] = []
+    try:
+        async with engine.begin() as conn:
+            raw = await conn.get_raw_connection()
+            raw.driver_connection._conn.create_function(  # type: ignore[union-attr]
+                "thread_id", 0, lambda: seen.append(threading.get_ident()) or 1
+            )
+            await conn.execute(sa.text("SELECT thread_id()"))
+    finally:
+        await engine.dispose()
+    assert seen == [threading.get_ident()]
+
+
+async def test_a_writer_waits_for_a_lock_held_by_a_coroutine_of_the_same_loop(
+    tmp_path: Path,
+) -> None:
+    engine = create_database_engine(f"sqlite+aiosqlite:///{tmp_path / 'b.db'}")
+    order: list[str] = []
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("CREATE TABLE t (v TEXT)"))
+
+        async def holder() -> None:
+            async with engine.begin() as conn:  # BEGIN IMMEDIATE: the write lock
+                await conn.execute(sa.text("INSERT INTO t VALUES ('first')"))
+                order.append("holder has the lock")
+                await asyncio.sleep(0.3)  # e.g. waiting for a broker acknowledgement
+            order.append("holder committed")
+
+        async def waiter() -> None:
+            await asyncio.sleep(0.05)
+            async with engine.begin() as conn:
+                order.append("waiter has the lock")
+                await conn.execute(sa.text("INSERT INTO t VALUES ('second')"))
+
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while len(order) < 3:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(asyncio.gather(holder(), waiter(), ticker()), 5)
+        async with engine.connect() as conn:
+            values = (await conn.execute(sa.text("SELECT v FROM t ORDER BY rowid"))).scalars()
+            assert list(values) == ["first", "second"]
+    finally:
+        await engine.dispose()
+    assert order == ["holder has the lock", "holder committed", "waiter has the lock"]
+    assert ticks >= 10  # the loop kept running while the waiter waited
+
+
+async def test_a_lock_held_past_the_timeout_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("PRAGMA journal_mode=WAL")
+    other.execute("CREATE TABLE t (v)")
+    other.execute("BEGIN IMMEDIATE")  # another process's writer that never lets go
+    mine = sqlite3.connect(path, isolation_level=None)
+    mine.execute("PRAGMA busy_timeout=0")
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(sqlite3.OperationalError, match="database is locked") as caught:
+            await call_when_unlocked(lambda: mine.execute("BEGIN IMMEDIATE"), timeout_s=0.2)
+        assert is_busy(caught.value)
+        assert asyncio.get_running_loop().time() - started >= 0.2
+        other.execute("ROLLBACK")
+        await call_when_unlocked(lambda: mine.execute("BEGIN IMMEDIATE"), timeout_s=0.2)
+        mine.execute("ROLLBACK")
+    finally:
+        mine.close()
+        other.close()
+
+
+async def test_other_errors_are_not_retried() -> None:
+    calls = 0
+
+    def broken() -> None:
+        nonlocal calls
+        calls += 1
+        raise sqlite3.OperationalError("no such table: nope")
+
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        await call_when_unlocked(broken, timeout_s=1)
+    assert calls == 1
