@@ -290,10 +290,15 @@ class BrokerFile:
         """Up to `max_records` records from these (topic, partition, start offset) positions,
         taking partitions in the order given."""
         out: list[Record] = []
+        if not positions:
+            return out
+        ends = self._ends({topic for topic, _, _ in positions})
         for topic, partition, start in positions:
             room = max_records - len(out)
             if room <= 0:
                 break
+            if ends.get((topic, partition), 0) <= start:
+                continue  # nothing new there: skip the query
             for offset, key, value, headers, timestamp in self.conn.execute(
                 'SELECT "offset", key, value, headers, timestamp_ms FROM records'
                 ' WHERE topic = ? AND partition = ? AND "offset" >= ? ORDER BY "offset" LIMIT ?',
@@ -311,6 +316,18 @@ class BrokerFile:
                     )
                 )
         return out
+
+    def _ends(self, topics: set[str]) -> dict[TopicPartition, int]:
+        """The next offset of every partition of `topics` that has ever had a record: one query,
+        so a fetch reads only the partitions that have something new."""
+        marks = ",".join("?" * len(topics))
+        return {
+            (topic, partition): end
+            for topic, partition, end in self.conn.execute(
+                f"SELECT topic, partition, next_offset FROM partition_ends WHERE topic IN ({marks})",
+                tuple(topics),
+            )
+        }
 
     def committed(self, group_id: str, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         out: dict[TopicPartition, int] = {}
@@ -418,33 +435,43 @@ class BrokerFile:
 
 
 class _Bell:
-    """Wakes this process's waiting consumers of one broker file when a record is produced here.
+    """Wakes this process's waiting consumers of one broker file when a record is produced here
+    on a topic they read (a produce to one topic does not wake the readers of all the others).
     Records from other processes are found by polling."""
 
     def __init__(self) -> None:
-        self.generation = 0
-        self._waiters: set[asyncio.Future[None]] = set()
+        self._generations: dict[str, int] = defaultdict(int)
+        self._waiters: dict[asyncio.Future[None], frozenset[str]] = {}
         self._lock = threading.Lock()
 
-    def ring(self) -> None:
+    def generation(self, topics: frozenset[str]) -> int:
+        """A number that changes whenever a record is produced on one of `topics`."""
         with self._lock:
-            self.generation += 1
-            waiters, self._waiters = self._waiters, set()
-        for fut in waiters:
+            return sum(self._generations[t] for t in topics)
+
+    def ring(self, topics: Iterable[str]) -> None:
+        rung = set(topics)
+        with self._lock:
+            for topic in rung:
+                self._generations[topic] += 1
+            woken = [fut for fut, wanted in self._waiters.items() if not rung.isdisjoint(wanted)]
+            for fut in woken:
+                del self._waiters[fut]
+        for fut in woken:
             with contextlib.suppress(RuntimeError):  # that waiter's event loop is closed
                 fut.get_loop().call_soon_threadsafe(_resolve, fut)
 
-    async def wait(self, seen: int, timeout_s: float) -> None:
+    async def wait(self, topics: frozenset[str], seen: int, timeout_s: float) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._lock:
-            if self.generation != seen:
+            if sum(self._generations[t] for t in topics) != seen:
                 return
-            self._waiters.add(fut)
+            self._waiters[fut] = topics
         try:
             await asyncio.wait([fut], timeout=timeout_s)
         finally:
             with self._lock:
-                self._waiters.discard(fut)
+                self._waiters.pop(fut, None)
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -552,7 +579,7 @@ class EmbeddedTransport(Transport):
         if not records:
             return []
         stored = await self.run(self.file.append, list(records))
-        self._bell.ring()
+        self._bell.ring({record.topic for record in stored})
         return stored
 
     def subscribe(self, group_id: str, topics: Sequence[str]) -> EmbeddedSubscription:
@@ -599,6 +626,7 @@ class EmbeddedSubscription(Subscription):
         self.transport = transport
         self.group_id = group_id
         self.topics = tuple(dict.fromkeys(topics))
+        self._topic_set = frozenset(self.topics)
         self.member_id = f"{_now_ms():013d}-{uuid.uuid4().hex[:12]}"
         self._assignment: frozenset[TopicPartition] = frozenset()
         self._positions: dict[TopicPartition, int] = {}
@@ -684,14 +712,14 @@ class EmbeddedSubscription(Subscription):
         poll_s = self.transport.settings.embedded_poll_interval_ms / 1000
         bell = self.transport._bell
         while True:
-            seen = bell.generation
+            seen = bell.generation(self._topic_set)
             records = await self._read(max_records)
             if records or self._closed:
                 return records
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return []
-            await bell.wait(seen, min(remaining, poll_s))
+            await bell.wait(self._topic_set, seen, min(remaining, poll_s))
 
     async def _read(self, max_records: int) -> list[Record]:
         snapshot = sorted(self._positions.items())
