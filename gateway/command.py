@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.app import SERVICE, create_gateway_app, create_internal_app
 from gateway.models import callbacks
+from orchestrator import event_loop
 from orchestrator.cli import main
 from orchestrator.config import Settings
 from orchestrator.messaging.factory import connect_transport
@@ -160,4 +161,4 @@ def gateway_command(
         update={name: value for name, value in overrides.items() if value is not None}
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_gateway(settings))
+        event_loop.run(serve_gateway(settings), settings.event_loop)

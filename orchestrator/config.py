@@ -137,7 +137,7 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(
         default=10,
         ge=1,
-        description="Connections each process keeps open to PostgreSQL (as many more on bursts).",
+        description="Connections each process keeps open to PostgreSQL; more callers wait for one.",
     )
     data_dir: Path = Field(
         default=Path(".sagaway"),
@@ -387,6 +387,10 @@ class Settings(BaseSettings):
     console: ConsoleSettings = Field(
         default_factory=ConsoleSettings,
         description="The operator console: listen address, users and roles, sessions, sources.",
+    )
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        default="auto",
+        description="Event loop of every long-running process: uvloop when installed (`auto`), or asyncio's own.",
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
     log_format: Literal["text", "json"] = Field(

@@ -7,13 +7,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from pathlib import Path
 
 import click
 
+from orchestrator import event_loop
 from orchestrator.cli import main
 from orchestrator.config import Settings
 from orchestrator.dev import DevError, dev_settings, ignored_settings, reset_data_dir, run_dev
@@ -73,6 +73,8 @@ def dev_command(
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run_dev(settings, host=host, port=port, echo=echo))
+            event_loop.run(
+                run_dev(settings, host=host, port=port, echo=echo), settings.event_loop
+            )
     except DevError as exc:
         raise click.ClickException(str(exc)) from None

@@ -14,6 +14,7 @@ import signal
 import click
 import sqlalchemy as sa
 
+from orchestrator import event_loop
 from orchestrator.cli import main
 from orchestrator.config import Settings
 from orchestrator.messaging.factory import connect_transport
@@ -94,4 +95,4 @@ def orchestrator_command(settings: Settings, with_relay: bool) -> None:
         await run_orchestrator(settings, with_relay=with_relay)
 
     with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
-        asyncio.run(runner())
+        event_loop.run(runner(), settings.event_loop)

@@ -21,6 +21,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from orchestrator import event_loop
 from orchestrator.cli import main
 from orchestrator.config import Settings
 from orchestrator.observability.metrics import serve_metrics
@@ -73,7 +74,7 @@ def resolve_participant(name: str) -> Participant:
     return found
 
 
-def _run_until_signalled(work: Callable[[], Awaitable[None]]) -> None:
+def _run_until_signalled(work: Callable[[], Awaitable[None]], loop_choice: str = "auto") -> None:
     async def runner() -> None:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
@@ -83,7 +84,7 @@ def _run_until_signalled(work: Callable[[], Awaitable[None]]) -> None:
         await work()
 
     with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
-        asyncio.run(runner())
+        event_loop.run(runner(), loop_choice)
 
 
 def _database_errors_as_click(action: Callable[[], T]) -> T:
@@ -136,7 +137,9 @@ def participant_command(
         relay=relay,
         relay_mode=relay_mode,  # type: ignore[arg-type]
     )
-    _database_errors_as_click(lambda: _run_until_signalled(service.run_forever))
+    _database_errors_as_click(
+        lambda: _run_until_signalled(service.run_forever, settings.event_loop)
+    )
 
 
 URL_HELP = "SQLAlchemy URL of the {} database (default: the configured one for that service)."

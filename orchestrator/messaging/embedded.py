@@ -324,7 +324,8 @@ class BrokerFile:
         return {
             (topic, partition): end
             for topic, partition, end in self.conn.execute(
-                f"SELECT topic, partition, next_offset FROM partition_ends WHERE topic IN ({marks})",
+                "SELECT topic, partition, next_offset FROM partition_ends"
+                f" WHERE topic IN ({marks})",
                 tuple(topics),
             )
         }

@@ -18,6 +18,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from orchestrator import event_loop
 from orchestrator.cli import main
 from orchestrator.config import Settings
 from orchestrator.messaging.factory import connect_transport
@@ -96,7 +97,7 @@ def _run_until_signalled(settings: Settings, service: str, mode: str | None) -> 
         await run_relay(settings, service, mode)
 
     with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
-        asyncio.run(runner())
+        event_loop.run(runner(), settings.event_loop)
 
 
 @main.group("relay", invoke_without_command=True)

@@ -130,7 +130,10 @@ def create_database_engine(
         connect_args["server_settings"] = {"application_name": application_name}
     options.update(
         pool_size=pool_size,
-        max_overflow=pool_size,
+        # No overflow: a connection opened for a burst was closed when handed back, so a busy
+        # gateway opened (TLS handshake attempt, a backend forked) and closed one per request.
+        # Callers past pool_size wait their turn; a transaction here lasts milliseconds.
+        max_overflow=0,
         pool_pre_ping=True,
         pool_timeout=30,
         connect_args=connect_args,

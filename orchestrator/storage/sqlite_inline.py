@@ -28,7 +28,7 @@ MAX_BACKOFF_S = 0.02
 
 
 def is_busy(exc: BaseException) -> bool:
-    """SQLITE_BUSY or SQLITE_LOCKED (any extended code): the lock is taken, trying again may work."""
+    """SQLITE_BUSY or SQLITE_LOCKED (any extended code): a lock is taken; trying later may work."""
     code = getattr(exc, "sqlite_errorcode", None)
     if code is None:
         return isinstance(exc, sqlite3.OperationalError) and "database is locked" in str(exc)
