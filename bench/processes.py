@@ -76,7 +76,24 @@ def machine() -> dict[str, Any]:
         "load_average_at_start": load_average(),
         "python": sys.version.split()[0],
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": code_version(),
     }
+
+
+def code_version() -> str | None:
+    """The git commit measured (with `+dirty` for uncommitted changes), for before/after."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+            check=True, timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
 
 
 # ---------------------------------------------------------------- role processes

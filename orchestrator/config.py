@@ -388,9 +388,9 @@ class Settings(BaseSettings):
         default_factory=ConsoleSettings,
         description="The operator console: listen address, users and roles, sessions, sources.",
     )
-    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
-        default="auto",
-        description="Event loop of every long-running process: uvloop when installed (`auto`), or asyncio's own.",
+    event_loop: Literal["asyncio", "uvloop"] = Field(
+        default="asyncio",
+        description="Event loop of every long-running process; `uvloop` needs `pip install uvloop` (see docs/benchmarks.md).",
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
     log_format: Literal["text", "json"] = Field(

@@ -1,6 +1,7 @@
-"""Runs a process's main coroutine on uvloop when it is installed: its event loop (libuv, in C)
-takes a fraction of asyncio's CPU per callback, socket read and timer, and every role here is a
-loop of small callbacks. `SAGAWAY_EVENT_LOOP=asyncio` turns it off to rule it out."""
+"""Runs a process's main coroutine on the event loop the settings choose: asyncio's own (the
+default), or uvloop. uvloop (libuv, in C) costs less CPU per callback, but it was no faster on
+our hot paths and, with 10,000 sync requests held at one gateway, it reset connections that
+asyncio accepted (docs/benchmarks.md) — so it is an option, not the default."""
 
 from __future__ import annotations
 
@@ -12,19 +13,19 @@ T = TypeVar("T")
 
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop factory for `auto` (when installed) and `uvloop`; None for asyncio's."""
-    if choice == "asyncio":
+    """uvloop's loop factory for `uvloop`; None (asyncio's own loop) for `asyncio`."""
+    if choice != "uvloop":
         return None
     try:
         import uvloop
     except ImportError:
-        if choice == "uvloop":
-            raise RuntimeError("SAGAWAY_EVENT_LOOP=uvloop but uvloop is not installed") from None
-        return None
+        raise RuntimeError(
+            "SAGAWAY_EVENT_LOOP=uvloop but uvloop is not installed (pip install uvloop)"
+        ) from None
     return uvloop.new_event_loop  # type: ignore[no-any-return]
 
 
-def run(main: Coroutine[Any, Any, T], choice: str = "auto") -> T:
+def run(main: Coroutine[Any, Any, T], choice: str = "asyncio") -> T:
     """`asyncio.run(main)` on the chosen event loop."""
     with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
         return runner.run(main)

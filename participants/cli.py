@@ -74,7 +74,7 @@ def resolve_participant(name: str) -> Participant:
     return found
 
 
-def _run_until_signalled(work: Callable[[], Awaitable[None]], loop_choice: str = "auto") -> None:
+def _run_until_signalled(work: Callable[[], Awaitable[None]], loop_choice: str = "asyncio") -> None:
     async def runner() -> None:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()

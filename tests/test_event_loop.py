@@ -1,4 +1,4 @@
-"""Long-running processes run on uvloop when it is installed, unless told to use asyncio's."""
+"""Long-running processes run on asyncio's loop unless the settings ask for uvloop."""
 
 from __future__ import annotations
 
@@ -8,19 +8,19 @@ import pytest
 import uvloop
 
 from orchestrator import event_loop
+from orchestrator.config import Settings
 
 
-async def loop_class() -> str:
+async def loop_module() -> str:
     return type(asyncio.get_running_loop()).__module__
 
 
-@pytest.mark.parametrize(
-    ("choice", "module"), [("auto", "uvloop"), ("uvloop", "uvloop"), ("asyncio", "asyncio")]
-)
+@pytest.mark.parametrize(("choice", "module"), [("asyncio", "asyncio"), ("uvloop", "uvloop")])
 def test_the_chosen_loop_runs_the_coroutine(choice: str, module: str) -> None:
-    assert event_loop.run(loop_class(), choice).startswith(module)
+    assert event_loop.run(loop_module(), choice).startswith(module)
 
 
-def test_uvloop_is_the_factory_unless_asyncio_is_asked_for() -> None:
-    assert event_loop.loop_factory("auto") is uvloop.new_event_loop
-    assert event_loop.loop_factory("asyncio") is None
+def test_asyncio_is_the_default() -> None:
+    assert Settings().event_loop == "asyncio"
+    assert event_loop.loop_factory(Settings().event_loop) is None
+    assert event_loop.loop_factory("uvloop") is uvloop.new_event_loop

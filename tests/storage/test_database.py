@@ -250,7 +250,7 @@ async def test_a_missing_database_is_reported_at_once_not_waited_for(pg_url: str
 
 
 async def test_postgresql_pool_survives_a_server_restart() -> None:
-    """Pooled connections die with the server; pre-ping replaces them, so the first query
+    """Pooled connections die with the server; they are replaced at checkout, so the first query
     after a restart succeeds instead of raising "connection is closed"."""
     server = await asyncio.to_thread(PostgresServer().start)
     try:
@@ -270,6 +270,32 @@ async def test_postgresql_pool_survives_a_server_restart() -> None:
     finally:
         await asyncio.to_thread(server.stop)
     assert kept == 7
+
+
+async def test_a_pooled_connection_the_server_terminated_is_replaced_without_a_ping(
+    pg_url: str,
+) -> None:
+    """A backend killed while its connection sat in the pool (an administrator, a failover) is
+    noticed at checkout, from the socket's state: the next transaction gets a new connection."""
+    engine = create_database_engine(pg_url, pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            first_pid = (await connection.execute(sa.text("SELECT pg_backend_pid()"))).scalar()
+        killer = create_database_engine(pg_url, pool_size=1)
+        try:
+            async with killer.connect() as connection:
+                await connection.execute(
+                    sa.text("SELECT pg_terminate_backend(:p)"), {"p": first_pid}
+                )
+        finally:
+            await killer.dispose()
+        await asyncio.sleep(0.3)  # the loop reads the server's goodbye on the idle socket
+
+        async with engine.connect() as connection:
+            second_pid = (await connection.execute(sa.text("SELECT pg_backend_pid()"))).scalar()
+    finally:
+        await engine.dispose()
+    assert second_pid != first_pid
 
 
 async def test_sqlite_autocommit_reader_does_not_hold_the_write_lock(
