@@ -14,7 +14,7 @@ from pathlib import Path
 def read_stacks(path: Path) -> Counter[tuple[str, ...]]:
     """One collapsed stack per line: `frame;frame;...;frame COUNT`, outermost frame first."""
     stacks: Counter[tuple[str, ...]] = Counter()
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         frames, _, count = line.rpartition(" ")
         if frames and count.isdigit():
             stacks[tuple(frames.split(";"))] += int(count)
