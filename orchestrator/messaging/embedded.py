@@ -2,8 +2,8 @@
 durably in one SQLite file, in process. It is a product mode (`sagaway dev`), not a test fake.
 
 Several processes may share one broker file: WAL journal mode lets readers run beside the one
-writer, a busy timeout queues writers, and every write that must be atomic runs in a
-`BEGIN IMMEDIATE` transaction. A restart loses nothing; only uncommitted records come again.
+writer, a writer waits (asynchronously) for another's lock, and every write that must be atomic
+runs in a `BEGIN IMMEDIATE` transaction. A restart loses nothing; only uncommitted records come again.
 
 Threading: every broker operation (a whole batch insert, a whole multi-partition fetch, a commit
 with its ownership check) runs as one call on the event loop's own thread, on the transport's
