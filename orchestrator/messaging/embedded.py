@@ -3,7 +3,8 @@ durably in one SQLite file, in process. It is a product mode (`sagaway dev`), no
 
 Several processes may share one broker file: WAL journal mode lets readers run beside the one
 writer, a writer waits (asynchronously) for another's lock, and every write that must be atomic
-runs in a `BEGIN IMMEDIATE` transaction. A restart loses nothing; only uncommitted records come again.
+runs in a `BEGIN IMMEDIATE` transaction. A restart loses nothing; only uncommitted records come
+again.
 
 Threading: every broker operation (a whole batch insert, a whole multi-partition fetch, a commit
 with its ownership check) runs as one call on the event loop's own thread, on the transport's
@@ -119,6 +120,22 @@ def assign(
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+_last_member_ms = 0
+_member_ms_lock = threading.Lock()
+
+
+def _new_member_id() -> str:
+    """Join time in ms, then a random tail. Members are assigned partitions in member-id order,
+    so within a process a later member always sorts after an earlier one — even when both
+    joined in the same millisecond, which became common once broker calls stopped hopping
+    threads."""
+    global _last_member_ms
+    with _member_ms_lock:
+        _last_member_ms = max(_now_ms(), _last_member_ms + 1)
+        joined = _last_member_ms
+    return f"{joined:013d}-{uuid.uuid4().hex[:12]}"
 
 
 def _pack_headers(headers: Headers) -> bytes | None:
@@ -628,7 +645,7 @@ class EmbeddedSubscription(Subscription):
         self.group_id = group_id
         self.topics = tuple(dict.fromkeys(topics))
         self._topic_set = frozenset(self.topics)
-        self.member_id = f"{_now_ms():013d}-{uuid.uuid4().hex[:12]}"
+        self.member_id = _new_member_id()
         self._assignment: frozenset[TopicPartition] = frozenset()
         self._positions: dict[TopicPartition, int] = {}
         self._heartbeat_task: asyncio.Task[None] | None = None

@@ -107,3 +107,12 @@ async def test_a_member_whose_partition_moved_commits_the_rest_and_is_told_about
         await new.close()
     finally:
         await transport.close()
+
+
+def test_a_later_member_sorts_after_an_earlier_one_even_in_the_same_millisecond(
+    embedded_settings: Settings,
+) -> None:
+    transport = EmbeddedTransport(embedded_settings)
+    ids = [transport.subscribe("same-ms", ["t"]).member_id for _ in range(50)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
