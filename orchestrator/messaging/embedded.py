@@ -52,7 +52,7 @@ except ImportError:  # pragma: no cover - aiokafka is a dependency; kept for a K
 log = logging.getLogger("sagaway.embedded")
 T = TypeVar("T")
 TopicPartition = tuple[str, int]
-# How long a broker call waits for another process's write lock before it fails.
+# How long a broker call waits for another connection's write lock before it fails.
 BUSY_TIMEOUT_S = 30.0
 
 SCHEMA = """
@@ -158,7 +158,7 @@ def _unpack_headers(raw: bytes | None) -> Headers:
 class BrokerFile:
     """The synchronous side: one sqlite3 connection, used only from the transport's thread."""
 
-    def __init__(self, path: Path, busy_timeout_ms: int = 30_000) -> None:
+    def __init__(self, path: Path, busy_timeout_ms: int = int(BUSY_TIMEOUT_S * 1000)) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.conn = sqlite3.connect(
@@ -465,7 +465,10 @@ class _Bell:
     def generation(self, topics: frozenset[str]) -> int:
         """A number that changes whenever a record is produced on one of `topics`."""
         with self._lock:
-            return sum(self._generations[t] for t in topics)
+            return self._sum(topics)
+
+    def _sum(self, topics: frozenset[str]) -> int:
+        return sum(self._generations[t] for t in topics)
 
     def ring(self, topics: Iterable[str]) -> None:
         rung = set(topics)
@@ -482,7 +485,7 @@ class _Bell:
     async def wait(self, topics: frozenset[str], seen: int, timeout_s: float) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._lock:
-            if sum(self._generations[t] for t in topics) != seen:
+            if self._sum(topics) != seen:
                 return
             self._waiters[fut] = topics
         try:
@@ -573,9 +576,7 @@ class EmbeddedTransport(Transport):
             self._prune_task = None
         if self._executor is not None:
             if self._pruner is not None:
-                await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._pruner.close
-                )
+                await asyncio.get_running_loop().run_in_executor(self._executor, self._pruner.close)
             self._executor.shutdown(wait=True)
         if self._file is not None:
             self._file.close()

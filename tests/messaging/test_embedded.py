@@ -14,6 +14,7 @@ from orchestrator.config import Settings
 from orchestrator.messaging.embedded import (
     EmbeddedTransport,
     UnknownTopic,
+    _Bell,
     assign,
     default_partition,
 )
@@ -116,3 +117,22 @@ def test_a_later_member_sorts_after_an_earlier_one_even_in_the_same_millisecond(
     ids = [transport.subscribe("same-ms", ["t"]).member_id for _ in range(50)]
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
+
+
+async def test_a_produce_wakes_the_readers_of_its_topic_and_no_others() -> None:
+    bell = _Bell()
+    orders, payments = frozenset({"orders"}), frozenset({"payments", "refunds"})
+    loop = asyncio.get_running_loop()
+    seen = bell.generation(payments)
+    waiting = asyncio.create_task(bell.wait(payments, seen, timeout_s=5))
+    await asyncio.sleep(0.01)
+    bell.ring({"orders"})
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # another topic's record: still asleep
+    assert bell.generation(payments) == seen and bell.generation(orders) != 0
+    started = loop.time()
+    bell.ring({"refunds"})
+    await asyncio.wait_for(waiting, 1)
+    assert loop.time() - started < 0.5
+    # A ring that came before the wait makes it return at once.
+    await asyncio.wait_for(bell.wait(payments, seen, timeout_s=5), 0.5)
