@@ -1,6 +1,8 @@
-"""`sagaway dev`: the whole system in one process — the example participants, the orchestrator
-(and its timers), a polling relay per database, the gateway and the console at /console — on
-one SQLite file per service and the embedded broker in `data_dir`, behind ONE HTTP listener.
+"""`sagaway dev`: the whole system — the example participants, the orchestrator (and its
+timers), a polling relay per database, the gateway and the console at /console — on one SQLite
+file per service and the embedded broker in `data_dir`, behind ONE HTTP listener. Everything
+runs in this process, except (from the CLI, by default) the participants, which run in a second
+one to use a second core (dev_participants.py).
 
 Every piece of state lives in those files, so stopping (or killing) the process loses nothing:
 the next `sagaway dev` on the same data dir continues the sagas in flight. The composition is
@@ -39,6 +41,11 @@ from starlette.routing import Mount, Route
 
 from gateway.problems import handle_http_exception
 from orchestrator.config import ConsoleUser, Settings
+from orchestrator.dev_participants import (
+    PARTICIPANTS,
+    ParticipantsProcess,
+    ParticipantsProcessError,
+)
 from orchestrator.messaging.factory import connect_transport
 from orchestrator.messaging.transport import Transport
 from orchestrator.registry import SagaModuleError, load_registry
@@ -47,7 +54,6 @@ from orchestrator.storage.migrate import current_revision, head_revision, upgrad
 
 log = logging.getLogger("sagaway.dev")
 
-PARTICIPANTS = ("inventory", "payments", "shipping")
 SERVICES = ("orchestrator", "gateway", *PARTICIPANTS)
 CONSOLE_PATH = "/console"
 CREDENTIALS_FILE = "console-credentials"
@@ -199,8 +205,11 @@ def dev_credentials(data_dir: Path) -> DevCredentials:
         try:
             stored = tomllib.loads(path.read_text())
             return DevCredentials(
-                str(stored["user"]), str(stored["password"]), str(stored["session_secret"]),
-                path, created=False,
+                str(stored["user"]),
+                str(stored["password"]),
+                str(stored["session_secret"]),
+                path,
+                created=False,
             )
         except (OSError, ValueError, KeyError) as exc:
             log.warning("%s is unreadable (%s); writing a new one", path, exc)
@@ -302,16 +311,21 @@ def base_url(host: str, port: int) -> str:
 class DevSystem:
     """Every role on one event loop, one embedded transport and one listener.
 
-        system = DevSystem(settings, host="127.0.0.1", port=8000)
-        await system.start()      # returns once the listener answers
-        ...
-        await system.stop()       # reverse order; safe after a partial start
+    system = DevSystem(settings, host="127.0.0.1", port=8000)
+    await system.start()      # returns once the listener answers
+    ...
+    await system.stop()       # reverse order; safe after a partial start
     """
 
-    def __init__(self, settings: Settings, *, host: str, port: int) -> None:
+    def __init__(
+        self, settings: Settings, *, host: str, port: int, participants_process: bool = False
+    ) -> None:
         self.settings = dev_settings(settings)
         self.host = host
         self.port = port
+        # The example participants in a second process (dev_participants.py): two cores.
+        self.participants_process = participants_process
+        self.participants: ParticipantsProcess | None = None
         self.credentials: DevCredentials | None = None
         self.auth_enabled = False
         self.migrations: list[str] = []
@@ -385,20 +399,10 @@ class DevSystem:
 
         # Consumers before producers: the participants and the orchestrator join their groups
         # before the gateway takes requests (each is durable anyway; this only saves a wait).
-        from participants.examples import example
-        from participants.service import ParticipantService
-
-        for name in PARTICIPANTS:
-            participant = ParticipantService(
-                example(name),
-                settings,
-                engine=self.engines[name],
-                transport=transport,
-                relay=True,
-                check_schema=False,
-            )
-            await participant.start()
-            stack.push_async_callback(participant.stop, SHUTDOWN_GRACE_S)
+        if self.participants_process:
+            await self._start_participants_process()
+        else:
+            await self._start_participants(transport)
 
         from orchestrator.service import OrchestratorService
 
@@ -436,6 +440,45 @@ class DevSystem:
             "started in %s",
             ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in self.phases.items()),
         )
+
+    async def _start_participants(self, transport: Transport) -> None:
+        from participants.examples import example
+        from participants.service import ParticipantService
+
+        for name in PARTICIPANTS:
+            participant = ParticipantService(
+                example(name),
+                self.settings,
+                engine=self.engines[name],
+                transport=transport,
+                relay=True,
+                check_schema=False,
+            )
+            await participant.start()
+            self._stack.push_async_callback(participant.stop, SHUTDOWN_GRACE_S)
+
+    async def _start_participants_process(self) -> None:
+        try:
+            self.participants = ParticipantsProcess(self.settings, SHUTDOWN_GRACE_S)
+            await self.participants.start()
+        except ParticipantsProcessError as exc:
+            raise DevError(f"cannot start: {exc}") from exc
+        self._stack.push_async_callback(self.participants.stop)
+        # Their relays export outbox lag in the child's registry; /metrics is served here.
+        lag = asyncio.create_task(self._export_participant_lag(), name="dev-participant-lag")
+        self._stack.push_async_callback(_cancel, lag)
+
+    async def _export_participant_lag(self) -> None:
+        from orchestrator.outbox.lag import export_lag, measure_lag
+        from orchestrator.outbox.poll_relay import POLL_RELAY_NAME
+
+        while True:
+            for name in PARTICIPANTS:
+                try:
+                    export_lag(name, await measure_lag(self.engines[name], POLL_RELAY_NAME))
+                except Exception as exc:  # noqa: BLE001 - figures are best effort
+                    log.warning("could not measure %s's outbox lag: %s", name, exc)
+            await asyncio.sleep(max(self.settings.relay_heartbeat_interval_s, 1.0))
 
     def _phase(self, name: str) -> None:
         now = time.perf_counter()
@@ -533,7 +576,14 @@ class DevSystem:
             data_dir=self.data_dir,
             credentials=self.credentials,
             auth_enabled=self.auth_enabled,
+            participants_process=self.participants_process,
         )
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def example_curl(url: str, *, auth_enabled: bool) -> str:
@@ -562,6 +612,7 @@ def dev_banner(
     data_dir: Path,
     credentials: DevCredentials | None,
     auth_enabled: bool,
+    participants_process: bool = False,
 ) -> str:
     """What `sagaway dev` prints once it answers: where everything is, and how to try it."""
     if credentials is not None:
@@ -571,9 +622,10 @@ def dev_banner(
         )
     else:
         login = "users of [[console.users]]"
+    where = "the participants in a 2nd process" if participants_process else "all in this process"
     lines = [
         "Sagaway dev is ready: gateway, orchestrator, inventory, payments, shipping,",
-        f"their outbox relays and the console, all in this process; data in {_shown(data_dir)}/",
+        f"their outbox relays and the console, {where}; data in {_shown(data_dir)}/",
         "",
         f"  API      POST {url}/api/v1/orders",
         f"           POST {url}/api/v1/sagas/{{saga_type}}",
@@ -592,7 +644,7 @@ def dev_banner(
         ]
     lines += [
         "Place an order; the answer comes when its saga ends. Add -H 'Prefer: respond-async'",
-        "for a 202 and a status URL; with \"country\": \"AQ\" shipping refuses and the saga",
+        'for a 202 and a status URL; with "country": "AQ" shipping refuses and the saga',
         "compensates (409):",
         "",
         "  " + example_curl(url, auth_enabled=auth_enabled),
@@ -622,7 +674,12 @@ async def _signals(on_signal: Callable[[int], None]) -> AsyncIterator[None]:
 
 
 async def run_dev(
-    settings: Settings, *, host: str, port: int, echo: Callable[[str], None]
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    echo: Callable[[str], None],
+    participants_process: bool = False,
 ) -> None:
     """Start the system, print the banner, serve until SIGINT/SIGTERM, stop cleanly.
 
@@ -631,7 +688,7 @@ async def run_dev(
     a third exits at once (nothing is lost: every state change is already on disk)."""
     main_task = asyncio.current_task()
     assert main_task is not None
-    system = DevSystem(settings, host=host, port=port)
+    system = DevSystem(settings, host=host, port=port, participants_process=participants_process)
     phase = "starting"
     signals = 0
 

@@ -1,4 +1,5 @@
-"""`sagaway dev`: the whole system in one process, on embedded SQLite files and broker.
+"""`sagaway dev`: the whole system on embedded SQLite files and broker, in two processes (the
+example participants in the second) or, with `--processes 1`, in one.
 
     sagaway dev                          # http://127.0.0.1:8000, data in ./.sagaway
     sagaway dev --port 9000 --data-dir /tmp/sagaway
@@ -43,13 +44,27 @@ log = logging.getLogger("sagaway.dev")
     help="Delete the data dir's Sagaway files first (databases, broker, console login): "
     "start afresh. Other files in it are left alone.",
 )
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 2),
+    default=2,
+    show_default=True,
+    help="2 runs the example participants in a second process (uses two cores); "
+    "1 runs everything in this one.",
+)
 @click.pass_obj
 def dev_command(
-    settings: Settings, host: str, port: int, data_dir: Path | None, reset: bool
+    settings: Settings,
+    host: str,
+    port: int,
+    data_dir: Path | None,
+    reset: bool,
+    processes: int,
 ) -> None:
-    """Run the whole system in one process: gateway, orchestrator, the example participants
-    (inventory, payments, shipping), their relays and the console, on one SQLite file per
-    service and the embedded broker. Seeds the examples, prints the URLs and a curl to try.
+    """Run the whole system: gateway, orchestrator, the example participants (inventory,
+    payments, shipping), their relays and the console, on one SQLite file per service and the
+    embedded broker; the participants in a second process unless --processes 1. Seeds the
+    examples, prints the URLs and a curl to try.
 
     State is durable: Ctrl-C (or a crash) and `sagaway dev` again continues the sagas in flight.
     """
@@ -74,7 +89,14 @@ def dev_command(
     try:
         with contextlib.suppress(KeyboardInterrupt):
             event_loop.run(
-                run_dev(settings, host=host, port=port, echo=echo), settings.event_loop
+                run_dev(
+                    settings,
+                    host=host,
+                    port=port,
+                    echo=echo,
+                    participants_process=processes == 2,
+                ),
+                settings.event_loop,
             )
     except DevError as exc:
         raise click.ClickException(str(exc)) from None

@@ -269,6 +269,61 @@ def test_metrics_and_openapi_are_served(dev: DevProcess) -> None:
     assert "/api/v1/orders" in openapi["paths"]
 
 
+def participants_pids(dev_pid: int) -> list[int]:
+    """The `orchestrator.dev_participants` children of the dev process."""
+    children = Path(f"/proc/{dev_pid}/task/{dev_pid}/children").read_text().split()
+    return [
+        int(pid)
+        for pid in children
+        if b"orchestrator.dev_participants" in _cmdline(int(pid))
+    ]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def wait_gone(pid: int, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _cmdline(pid) and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z":
+        assert time.monotonic() < deadline, f"process {pid} still runs after {timeout_s}s"
+        time.sleep(0.1)
+
+
+def test_participants_run_in_a_second_process_and_their_outbox_lag_is_in_metrics(
+    dev: DevProcess,
+) -> None:
+    assert dev.process is not None
+    assert len(participants_pids(dev.process.pid)) == 1
+    assert "the participants in a 2nd process" in dev.stdout()
+    assert post_order(dev.url, order()).json()["status"] == "completed"
+    deadline = time.monotonic() + 30
+    while True:
+        text = httpx.get(f"{dev.url}/metrics", timeout=10).text
+        if 'sagaway_outbox_unpublished_rows{service="shipping"}' in text:
+            break
+        assert time.monotonic() < deadline, text[-3000:]
+        time.sleep(0.5)
+
+
+def test_a_killed_participants_process_is_started_again_and_orders_complete(
+    dev: DevProcess,
+) -> None:
+    assert dev.process is not None
+    (child,) = participants_pids(dev.process.pid)
+    os.kill(child, signal.SIGKILL)
+    wait_gone(child)
+    # Accepted while no participant runs: the order waits in the broker, then completes.
+    response = post_order(dev.url, order(customer="c-7"))
+    assert response.json()["status"] == "completed", response.text
+    (again,) = participants_pids(dev.process.pid)
+    assert again != child
+    assert "starting it again" in dev.stderr()
+
+
 def test_second_dev_on_the_same_data_dir_or_port_is_refused(dev: DevProcess) -> None:
     env = dev_environment()
     same_dir = subprocess.run(
@@ -310,7 +365,10 @@ def test_kill_9_mid_flight_then_restart_finishes_every_accepted_request(dev: Dev
     ]
     with ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda b: post_order(dev.url, b, prefer_async=True), bodies))
+    assert dev.process is not None
+    (participants,) = participants_pids(dev.process.pid)
     dev.kill()  # at once: the last sagas accepted have barely started
+    wait_gone(participants)  # its stdin closed with the parent: no orphan keeps consuming
     assert all(r.status_code == 202 for r in responses), [r.text for r in responses]
     assert in_flight(dev.data_dir / "gateway.db") > 0, "the kill came after every saga ended"
 
@@ -333,6 +391,8 @@ def test_kill_9_mid_flight_then_restart_finishes_every_accepted_request(dev: Dev
 
 def test_ctrl_c_stops_promptly_with_exit_0_and_no_traceback(dev: DevProcess) -> None:
     # Work in hand when the signal comes: an order held open by a sync request.
+    assert dev.process is not None
+    (participants,) = participants_pids(dev.process.pid)
     with ThreadPoolExecutor(1) as pool:
         held = pool.submit(post_order, dev.url, order())
         time.sleep(0.05)
@@ -342,6 +402,7 @@ def test_ctrl_c_stops_promptly_with_exit_0_and_no_traceback(dev: DevProcess) -> 
     assert took_s < 10, f"took {took_s:.1f}s to stop"
     assert "Traceback" not in dev.stderr(), dev.stderr()
     assert "sagaway dev stopped" in dev.stderr()
+    assert not _cmdline(participants), "the participants' process outlived sagaway dev"
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", dev.port)) != 0, "still listening"
     print(f"startup: {', '.join(f'{s:.2f}s' for s in dev.startup_s)}; SIGINT exit {took_s:.2f}s")
