@@ -7,6 +7,7 @@ the caller sends it again instead of running the handler twice.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -117,14 +118,41 @@ async def store_reply(
     conn: AsyncConnection, consumer: str, message_id: str, reply: StoredReply
 ) -> None:
     """Keep the reply with the inbox row `claim` inserted, in the same transaction."""
-    _check(consumer, message_id)
-    result = await conn.execute(
-        sa.update(inbox)
-        .where(inbox.c.consumer == consumer, inbox.c.message_id == message_id)
-        .values(reply=reply.to_json())
+    await store_replies(conn, consumer, {message_id: reply})
+
+
+_STORE_REPLY = (
+    sa.update(inbox)
+    .where(
+        inbox.c.consumer == sa.bindparam("b_consumer"),
+        inbox.c.message_id == sa.bindparam("b_message_id"),
     )
-    if result.rowcount != 1:
-        raise InboxError(f"no inbox row for {consumer}/{message_id}: call claim() first")
+    .values(reply=sa.bindparam("b_reply", type_=inbox.c.reply.type))
+)
+
+
+async def store_replies(
+    conn: AsyncConnection, consumer: str, replies: Mapping[str, StoredReply]
+) -> None:
+    """`store_reply` for many messages (message id → reply) in one statement: a batch's replies
+    are one round trip to PostgreSQL (asyncpg pipelines an executemany), not one each."""
+    if not replies:
+        return
+    for message_id in replies:
+        _check(consumer, message_id)
+    result = await conn.execute(
+        _STORE_REPLY,
+        [
+            {"b_consumer": consumer, "b_message_id": message_id, "b_reply": reply.to_json()}
+            for message_id, reply in replies.items()
+        ],
+    )
+    # Drivers that cannot count the rows of an executemany report -1 (or nothing): not checked.
+    if len(replies) == 1 or conn.dialect.supports_sane_multi_rowcount:
+        if result.rowcount not in (len(replies), -1):
+            raise InboxError(
+                f"no inbox row for some of {consumer}/{', '.join(replies)}: call claim() first"
+            )
 
 
 async def prune_inbox(conn: AsyncConnection, older_than: datetime) -> int:

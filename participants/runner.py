@@ -3,8 +3,9 @@
 Per command, inside the transaction of the consumed batch: claim the inbox row; a duplicate
 gets its stored reply again (stamped with the current delivery's attempt); a new command runs its
 handler inside a SAVEPOINT, so a `Rejection` undoes the handler's writes but keeps the inbox row
-and the failure reply. The reply is stored with the inbox row and written to the outbox; the
-relay publishes it. Anything else a handler raises rolls the batch back and is left to
+and the failure reply. The reply is stored with the inbox row and written to the outbox (the
+batch's replies together, at its end: one statement each, not two per command); the relay
+publishes it. Anything else a handler raises rolls the batch back and is left to
 `RecordProcessor`: retried record by record with backoff, then dead-lettered.
 
 Why one transaction per batch (with a savepoint per command) rather than one per command: a
@@ -25,7 +26,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator.config import Settings
-from orchestrator.inbox import StoredReply, claim, store_reply
+from orchestrator.inbox import StoredReply, claim, store_replies
 from orchestrator.messaging.envelope import Message, new_message_id, now_rfc3339, reply_to
 from orchestrator.messaging.processing import RecordProcessor
 from orchestrator.messaging.records import Record
@@ -57,6 +58,18 @@ class RunnerStats:
         self.succeeded += other.succeeded
         self.rejected += other.rejected
         self.duplicates += other.duplicates
+
+
+@dataclass
+class BatchReplies:
+    """The replies a batch's commands produced, written at the end of its transaction."""
+
+    stored: dict[str, StoredReply]  # command message id → its reply, for the inbox
+    outbox: list[tuple[str, Message]]
+
+    @classmethod
+    def empty(cls) -> BatchReplies:
+        return cls(stored={}, outbox=[])
 
 
 def group_id_for(settings: Settings, participant: str) -> str:
@@ -144,13 +157,20 @@ class ParticipantRunner:
             await self._handle_traced(batch, stats)
         else:
             async with self.engine.begin() as conn:
+                replies = BatchReplies.empty()
                 for _record, message in batch:
                     token = logs.bind(message)
                     try:
-                        await self.handle_command(conn, message, stats)
+                        await self.handle_command(conn, message, stats, replies)
                     finally:
                         logs.reset(token)
+                await self.write_replies(conn, replies)
         self.stats.add(stats)
+
+    async def write_replies(self, conn: AsyncConnection, replies: BatchReplies) -> None:
+        """Store the batch's replies with their inbox rows and put them in the outbox."""
+        await store_replies(conn, self.consumer, replies.stored)
+        await add_to_outbox(conn, replies.outbox)
 
     async def _handle_traced(self, batch: list[tuple[Record, Message]], stats: RunnerStats) -> None:
         """handle_batch with a span per command (child of its traceparent, parent of the reply
@@ -158,6 +178,7 @@ class ParticipantRunner:
         spans: list[tracing.Span] = []
         try:
             async with self.engine.begin() as conn:
+                replies = BatchReplies.empty()
                 for record, message in batch:
                     span = tracing.message_span(
                         self.participant.name,
@@ -171,18 +192,20 @@ class ParticipantRunner:
                     token = logs.bind(traced)
                     try:
                         with tracing.use_span(span):
-                            await self.handle_command(conn, traced, stats)
+                            await self.handle_command(conn, traced, stats, replies)
                     finally:
                         logs.reset(token)
+                await self.write_replies(conn, replies)
         except BaseException as exc:
             tracing.end_spans(spans, exc)
             raise
         tracing.end_spans(spans)
 
     async def handle_command(
-        self, conn: AsyncConnection, message: Message, stats: RunnerStats
+        self, conn: AsyncConnection, message: Message, stats: RunnerStats, replies: BatchReplies
     ) -> None:
-        """Claim, run (or recall) and answer one command on `conn`, the caller's transaction."""
+        """Claim, run (or recall) and answer one command on `conn`, the caller's transaction;
+        its reply joins `replies`, which the caller writes before it commits."""
         if message.message_type != "command":
             raise UnanswerableMessage(
                 f"{self.requests_topic} takes commands, got a {message.message_type} "
@@ -191,14 +214,15 @@ class ParticipantRunner:
         topic = self._reply_topic(message)
         claimed = await claim(conn, self.consumer, message.message_id)
         if claimed.duplicate:
-            if claimed.reply is not None:
-                again = self._again(claimed.reply.message, message)
-                await add_to_outbox(conn, [(topic, again)])
+            # Claimed earlier in this very batch: its reply is not stored yet.
+            stored = claimed.reply or replies.stored.get(message.message_id)
+            if stored is not None:
+                replies.outbox.append((topic, self._again(stored.message, message)))
             stats.duplicates += 1
             return
         reply = await self._run(conn, message, stats)
-        await store_reply(conn, self.consumer, message.message_id, StoredReply(topic, reply))
-        await add_to_outbox(conn, [(topic, reply)])
+        replies.stored[message.message_id] = StoredReply(topic, reply)
+        replies.outbox.append((topic, reply))
 
     async def _run(self, conn: AsyncConnection, message: Message, stats: RunnerStats) -> Message:
         spec = self.participant.handler_for(message.command)

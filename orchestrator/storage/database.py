@@ -117,6 +117,9 @@ def create_database_engine(
         path = sqlite_path(parsed)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # A fixed pool, as for PostgreSQL below: overflow connections were opened (four
+            # PRAGMAs each) and closed again for every burst of concurrent transactions.
+            options.update(pool_size=pool_size, max_overflow=0, pool_timeout=30)
         if sqlite_inline:
             args, kwargs = SQLiteDialect_aiosqlite().create_connect_args(parsed)
             options["async_creator"] = inline_connector(
@@ -181,8 +184,13 @@ def _tune_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
             return
         # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
         # writes fails at once with SQLITE_BUSY when another writer got in between, and
-        # busy_timeout cannot help it. Readers are never blocked in WAL mode.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # busy_timeout cannot help it. Readers are never blocked in WAL mode. Sent on the
+        # driver's cursor: SQLAlchemy's execution path costs more than the statement.
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+        finally:
+            cursor.close()
 
 
 # SQLSTATEs that waiting will not cure: the database or role does not exist, a bad password.

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from orchestrator.inbox import InboxError, StoredReply, claim, store_reply
+from orchestrator.inbox import InboxError, StoredReply, claim, store_replies, store_reply
 from orchestrator.messaging.envelope import EnvelopeError, Message, command, reply_to
 from orchestrator.outbox.writer import add_to_outbox
 from orchestrator.storage.database import create_database_engine
@@ -110,6 +110,24 @@ async def test_store_reply_without_a_claim_is_refused(engine: AsyncEngine) -> No
     async with engine.begin() as conn:
         with pytest.raises(InboxError):
             await store_reply(conn, "payments", "never-claimed", reply)
+
+
+async def test_a_batch_of_replies_is_stored_in_one_call(engine: AsyncEngine) -> None:
+    commands = [
+        command("payments.charge", {"amount": i}, saga_id=f"saga-{i}", attempt=1) for i in range(5)
+    ]
+    replies = {
+        c.message_id: StoredReply("orchestrator.replies", reply_to(c, "success", {"n": i}))
+        for i, c in enumerate(commands)
+    }
+    async with engine.begin() as conn:
+        for c in commands:
+            assert (await claim(conn, "payments", c.message_id)).new
+        await store_replies(conn, "payments", replies)
+    async with engine.begin() as conn:
+        for i, c in enumerate(commands):
+            again = await claim(conn, "payments", c.message_id)
+            assert again.reply is not None and again.reply.message.payload == {"n": i}
 
 
 def test_a_corrupt_stored_reply_is_an_envelope_error() -> None:

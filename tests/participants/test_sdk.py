@@ -215,6 +215,30 @@ async def test_a_batch_with_one_transient_failure_answers_every_command_once(
     assert service.runner is not None and service.runner.dead_lettered == 0
 
 
+async def test_a_command_twice_in_one_batch_runs_once_and_both_copies_are_answered(
+    system: System,
+) -> None:
+    calls: Counter[str] = Counter()
+    service = await system.start_participant(flaky_payments(0, calls))
+    await service.wait_ready()
+    await service.stop()  # both copies wait in the broker, so they come in one batch
+    system.services.pop("payments")
+    order = str(uuid.uuid4())
+    command = system.command("payments.charge", {"customer_id": "c-9", "amount_cents": 3}, order)
+    await system.send(command, command)
+
+    await system.start_participant(flaky_payments(0, calls))
+    first, second = await system.reply_to(command, count=2)
+
+    assert calls[order] == 1
+    # The second copy is the same delivery: the same reply, message id included (deduped).
+    assert second.message_id == first.message_id and second.payload == first.payload
+    async with system.engines["payments"].begin() as conn:
+        stored = await claim(conn, "payments", command.message_id)
+        await conn.rollback()
+    assert stored.reply is not None and stored.reply.message.message_id == first.message_id
+
+
 async def test_handled_message_ids_are_forgotten_after_the_retention(system: System) -> None:
     service = await system.start_participant(example("payments"), inbox_retention_s=3.0)
     await service.wait_ready()
