@@ -13,6 +13,12 @@ to a worker thread cost more in thread switches than the SQL itself. Another pro
 is waited for asynchronously (busy timeout 0, `call_when_unlocked`), never with the loop blocked.
 Only pruning, which may delete many rows, runs on a worker thread with a connection of its own.
 
+Wake-ups: a consumer with nothing to read waits on its process's bell for the topics it reads.
+A produce rings that bell at once in its own process and, through `crossbell.py`, in every other
+process on the same file (one datagram to each one's socket in `broker.db.bells/`). Polling
+every `embedded_poll_interval_ms` remains as the safety net for a wake-up that is lost or cannot
+be had (a full socket queue, a socket path too long for AF_UNIX, a directory it cannot write).
+
 Group membership without a coordinator: members upsert a heartbeat row; a member whose heartbeat is
 older than `session_timeout_ms` is dead. Each live member computes the same assignment from the
 sorted member list (round-robin per topic) and re-checks it every heartbeat; partitions it loses
@@ -40,6 +46,7 @@ from typing import Any, TypeVar
 import orjson
 
 from orchestrator.config import Settings
+from orchestrator.messaging import crossbell
 from orchestrator.messaging.records import Headers, Record
 from orchestrator.messaging.transport import CommitFailed, Subscription, Transport, TransportError
 from orchestrator.storage.sqlite_inline import call_when_unlocked
@@ -455,7 +462,8 @@ class BrokerFile:
 class _Bell:
     """Wakes this process's waiting consumers of one broker file when a record is produced here
     on a topic they read (a produce to one topic does not wake the readers of all the others).
-    Records from other processes are found by polling."""
+    Other processes ring it through their datagrams (`crossbell.py`); polling finds what no bell
+    announced."""
 
     def __init__(self) -> None:
         self._generations: dict[str, int] = defaultdict(int)
@@ -478,6 +486,20 @@ class _Bell:
             woken = [fut for fut, wanted in self._waiters.items() if not rung.isdisjoint(wanted)]
             for fut in woken:
                 del self._waiters[fut]
+        self._wake(woken)
+
+    def ring_all(self) -> None:
+        """Ring every topic: another process produced to topics it did not name."""
+        with self._lock:
+            # Every waiter's topics are keys here: `generation` added them before it waited.
+            for topic in self._generations:
+                self._generations[topic] += 1
+            woken = list(self._waiters)
+            self._waiters.clear()
+        self._wake(woken)
+
+    @staticmethod
+    def _wake(woken: list[asyncio.Future[None]]) -> None:
         for fut in woken:
             with contextlib.suppress(RuntimeError):  # that waiter's event loop is closed
                 fut.get_loop().call_soon_threadsafe(_resolve, fut)
@@ -530,6 +552,7 @@ class EmbeddedTransport(Transport):
         self._file: BrokerFile | None = None
         self._pruner: BrokerFile | None = None
         self._bell = _bell_for(self.path)
+        self._cross: crossbell.CrossProcessBell | None = None
         self._prune_task: asyncio.Task[None] | None = None
         self._subscriptions: weakref.WeakSet[EmbeddedSubscription] = weakref.WeakSet()
 
@@ -565,8 +588,12 @@ class EmbeddedTransport(Transport):
         self._prune_task = asyncio.create_task(
             self._prune_periodically(), name="embedded-broker-prune"
         )
+        self._cross = crossbell.acquire(self.path, self._bell)
 
     async def close(self) -> None:
+        if self._cross is not None:
+            self._cross.release()
+            self._cross = None
         for subscription in list(self._subscriptions):
             await subscription.close()
         if self._prune_task is not None:
@@ -598,7 +625,10 @@ class EmbeddedTransport(Transport):
         if not records:
             return []
         stored = await self.run(self.file.append, list(records))
-        self._bell.ring({record.topic for record in stored})
+        topics = {record.topic for record in stored}
+        self._bell.ring(topics)
+        if self._cross is not None:
+            self._cross.notify(topics)
         return stored
 
     def subscribe(self, group_id: str, topics: Sequence[str]) -> EmbeddedSubscription:
