@@ -138,8 +138,13 @@ def reset_data_dir(data_dir: Path) -> list[Path]:
         raise DevError(f"--reset: {data_dir} is not a directory")
     with DataDirLock(data_dir):
         removed = [path for path in data_files(data_dir) if path.name != LOCK_FILE]
+        bells = data_dir / "broker.db.bells"  # the broker's wake-up sockets (crossbell.py)
+        if bells.is_dir():
+            removed += sorted(bells.glob("*.sock"))
         for path in removed:
             path.unlink()
+        with contextlib.suppress(OSError):
+            bells.rmdir()
     (data_dir / LOCK_FILE).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         data_dir.rmdir()  # only if empty: anything else the user put there stays
