@@ -171,8 +171,9 @@ def postmaster_pid(postgres: PostgresServer) -> int:
 
 
 def start_profilers(stack: Any, out_dir: Path, seconds: float) -> list[subprocess.Popen[bytes]]:
-    """py-spy on every Python process of the stack for `seconds` (raw collapsed stacks, for
-    flame graphs or `bench/profile_top.py`)."""
+    """py-spy on every Python process of the stack (and its children: `sagaway dev`'s
+    participants) for `seconds` (raw collapsed stacks, for flame graphs or
+    `bench/profile_top.py`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     spy = str(Path(sys.executable).parent / "py-spy")
     procs = []
@@ -182,7 +183,8 @@ def start_profilers(stack: Any, out_dir: Path, seconds: float) -> list[subproces
         for fmt, ext in (("raw", "txt"),):
             procs.append(
                 subprocess.Popen(
-                    [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)),
+                    [spy, "record", "--pid", str(pid), "--subprocesses",
+                     "--duration", str(int(seconds)),
                      "--rate", "100", "--format", fmt, "--output", str(out_dir / f"{name}.{ext}"),
                      "--nonblocking"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

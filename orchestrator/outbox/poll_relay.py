@@ -11,6 +11,7 @@ holding the write lock, so business transactions are not blocked while the broke
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -40,7 +41,10 @@ Published = Callable[[Sequence[OutboxRow], datetime], None]
 POLL_RELAY_NAME = "poll"
 
 
+@functools.lru_cache(maxsize=8)
 def _select_batch(limit: int, lock: bool) -> sa.Select[tuple[object, ...]]:
+    """Built once per (limit, lock): building it (and its cache key) on every poll cost more
+    than running it."""
     query = (
         sa.select(
             outbox.c.id,
