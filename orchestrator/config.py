@@ -1,4 +1,5 @@
-"""One typed settings object, read once at start-up from SAGAWAY_* variables and an optional TOML file."""
+"""One typed settings object, read once at start-up from SAGAWAY_* variables and an optional
+TOML file."""
 
 from __future__ import annotations
 
@@ -73,7 +74,9 @@ class ConsoleSettings(BaseModel):
     JSON object with the same fields."""
 
     host: str = Field(default="127.0.0.1", description="Interface `sagaway console` listens on.")
-    port: int = Field(default=8082, ge=0, le=65535, description="Port `sagaway console` listens on.")
+    port: int = Field(
+        default=8082, ge=0, le=65535, description="Port `sagaway console` listens on."
+    )
     users: list[ConsoleUser] = Field(
         default_factory=list, description="Who may log in, with their role and password hash."
     )
@@ -107,7 +110,9 @@ class ConsoleSettings(BaseModel):
     )
     services: list[str] = Field(
         default_factory=lambda: ["orchestrator", "gateway", "inventory", "payments", "shipping"],
-        description="Services whose outbox lag the overview shows (and whose topics' DLQs it reads).",
+        description=(
+            "Services whose outbox lag the overview shows (and whose topics' DLQs it reads)."
+        ),
     )
     service_database_urls: dict[str, str] = Field(
         default_factory=dict,
@@ -132,7 +137,9 @@ class Settings(BaseSettings):
 
     database_url: str | None = Field(
         default=None,
-        description="SQLAlchemy async URL of this service's database; unset → a SQLite file in data_dir.",
+        description=(
+            "SQLAlchemy async URL of this service's database; unset → a SQLite file in data_dir."
+        ),
     )
     database_pool_size: int = Field(
         default=10,
@@ -141,15 +148,23 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(
         default=Path(".sagaway"),
-        description="Where embedded mode keeps its SQLite files (one per service, plus the broker).",
+        description=(
+            "Where embedded mode keeps its SQLite files (one per service, plus the broker)."
+        ),
     )
     kafka_bootstrap: str | None = Field(
         default=None,
-        description="Kafka bootstrap servers (host:port,...); unset → the embedded broker in data_dir.",
+        description=(
+            "Kafka bootstrap servers (host:port,...); unset → the embedded broker in data_dir."
+        ),
     )
     topic_prefix: str = Field(default="", description="Prefix put before every topic name.")
-    partitions: int = Field(default=8, ge=1, description="Partitions of each topic Sagaway creates.")
-    replication_factor: int = Field(default=1, ge=1, description="Replication factor of created topics.")
+    partitions: int = Field(
+        default=8, ge=1, description="Partitions of each topic Sagaway creates."
+    )
+    replication_factor: int = Field(
+        default=1, ge=1, description="Replication factor of created topics."
+    )
     session_timeout_ms: int = Field(
         default=10_000, ge=100, description="Consumer group session timeout."
     )
@@ -161,12 +176,17 @@ class Settings(BaseSettings):
     )
     producer_idempotence: bool = Field(
         default=True,
-        description="Use Kafka's idempotent producer (turn off for brokers without InitProducerId).",
+        description=(
+            "Use Kafka's idempotent producer (turn off for brokers without InitProducerId)."
+        ),
     )
     producer_batch_bytes: int = Field(
         default=262_144,
         ge=1024,
-        description="Kafka producer: most bytes per partition batch (bigger batches, fewer acks to wait for).",
+        description=(
+            "Kafka producer: most bytes per partition batch "
+            "(bigger batches, fewer acks to wait for)."
+        ),
     )
     consumer_max_records: int = Field(
         default=500, ge=1, description="Most records a consumer takes in one batch."
@@ -182,7 +202,9 @@ class Settings(BaseSettings):
     embedded_poll_interval_ms: int = Field(
         default=50,
         ge=1,
-        description="How often an embedded-broker consumer looks for records written by other processes.",
+        description=(
+            "How often an embedded-broker consumer looks for records written by other processes."
+        ),
     )
     embedded_retention_s: float = Field(
         default=3600.0,
@@ -200,27 +222,37 @@ class Settings(BaseSettings):
         description="Longest backoff between tries to reach a database or broker that is down.",
     )
     relay_batch_size: int = Field(
-        default=1000, ge=1, description="Outbox relay: most rows published to the broker in one batch."
+        default=1000,
+        ge=1,
+        description="Outbox relay: most rows published to the broker in one batch.",
     )
     relay_poll_interval_ms: int = Field(
         default=20,
         ge=1,
-        description="Polling relay: pause between looks at the outbox when it found nothing to publish.",
+        description=(
+            "Polling relay: pause between looks at the outbox when it found nothing to publish."
+        ),
     )
     relay_feedback_interval_s: float = Field(
         default=2.0,
         gt=0,
-        description="WAL relay: how often it confirms its position to PostgreSQL while idle (keepalive).",
+        description=(
+            "WAL relay: how often it confirms its position to PostgreSQL while idle (keepalive)."
+        ),
     )
     relay_prune_interval_s: float = Field(
         default=0.2,
         gt=0,
-        description="WAL relay: most time published rows wait before they are deleted and confirmed.",
+        description=(
+            "WAL relay: most time published rows wait before they are deleted and confirmed."
+        ),
     )
     relay_heartbeat_interval_s: float = Field(
         default=5.0,
         gt=0,
-        description="How often the relay writes a heartbeat outbox row to measure commit → broker lag.",
+        description=(
+            "How often the relay writes a heartbeat outbox row to measure commit → broker lag."
+        ),
     )
     relay_retention_s: float = Field(
         default=3600.0,
@@ -230,7 +262,9 @@ class Settings(BaseSettings):
     relay_standby_retry_s: float = Field(
         default=1.0,
         gt=0,
-        description="WAL relay: how often a standby instance tries to take over the replication slot.",
+        description=(
+            "WAL relay: how often a standby instance tries to take over the replication slot."
+        ),
     )
     relay_slot_name: str | None = Field(
         default=None,
@@ -333,8 +367,8 @@ class Settings(BaseSettings):
             RouteConfig(method="POST", path="/api/v1/orders", saga="place-order")
         ],
         description=(
-            "Gateway route table (TOML `[[routes]] method=\"POST\" path=\"/api/v1/orders\" "
-            "saga=\"place-order\"`): extra paths that start a saga."
+            'Gateway route table (TOML `[[routes]] method="POST" path="/api/v1/orders" '
+            'saga="place-order"`): extra paths that start a saga.'
         ),
     )
     api_keys: dict[str, ApiKeyConfig] = Field(
@@ -390,7 +424,10 @@ class Settings(BaseSettings):
     )
     event_loop: Literal["asyncio", "uvloop"] = Field(
         default="asyncio",
-        description="Event loop of every long-running process; `uvloop` needs `pip install uvloop` (see docs/benchmarks.md).",
+        description=(
+            "Event loop of every long-running process; "
+            "`uvloop` needs `pip install uvloop` (see docs/benchmarks.md)."
+        ),
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
     log_format: Literal["text", "json"] = Field(

@@ -1,4 +1,5 @@
-"""Start-up against dependencies that may be down: say which one, retry with backoff, never crash."""
+"""Start-up against dependencies that may be down: say which one, retry with backoff,
+never crash."""
 
 from __future__ import annotations
 

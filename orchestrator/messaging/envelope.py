@@ -119,14 +119,18 @@ class Message:
         for name, attr in HEADER_FIELDS:
             if name in headers:
                 kwargs[attr] = headers[name]
-        missing = [name for name in ("message-id", "message-type", "sent-at") if name not in headers]
+        missing = [
+            name for name in ("message-id", "message-type", "sent-at") if name not in headers
+        ]
         if missing:
             raise EnvelopeError(f"missing header(s): {', '.join(missing)}")
         if "attempt" in kwargs:
             try:
                 kwargs["attempt"] = int(kwargs["attempt"])
             except ValueError:
-                raise EnvelopeError(f"header attempt is not an integer: {kwargs['attempt']!r}") from None
+                raise EnvelopeError(
+                    f"header attempt is not an integer: {kwargs['attempt']!r}"
+                ) from None
         extra = tuple((k, v) for k, v in headers.items() if k not in KNOWN_HEADERS)
         return cls(payload=payload, extra_headers=extra, **kwargs)
 
@@ -157,7 +161,9 @@ class Message:
 
 def _validate(message: Message) -> None:
     if message.message_type not in MESSAGE_TYPES:
-        raise EnvelopeError(f"message-type must be one of {sorted(MESSAGE_TYPES)}, got {message.message_type!r}")
+        raise EnvelopeError(
+            f"message-type must be one of {sorted(MESSAGE_TYPES)}, got {message.message_type!r}"
+        )
     try:
         uuid.UUID(message.message_id)
     except (ValueError, AttributeError, TypeError):
@@ -170,7 +176,9 @@ def _validate(message: Message) -> None:
         raise EnvelopeError(f"sent-at is not an RFC 3339 timestamp: {message.sent_at!r}") from None
     if message.message_type == "command":
         if not message.command or "." not in message.command.strip("."):
-            raise EnvelopeError(f"a command needs a command header <service>.<verb>, got {message.command!r}")
+            raise EnvelopeError(
+                f"a command needs a command header <service>.<verb>, got {message.command!r}"
+            )
     if message.message_type == "reply":
         if message.outcome not in OUTCOMES:
             raise EnvelopeError(f"a reply needs outcome success|failure, got {message.outcome!r}")
@@ -180,7 +188,9 @@ def _validate(message: Message) -> None:
         raise EnvelopeError(f"outcome must be success|failure, got {message.outcome!r}")
     if message.reply_mode is not None and message.reply_mode not in REPLY_MODES:
         raise EnvelopeError(f"reply-mode must be sync|async, got {message.reply_mode!r}")
-    if message.attempt is not None and (not isinstance(message.attempt, int) or message.attempt < 1):
+    if message.attempt is not None and (
+        not isinstance(message.attempt, int) or message.attempt < 1
+    ):
         raise EnvelopeError(f"attempt must be a positive integer, got {message.attempt!r}")
 
 

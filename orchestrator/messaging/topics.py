@@ -1,4 +1,5 @@
-"""Topic names of DESIGN §2: `<service>.requests`, `<service>.replies`, `<topic>.dlq`, under a prefix."""
+"""Topic names of DESIGN §2: `<service>.requests`, `<service>.replies`, `<topic>.dlq`,
+under a prefix."""
 
 from __future__ import annotations
 
