@@ -203,7 +203,8 @@ class Settings(BaseSettings):
         default=50,
         ge=1,
         description=(
-            "How often an embedded-broker consumer looks for records written by other processes."
+            "How often an embedded-broker consumer looks for new records when no wake-up came "
+            "(another process's produce wakes it at once through broker.db.bells/)."
         ),
     )
     embedded_retention_s: float = Field(
