@@ -73,17 +73,28 @@ def _check(consumer: str, message_id: str) -> None:
         )
 
 
+# Built once per dialect and run with parameters (a statement built per message, and its cache
+# key, cost SQLAlchemy more than the INSERT itself).
+_INSERT_IGNORING_DUPLICATES = {
+    "postgresql": postgresql.insert(inbox).on_conflict_do_nothing(
+        index_elements=[inbox.c.consumer, inbox.c.message_id]
+    ),
+    "sqlite": sqlite.insert(inbox).on_conflict_do_nothing(
+        index_elements=[inbox.c.consumer, inbox.c.message_id]
+    ),
+}
+_STORED_REPLY = sa.select(inbox.c.reply).where(
+    inbox.c.consumer == sa.bindparam("b_consumer"),
+    inbox.c.message_id == sa.bindparam("b_message_id"),
+)
+
+
 def _insert_ignoring_duplicates(conn: AsyncConnection) -> Any:
     dialect = conn.dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(inbox).on_conflict_do_nothing(
-            index_elements=[inbox.c.consumer, inbox.c.message_id]
-        )
-    if dialect == "sqlite":
-        return sqlite.insert(inbox).on_conflict_do_nothing(
-            index_elements=[inbox.c.consumer, inbox.c.message_id]
-        )
-    raise InboxError(f"the inbox does not support the {dialect} dialect")
+    statement = _INSERT_IGNORING_DUPLICATES.get(dialect)
+    if statement is None:
+        raise InboxError(f"the inbox does not support the {dialect} dialect")
+    return statement
 
 
 async def claim(
@@ -103,14 +114,10 @@ async def claim(
         "processed_at": datetime.now(UTC),
         "reply": reply.to_json() if reply is not None else None,
     }
-    result = await conn.execute(_insert_ignoring_duplicates(conn).values(**values))
+    result = await conn.execute(_insert_ignoring_duplicates(conn), values)
     if result.rowcount == 1:
         return Claim(new=True)
-    stored = await conn.scalar(
-        sa.select(inbox.c.reply).where(
-            inbox.c.consumer == consumer, inbox.c.message_id == message_id
-        )
-    )
+    stored = await conn.scalar(_STORED_REPLY, {"b_consumer": consumer, "b_message_id": message_id})
     return Claim(new=False, reply=StoredReply.from_json(stored) if stored is not None else None)
 
 

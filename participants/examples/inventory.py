@@ -43,9 +43,26 @@ class ReleaseReservation(BaseModel):
     reservation_id: str | None = None
 
 
+# Built once, run with parameters: building a statement per call (and its cache key) cost SQLAlchemy
+# more than the SQL it sends.
+_RESERVATION = (
+    sa.select(reservations)
+    .where(reservations.c.order_id == sa.bindparam("order_id"))
+    .with_for_update()
+)
+_TAKE_STOCK = (
+    sa.update(stock)
+    .where(stock.c.sku == sa.bindparam("b_sku"), stock.c.available >= sa.bindparam("b_quantity"))
+    .values(
+        available=stock.c.available - sa.bindparam("b_quantity"),
+        reserved=stock.c.reserved + sa.bindparam("b_quantity"),
+        updated_at=sa.bindparam("b_now"),
+    )
+)
+
+
 async def _reservation(conn: AsyncConnection, order_id: str) -> sa.Row[Any] | None:
-    query = sa.select(reservations).where(reservations.c.order_id == order_id).with_for_update()
-    return (await conn.execute(query)).first()
+    return (await conn.execute(_RESERVATION, {"order_id": order_id})).first()
 
 
 @participant.handles("inventory.reserve", payload=ReserveItems)
@@ -64,13 +81,7 @@ async def reserve(ctx: CommandContext, payload: ReserveItems) -> dict[str, Any]:
     now = datetime.now(UTC)
     for sku, quantity in wanted.items():
         taken = await conn.execute(
-            sa.update(stock)
-            .where(stock.c.sku == sku, stock.c.available >= quantity)
-            .values(
-                available=stock.c.available - quantity,
-                reserved=stock.c.reserved + quantity,
-                updated_at=now,
-            )
+            _TAKE_STOCK, {"b_sku": sku, "b_quantity": quantity, "b_now": now}
         )
         if taken.rowcount != 1:
             available = await conn.scalar(sa.select(stock.c.available).where(stock.c.sku == sku))
@@ -85,15 +96,16 @@ async def reserve(ctx: CommandContext, payload: ReserveItems) -> dict[str, Any]:
     reservation_id = str(uuid.uuid4())
     units = sum(wanted.values())
     await conn.execute(
-        reservations.insert().values(
-            order_id=order_id,
-            reservation_id=reservation_id,
-            status=RESERVED,
-            items=[{"sku": sku, "quantity": quantity} for sku, quantity in wanted.items()],
-            units=units,
-            created_at=now,
-            updated_at=now,
-        )
+        reservations.insert(),
+        {
+            "order_id": order_id,
+            "reservation_id": reservation_id,
+            "status": RESERVED,
+            "items": [{"sku": sku, "quantity": quantity} for sku, quantity in wanted.items()],
+            "units": units,
+            "created_at": now,
+            "updated_at": now,
+        },
     )
     return {"reservation_id": reservation_id, "units": units}
 

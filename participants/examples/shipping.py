@@ -22,6 +22,10 @@ from participants.sdk import CommandContext, Participant, Rejection
 
 participant = Participant("shipping", "Shipments: schedule an order's delivery.")
 
+# Built once, run with parameters: building a statement per call (and its cache key) cost SQLAlchemy
+# more than the SQL it sends.
+_SHIPMENT = sa.select(shipments).where(shipments.c.order_id == sa.bindparam("order_id"))
+
 
 def _country(code: str) -> str:
     if not is_country_code(code):
@@ -46,9 +50,7 @@ class ScheduleShipment(BaseModel):
 async def schedule(ctx: CommandContext, payload: ScheduleShipment) -> dict[str, Any]:
     order_id = ctx.require_saga_id()
     conn = ctx.conn
-    existing = (
-        await conn.execute(sa.select(shipments).where(shipments.c.order_id == order_id))
-    ).first()
+    existing = (await conn.execute(_SHIPMENT, {"order_id": order_id})).first()
     if existing is not None:
         return {"shipment_id": existing.shipment_id, "country": existing.country}
     blocked = {code.upper() for code in ctx.settings.shipping_blocked_countries}
@@ -57,14 +59,15 @@ async def schedule(ctx: CommandContext, payload: ScheduleShipment) -> dict[str, 
     lines = units_by_sku(payload.items)
     shipment_id = str(uuid.uuid4())
     await conn.execute(
-        shipments.insert().values(
-            order_id=order_id,
-            shipment_id=shipment_id,
-            customer_id=payload.customer_id,
-            country=payload.country,
-            items=[{"sku": sku, "quantity": quantity} for sku, quantity in lines.items()],
-            units=sum(lines.values()),
-            created_at=datetime.now(UTC),
-        )
+        shipments.insert(),
+        {
+            "order_id": order_id,
+            "shipment_id": shipment_id,
+            "customer_id": payload.customer_id,
+            "country": payload.country,
+            "items": [{"sku": sku, "quantity": quantity} for sku, quantity in lines.items()],
+            "units": sum(lines.values()),
+            "created_at": datetime.now(UTC),
+        },
     )
     return {"shipment_id": shipment_id, "country": payload.country}
