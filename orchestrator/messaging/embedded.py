@@ -62,6 +62,8 @@ T = TypeVar("T")
 TopicPartition = tuple[str, int]
 # How long a broker call waits for another connection's write lock before it fails.
 BUSY_TIMEOUT_S = 30.0
+# Distinct group memberships whose assignment a broker connection remembers.
+MAX_CACHED_ASSIGNMENTS = 256
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (
@@ -189,6 +191,8 @@ class BrokerFile:
                     self.conn.execute(statement)
         self._partitions: dict[str, int] = {}
         self._round_robin: dict[str, itertools.count[int]] = {}
+        # Group assignments by the live member rows they were dealt from (_live_assignment).
+        self._assignments: dict[tuple[Any, ...], dict[str, frozenset[TopicPartition]]] = {}
 
     @contextlib.contextmanager
     def transaction(self) -> Any:
@@ -376,18 +380,26 @@ class BrokerFile:
     def _live_assignment(
         self, conn: sqlite3.Connection, group_id: str, session_timeout_ms: int, now: int
     ) -> dict[str, frozenset[TopicPartition]]:
-        conn.execute(
-            "DELETE FROM group_members WHERE group_id = ? AND heartbeat_ms < ?",
-            (group_id, now - session_timeout_ms),
-        )
-        members = [
-            (member_id, tuple(orjson.loads(topics)))
-            for member_id, topics in conn.execute(
-                "SELECT member_id, topics FROM group_members WHERE group_id = ?", (group_id,)
+        """The assignment among the members whose session has not expired."""
+        members = tuple(
+            conn.execute(
+                "SELECT member_id, topics FROM group_members"
+                " WHERE group_id = ? AND heartbeat_ms >= ? ORDER BY member_id",
+                (group_id, now - session_timeout_ms),
             )
-        ]
-        counts = self.partition_counts(t for _, topics in members for t in topics)
-        return assign(members, counts)
+        )
+        assignment = self._assignments.get(members)
+        if assignment is None:
+            # Computed once per membership: a commit checks ownership with one query, not the
+            # five (and the deal in Python) it took. A topic's partition count never changes.
+            parsed = [(member_id, tuple(orjson.loads(topics))) for member_id, topics in members]
+            counts = self.partition_counts(t for _, topics in parsed for t in topics)
+            assignment = assign(parsed, counts)
+            if all(t in counts for _, topics in parsed for t in topics):  # else: not yet created
+                if len(self._assignments) >= MAX_CACHED_ASSIGNMENTS:
+                    self._assignments.clear()
+                self._assignments[members] = assignment
+        return assignment
 
     def heartbeat(
         self, group_id: str, member_id: str, topics: Sequence[str], session_timeout_ms: int
@@ -395,6 +407,10 @@ class BrokerFile:
         """Prove this member alive, forget dead ones, and return this member's assignment."""
         now = _now_ms()
         with self.transaction() as conn:
+            conn.execute(
+                "DELETE FROM group_members WHERE group_id = ? AND heartbeat_ms < ?",
+                (group_id, now - session_timeout_ms),
+            )
             conn.execute(
                 "INSERT INTO group_members(group_id, member_id, topics, heartbeat_ms)"
                 " VALUES (?, ?, ?, ?) ON CONFLICT(group_id, member_id)"
@@ -421,17 +437,9 @@ class BrokerFile:
         (those moved to another member, which will read them again from its committed offset)."""
         now = _now_ms()
         with self.transaction() as conn:
-            alive = conn.execute(
-                "SELECT 1 FROM group_members"
-                " WHERE group_id = ? AND member_id = ? AND heartbeat_ms >= ?",
-                (group_id, member_id, now - session_timeout_ms),
-            ).fetchone()
-            owned = (
-                self._live_assignment(conn, group_id, session_timeout_ms, now).get(
-                    member_id, frozenset()
-                )
-                if alive
-                else frozenset()
+            # A member whose session expired is not in the live assignment: it owns nothing.
+            owned = self._live_assignment(conn, group_id, session_timeout_ms, now).get(
+                member_id, frozenset()
             )
             foreign = sorted(tp for tp in offsets if tp not in owned)
             conn.executemany(

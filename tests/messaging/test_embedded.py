@@ -64,6 +64,33 @@ async def test_producing_to_a_topic_nobody_created_is_refused(embedded_settings:
         await transport.close()
 
 
+async def test_a_topic_created_after_its_group_formed_is_assigned_and_committable(
+    embedded_settings: Settings,
+) -> None:
+    transport = EmbeddedTransport(embedded_settings)
+    await transport.start()
+    try:
+        early = embedded_settings.topic_prefix + "early.requests"
+        late = embedded_settings.topic_prefix + "late.requests"
+        await transport.create_topics({early: 1})
+        member = transport.subscribe("latecomers", [early, late])
+        await member.start()
+        assert member.assignment() == {(early, 0)}
+        # The same membership, dealt again once the topic exists (not a remembered deal).
+        await transport.create_topics({late: 2})
+        await transport.produce([Record(topic=late, value=b"x", key=b"k")])
+        records: list[Record] = []
+        for _ in range(100):
+            records += await member.fetch(10, 50)
+            if records:
+                break
+        assert member.assignment() == {(early, 0), (late, 0), (late, 1)}
+        await member.commit(records)  # owned: no CommitFailed
+        await member.close()
+    finally:
+        await transport.close()
+
+
 async def test_a_member_whose_partition_moved_commits_the_rest_and_is_told_about_it(
     embedded_settings: Settings,
 ) -> None:
