@@ -10,14 +10,22 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
+LOST_FRAMES = "frames lost at a greenlet switch (sqlalchemy/util/concurrency.py)"
+
 
 def read_stacks(path: Path) -> Counter[tuple[str, ...]]:
-    """One collapsed stack per line: `frame;frame;...;frame COUNT`, outermost frame first."""
+    """One collapsed stack per line: `frame;frame;...;frame COUNT`, outermost frame first.
+
+    The `process PID:"command"` frame py-spy puts first with `--subprocesses` is dropped, so a
+    parent's and a child's samples add up per function; a stack left empty (py-spy loses the
+    frames above a greenlet switch, i.e. inside SQLAlchemy's async bridge) counts as
+    `frames lost at a greenlet switch`."""
     stacks: Counter[tuple[str, ...]] = Counter()
     for line in path.read_text(errors="replace").splitlines():
         frames, _, count = line.rpartition(" ")
         if frames and count.isdigit():
-            stacks[tuple(frames.split(";"))] += int(count)
+            kept = tuple(f for f in frames.split(";") if not f.startswith("process "))
+            stacks[kept or (LOST_FRAMES,)] += int(count)
     return stacks
 
 

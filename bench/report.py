@@ -331,8 +331,9 @@ def generated(profile_dir: Path | None) -> str:
         out += runs + [""]
     if profile_dir is not None and profile_dir.exists():
         out += ["### Profile (py-spy, 64 clients) — top costs", "",
-                "`dev` is the embedded stack's one process; the others are roles of the pg "
-                "stack.", ""] + profile_tops(profile_dir)  # fmt: skip
+                "`dev` is the embedded stack (`sagaway dev` and its participants' process, "
+                "sampled together); the others are roles of the pg stack.", ""]  # fmt: skip
+        out += profile_tops(profile_dir)
     out.append(END)
     return "\n".join(out)
 
