@@ -74,16 +74,21 @@ class ParticipantsProcess:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
-        assert process.stdout is not None
         try:
-            line = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT_S)
+            ready = await asyncio.wait_for(_ready(process), START_TIMEOUT_S)
         except TimeoutError:
+            ready = None
+        except BaseException:  # cancelled (stop() while starting): no orphan left behind
+            process.kill()
+            await process.wait()
+            raise
+        if ready is None:
             process.kill()
             await process.wait()
             raise ParticipantsProcessError(
                 f"the participants' process was not ready within {START_TIMEOUT_S:.0f}s"
-            ) from None
-        if line != READY_LINE:
+            )
+        if not ready:
             code = await process.wait()
             raise ParticipantsProcessError(
                 f"the participants' process exited with code {code} before it was ready"
@@ -134,6 +139,15 @@ class ParticipantsProcess:
             log.warning("the participants' process did not stop in time: killing it")
             process.kill()
             await process.wait()
+
+
+async def _ready(process: asyncio.subprocess.Process) -> bool:
+    """True once the child says "ready" on its stdout; False if it ends first."""
+    assert process.stdout is not None
+    while line := await process.stdout.readline():
+        if line == READY_LINE:
+            return True
+    return False
 
 
 # ---------------------------------------------------------------- the child
