@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from console.queries import OutboxFigures, outbox_figures
 from orchestrator.config import Settings
-from orchestrator.storage.database import create_database_engine, is_sqlite, sqlite_path
+from orchestrator.storage.database import create_database_engine, is_sqlite, read_only, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ async def read_outbox(source: ServiceSource, now: datetime) -> OutboxFigures:
     if source.engine is None:
         return OutboxFigures(source.name, 0, None, None, None, error="no database (not started?)")
     try:
-        async with source.engine.connect() as conn:
+        async with read_only(source.engine) as conn:
             return await outbox_figures(conn, source.name, now)
     except Exception as exc:  # noqa: BLE001 - one broken source must not break the page
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

@@ -48,6 +48,7 @@ from orchestrator.messaging.processing import RecordProcessor
 from orchestrator.messaging.topics import TopicNames
 from orchestrator.messaging.transport import Transport, TransportError
 from orchestrator.registry import SagaRegistry
+from orchestrator.storage.database import read_only
 
 log = logging.getLogger("sagaway.gateway")
 
@@ -221,7 +222,7 @@ class Gateway:
         checks: dict[str, str] = {}
         try:
             async with asyncio.timeout(3):
-                async with self.engine.connect() as conn:
+                async with read_only(self.engine) as conn:
                     await conn.execute(sa.text("SELECT 1"))
             checks["database"] = "ok"
         except Exception as exc:  # noqa: BLE001 - any failure means not ready

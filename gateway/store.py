@@ -17,6 +17,7 @@ from gateway.models import callbacks
 from gateway.problems import DatabaseUnavailable
 from orchestrator.messaging.envelope import Message
 from orchestrator.outbox.writer import add_to_outbox
+from orchestrator.storage.database import read_only
 from orchestrator.storage.models import requests
 
 log = logging.getLogger("sagaway.gateway.store")
@@ -159,7 +160,7 @@ class RequestStore:
 
     async def _one(self, condition: Any) -> RequestState | None:
         try:
-            async with self.engine.connect() as conn:
+            async with read_only(self.engine) as conn:
                 row = (await conn.execute(sa.select(*_COLUMNS).where(condition))).first()
         except UNAVAILABLE_ERRORS as exc:
             raise DatabaseUnavailable(f"the gateway database is unavailable: {exc!r:.200}") from exc
@@ -168,7 +169,7 @@ class RequestStore:
     async def terminal_among(self, ids: Sequence[str]) -> list[RequestState]:
         """The requests among `ids` that have a final result (the pending poller's question)."""
         found: list[RequestState] = []
-        async with self.engine.connect() as conn:
+        async with read_only(self.engine) as conn:
             for start in range(0, len(ids), IN_LIST_CHUNK):
                 chunk = list(ids[start : start + IN_LIST_CHUNK])
                 rows = await conn.execute(
@@ -225,7 +226,7 @@ class RequestStore:
         return int(result.rowcount or 0)
 
     async def count_accepted(self) -> int:
-        async with self.engine.connect() as conn:
+        async with read_only(self.engine) as conn:
             return int(
                 await conn.scalar(
                     sa.select(sa.func.count())

@@ -24,6 +24,7 @@ from orchestrator.messaging.topics import TopicNames
 from orchestrator.observability import logs
 from orchestrator.registry import SagaRegistry
 from orchestrator.service import LoadedSaga, SagaConflict, SagaSession
+from orchestrator.storage.database import read_only
 from orchestrator.storage.models import timers
 
 log = logging.getLogger("sagaway.orchestrator.timers")
@@ -46,8 +47,12 @@ class TimerLoop:
         now = time.time()
         query = (
             sa.select(
-                timers.c.id, timers.c.saga_id, timers.c.kind, timers.c.step,
-                timers.c.attempt, timers.c.payload,
+                timers.c.id,
+                timers.c.saga_id,
+                timers.c.kind,
+                timers.c.step,
+                timers.c.attempt,
+                timers.c.payload,
             )
             .where(timers.c.due_at <= datetime.fromtimestamp(now, UTC))
             .order_by(timers.c.due_at, timers.c.id)
@@ -94,7 +99,7 @@ class TimerLoop:
 
     async def next_due_in(self) -> float | None:
         """Seconds until the earliest timer is due (negative if overdue); None if none."""
-        async with self.engine.connect() as conn:
+        async with read_only(self.engine) as conn:
             first = await conn.scalar(sa.select(sa.func.min(timers.c.due_at)))
         if first is None:
             return None

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from orchestrator.messaging.envelope import Message
 from orchestrator.messaging.topics import TopicNames
 from orchestrator.outbox.models import outbox_relays
+from orchestrator.storage.database import read_only
 from orchestrator.storage.models import outbox
 
 HEARTBEAT_TOPIC = "sagaway.heartbeats"
@@ -79,7 +80,7 @@ async def measure_lag(engine: AsyncEngine, relay: str, slot_name: str | None = N
     With the WAL relay, published rows are deleted a moment after the broker acknowledged them
     (relay_prune_interval_s), so "unpublished" counts those few too.
     """
-    async with engine.connect() as conn:
+    async with read_only(engine) as conn:
         count, oldest = (
             await conn.execute(
                 sa.select(sa.func.count(), sa.func.min(outbox.c.created_at)).where(

@@ -33,6 +33,7 @@ from orchestrator.outbox.lag import (
     write_heartbeat,
 )
 from orchestrator.outbox.rows import OutboxRow
+from orchestrator.storage.database import read_only
 from orchestrator.storage.models import outbox
 
 log = logging.getLogger("sagaway.relay.poll")
@@ -111,8 +112,7 @@ class PollRelay:
                     acked = await self._produce(rows)
                     await self._mark(conn, rows, acked)
         else:
-            async with self.engine.connect() as reader:
-                reader = await reader.execution_options(isolation_level="AUTOCOMMIT")
+            async with read_only(self.engine) as reader:
                 rows = _rows((await reader.execute(_select_batch(limit, lock=False))).all())
             if rows:
                 acked = await self._produce(rows)

@@ -6,6 +6,8 @@ that is down instead of dying with a traceback.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +16,14 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from orchestrator.config import Settings
 from orchestrator.startup import retry_until_up
 from orchestrator.storage.sqlite_inline import inline_connector
+
+# Execution option of a `read_only` connection (see _tune_sqlite).
+READ_ONLY = "sagaway_read_only"
 
 SQLITE_BUSY_TIMEOUT_MS = 5_000
 
@@ -122,9 +127,7 @@ def create_database_engine(
             options.update(pool_size=pool_size, max_overflow=0, pool_timeout=30)
         if sqlite_inline:
             args, kwargs = SQLiteDialect_aiosqlite().create_connect_args(parsed)
-            options["async_creator"] = inline_connector(
-                args, kwargs, SQLITE_BUSY_TIMEOUT_MS / 1000
-            )
+            options["async_creator"] = inline_connector(args, kwargs, SQLITE_BUSY_TIMEOUT_MS / 1000)
         options.update(engine_options)
         engine = create_async_engine(parsed, **options)
         _tune_sqlite(engine, busy_timeout_ms=0 if sqlite_inline else SQLITE_BUSY_TIMEOUT_MS)
@@ -180,17 +183,29 @@ def _tune_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
-        if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        options = connection.get_execution_options()
+        if options.get("isolation_level") == "AUTOCOMMIT":
             return
         # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
         # writes fails at once with SQLITE_BUSY when another writer got in between, and
-        # busy_timeout cannot help it. Readers are never blocked in WAL mode. Sent on the
-        # driver's cursor: SQLAlchemy's execution path costs more than the statement.
+        # busy_timeout cannot help it. A `read_only` connection's transaction only reads: it
+        # begins DEFERRED (a snapshot; in WAL mode it neither waits for nor blocks a writer).
+        # Sent on the driver's cursor: SQLAlchemy's execution path costs more than the statement.
         cursor = connection.connection.cursor()
         try:
-            cursor.execute("BEGIN IMMEDIATE")
+            cursor.execute("BEGIN" if options.get(READ_ONLY) else "BEGIN IMMEDIATE")
         finally:
             cursor.close()
+
+
+@contextlib.asynccontextmanager
+async def read_only(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection that only reads. On SQLite its transaction takes no write lock (every other
+    transaction there takes it up front); elsewhere it is a plain connection. Writing on it
+    fails on SQLite with "database is locked" if another connection writes meanwhile."""
+    async with engine.connect() as conn:
+        await conn.execution_options(**{READ_ONLY: True})
+        yield conn
 
 
 # SQLSTATEs that waiting will not cure: the database or role does not exist, a bad password.

@@ -22,6 +22,7 @@ from orchestrator.storage.database import (
     connect_database,
     create_database_engine,
     describe_database,
+    read_only,
     sync_url,
     wait_for_database,
 )
@@ -324,3 +325,30 @@ async def test_sqlite_autocommit_reader_does_not_hold_the_write_lock(
     finally:
         await engine.dispose()
     assert count == 1
+
+
+async def test_a_read_only_connection_neither_waits_for_nor_blocks_a_writer(
+    migrated_db_url: str,
+) -> None:
+    """On SQLite every transaction takes the write lock up front (BEGIN IMMEDIATE) — except a
+    `read_only` one, which reads a snapshot while a writer holds the lock, and does not keep
+    the next writer waiting while it stays open. On PostgreSQL it is a plain connection."""
+    engine = create_database_engine(migrated_db_url)
+    now = datetime.now(UTC)
+    row = {"saga_id": "s", "kind": "timeout", "step": "a", "attempt": 1, "due_at": now,
+           "created_at": now}  # fmt: skip
+    count = sa.select(sa.func.count()).select_from(timers)
+    try:
+        async with engine.begin() as writer:
+            await writer.execute(timers.insert(), row)
+            async with read_only(engine) as reader:  # the writer holds the lock, uncommitted
+                seen = await asyncio.wait_for(reader.scalar(count), 2.0)
+                assert seen == 0
+        async with read_only(engine) as reader:
+            assert await reader.scalar(count) == 1
+            started = time.monotonic()
+            async with engine.begin() as writer:  # while the reader's snapshot is open
+                await writer.execute(timers.insert(), {**row, "step": "b"})
+            assert time.monotonic() - started < 1.0
+    finally:
+        await engine.dispose()
