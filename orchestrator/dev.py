@@ -45,7 +45,9 @@ from orchestrator.dev_participants import (
     PARTICIPANTS,
     ParticipantsProcess,
     ParticipantsProcessError,
+    start_example_participants,
 )
+from orchestrator.messaging.crossbell import bells_dir
 from orchestrator.messaging.factory import connect_transport
 from orchestrator.messaging.transport import Transport
 from orchestrator.registry import SagaModuleError, load_registry
@@ -138,7 +140,7 @@ def reset_data_dir(data_dir: Path) -> list[Path]:
         raise DevError(f"--reset: {data_dir} is not a directory")
     with DataDirLock(data_dir):
         removed = [path for path in data_files(data_dir) if path.name != LOCK_FILE]
-        bells = data_dir / "broker.db.bells"  # the broker's wake-up sockets (crossbell.py)
+        bells = bells_dir(data_dir / "broker.db")  # the broker's wake-up sockets
         if bells.is_dir():
             removed += sorted(bells.glob("*.sock"))
         for path in removed:
@@ -314,7 +316,8 @@ def base_url(host: str, port: int) -> str:
 
 
 class DevSystem:
-    """Every role on one event loop, one embedded transport and one listener.
+    """Every role on one embedded broker and one listener; on one event loop, or with
+    `participants_process` the example participants in a second process (dev_participants.py).
 
     system = DevSystem(settings, host="127.0.0.1", port=8000)
     await system.start()      # returns once the listener answers
@@ -328,7 +331,6 @@ class DevSystem:
         self.settings = dev_settings(settings)
         self.host = host
         self.port = port
-        # The example participants in a second process (dev_participants.py): two cores.
         self.participants_process = participants_process
         self.participants: ParticipantsProcess | None = None
         self.credentials: DevCredentials | None = None
@@ -447,20 +449,9 @@ class DevSystem:
         )
 
     async def _start_participants(self, transport: Transport) -> None:
-        from participants.examples import example
-        from participants.service import ParticipantService
-
-        for name in PARTICIPANTS:
-            participant = ParticipantService(
-                example(name),
-                self.settings,
-                engine=self.engines[name],
-                transport=transport,
-                relay=True,
-                check_schema=False,
-            )
-            await participant.start()
-            self._stack.push_async_callback(participant.stop, SHUTDOWN_GRACE_S)
+        await start_example_participants(
+            self.settings, self.engines, transport, self._stack, SHUTDOWN_GRACE_S
+        )
 
     async def _start_participants_process(self) -> None:
         try:

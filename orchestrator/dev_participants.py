@@ -23,9 +23,13 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from orchestrator.config import Settings
+from orchestrator.messaging.transport import Transport
 
 log = logging.getLogger("sagaway.dev")
 
@@ -50,13 +54,8 @@ class ParticipantsProcess:
         self.settings = settings
         self.grace_s = grace_s
         self.process: asyncio.subprocess.Process | None = None
-        self.restarts = 0
         self._stopping = False
         self._supervisor: asyncio.Task[None] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
 
     async def start(self) -> None:
         self.process = await self._spawn()
@@ -115,7 +114,6 @@ class ParticipantsProcess:
             await asyncio.sleep(delay)
             try:
                 self.process = await self._spawn()
-                self.restarts += 1
                 failures = 0
             except (ParticipantsProcessError, OSError) as exc:
                 failures += 1
@@ -177,13 +175,36 @@ async def _until_stdin_closes() -> None:
         loop.remove_reader(fd)
 
 
+async def start_example_participants(
+    settings: Settings,
+    engines: Mapping[str, AsyncEngine],
+    transport: Transport,
+    stack: contextlib.AsyncExitStack,
+    grace_s: float,
+) -> None:
+    """Start inventory, payments and shipping (each with its relay) on the given engines and
+    transport; `stack` stops them, each finishing its batch within `grace_s`."""
+    from participants.examples import example
+    from participants.service import ParticipantService
+
+    for name in PARTICIPANTS:
+        participant = ParticipantService(
+            example(name),
+            settings,
+            engine=engines[name],
+            transport=transport,
+            relay=True,
+            check_schema=False,
+        )
+        await participant.start()
+        stack.push_async_callback(participant.stop, grace_s)
+
+
 async def run_participants(settings: Settings, grace_s: float) -> None:
     """Start the participants on the data dir's databases and broker, say "ready", and run
     until stdin closes or SIGTERM comes."""
     from orchestrator.messaging.factory import connect_transport
     from orchestrator.storage.database import connect_database
-    from participants.examples import example
-    from participants.service import ParticipantService
 
     loop = asyncio.get_running_loop()
     stop = asyncio.ensure_future(_until_stdin_closes())
@@ -191,19 +212,11 @@ async def run_participants(settings: Settings, grace_s: float) -> None:
     async with contextlib.AsyncExitStack() as stack:
         transport = await connect_transport(settings)
         stack.push_async_callback(transport.close)
+        engines: dict[str, AsyncEngine] = {}
         for name in PARTICIPANTS:
-            engine = await connect_database(settings, name)
-            stack.push_async_callback(engine.dispose)
-            participant = ParticipantService(
-                example(name),
-                settings,
-                engine=engine,
-                transport=transport,
-                relay=True,
-                check_schema=False,
-            )
-            await participant.start()
-            stack.push_async_callback(participant.stop, grace_s)
+            engines[name] = await connect_database(settings, name)
+            stack.push_async_callback(engines[name].dispose)
+        await start_example_participants(settings, engines, transport, stack, grace_s)
         sys.stdout.buffer.write(READY_LINE)
         sys.stdout.flush()
         with contextlib.suppress(asyncio.CancelledError):

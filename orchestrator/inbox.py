@@ -154,12 +154,12 @@ async def store_replies(
             for message_id, reply in replies.items()
         ],
     )
-    # Drivers that cannot count the rows of an executemany report -1 (or nothing): not checked.
-    if len(replies) == 1 or conn.dialect.supports_sane_multi_rowcount:
-        if result.rowcount not in (len(replies), -1):
-            raise InboxError(
-                f"no inbox row for some of {consumer}/{', '.join(replies)}: call claim() first"
-            )
+    # A driver that cannot count the rows of an executemany (asyncpg) is not asked to.
+    counted = len(replies) == 1 or conn.dialect.supports_sane_multi_rowcount
+    if counted and result.rowcount != len(replies):
+        raise InboxError(
+            f"no inbox row for some of {consumer}/{', '.join(replies)}: call claim() first"
+        )
 
 
 async def prune_inbox(conn: AsyncConnection, older_than: datetime) -> int:
