@@ -134,6 +134,13 @@ _STORE_RESULT = (
 )
 
 
+_INSERT_REQUEST = requests.insert()
+_INSERT_CALLBACK = callbacks.insert()
+_TERMINAL_AMONG = sa.select(*_COLUMNS).where(
+    requests.c.id.in_(sa.bindparam("ids", expanding=True)), requests.c.status != "accepted"
+)
+
+
 class RequestStore:
     """SQL on the gateway database; database outages surface as DatabaseUnavailable (503)."""
 
@@ -145,7 +152,7 @@ class RequestStore:
         Raises sa.exc.IntegrityError when the idempotency key is taken (the caller replays)."""
         try:
             async with self.engine.begin() as conn:
-                await conn.execute(requests.insert(), values)
+                await conn.execute(_INSERT_REQUEST, values)
                 await add_to_outbox(conn, [start])
         except sa.exc.IntegrityError:
             raise
@@ -172,11 +179,7 @@ class RequestStore:
         async with read_only(self.engine) as conn:
             for start in range(0, len(ids), IN_LIST_CHUNK):
                 chunk = list(ids[start : start + IN_LIST_CHUNK])
-                rows = await conn.execute(
-                    sa.select(*_COLUMNS).where(
-                        requests.c.id.in_(chunk), requests.c.status != "accepted"
-                    )
-                )
+                rows = await conn.execute(_TERMINAL_AMONG, {"ids": chunk})
                 found.extend(RequestState.from_row(row) for row in rows)
         return found
 
@@ -241,7 +244,7 @@ async def _add_callback(
     conn: AsyncConnection, state: RequestState, body: Any, now: datetime
 ) -> None:
     await conn.execute(
-        callbacks.insert(),
+        _INSERT_CALLBACK,
         {
             "request_id": state.id,
             "url": state.callback_url,

@@ -229,6 +229,39 @@ _POSTGRES_UPDATE = sa.text(
 ).bindparams(sa.bindparam("now", type_=saga_instances.c.updated_at.type))
 
 
+# The rest of a saga step's statements, built once (see gateway/store.py's _STORE_RESULT).
+_LOAD_SAGAS = (
+    sa.select(*_SAGA_COLUMNS)
+    .where(saga_instances.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(saga_instances.c.id)
+)
+_LOAD_SAGAS_LOCKED = {skip: _LOAD_SAGAS.with_for_update(skip_locked=skip) for skip in (False, True)}
+_LOAD_TIMERS = sa.select(
+    timers.c.id, timers.c.saga_id, timers.c.kind, timers.c.step, timers.c.attempt,
+    timers.c.payload,
+).where(timers.c.saga_id.in_(sa.bindparam("ids", expanding=True)))  # fmt: skip
+_INSERT_SAGAS = saga_instances.insert()
+_INSERT_STEPS = saga_steps.insert()
+_INSERT_TIMERS = timers.insert()
+_DELETE_TIMERS = sa.delete(timers).where(timers.c.id.in_(sa.bindparam("ids", expanding=True)))
+_POSTPONE_TIMERS = (
+    sa.update(timers)
+    .where(timers.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .values(due_at=sa.bindparam("new_due_at", type_=timers.c.due_at.type))
+)
+_SEEN_REPLIES = sa.select(inbox.c.message_id).where(
+    inbox.c.consumer == sa.bindparam("consumer"),
+    inbox.c.message_id.in_(sa.bindparam("ids", expanding=True)),
+)
+_INSERT_INBOX = inbox.insert()
+_STARTS_BY_CORRELATION = sa.select(saga_instances.c.id, saga_instances.c.correlation_id).where(
+    saga_instances.c.correlation_id.in_(sa.bindparam("ids", expanding=True))
+)
+_STARTS_BY_ID = sa.select(saga_instances.c.id, saga_instances.c.correlation_id).where(
+    saga_instances.c.id.in_(sa.bindparam("ids", expanding=True))
+)
+
+
 def _has_nul(value: Any) -> bool:
     """True when a decoded JSON value holds U+0000 in a string or a key."""
     if isinstance(value, str):
@@ -280,24 +313,15 @@ class SagaSession:
         wanted = sorted({i for i in saga_ids if i not in self.sagas and i not in self.missing})
         if not wanted:
             return set()
-        query = (
-            sa.select(*_SAGA_COLUMNS)
-            .where(saga_instances.c.id.in_(wanted))
-            .order_by(saga_instances.c.id)
-        )
+        query = _LOAD_SAGAS
         if self.conn.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=skip_locked)
-        rows = (await self.conn.execute(query)).all()
+            query = _LOAD_SAGAS_LOCKED[skip_locked]
+        rows = (await self.conn.execute(query, {"ids": wanted})).all()
         for row in rows:
             self.sagas[row.id] = self._from_row(row)
         self.missing.update(set(wanted) - {row.id for row in rows})
         timer_rows = (
-            await self.conn.execute(
-                sa.select(
-                    timers.c.id, timers.c.saga_id, timers.c.kind, timers.c.step,
-                    timers.c.attempt, timers.c.payload,
-                ).where(timers.c.saga_id.in_([row.id for row in rows]))
-            )
+            await self.conn.execute(_LOAD_TIMERS, {"ids": [row.id for row in rows]})
         ).all()
         for t in timer_rows:
             payload = t.payload if isinstance(t.payload, dict) else {}
@@ -572,7 +596,7 @@ class SagaSession:
         updates = [s for s in self.sagas.values() if s.changed and not s.new]
         if inserts:
             await conn.execute(
-                saga_instances.insert(),
+                _INSERT_SAGAS,
                 [
                     {
                         **s.row(now),
@@ -592,7 +616,7 @@ class SagaSession:
         if updates:
             await self._update(updates, now)
         if self.step_rows:
-            await conn.execute(saga_steps.insert(), self.step_rows)
+            await conn.execute(_INSERT_STEPS, self.step_rows)
         await self._write_timers(now, postpone_s)
         if self.messages:
             await add_to_outbox(conn, self.messages)
@@ -665,17 +689,17 @@ class SagaSession:
                 saga.timers = [(i, k) for i, k in saga.timers if i not in gone]
             saga.new_timers = {}
         if delete_ids:
-            await self.conn.execute(
-                sa.delete(timers).where(timers.c.id.in_(sorted(set(delete_ids))))
-            )
+            await self.conn.execute(_DELETE_TIMERS, {"ids": sorted(set(delete_ids))})
         if self.timers_to_postpone:
             await self.conn.execute(
-                sa.update(timers)
-                .where(timers.c.id.in_(self.timers_to_postpone))
-                .values(due_at=_utc(now.timestamp() + postpone_s))
+                _POSTPONE_TIMERS,
+                {
+                    "ids": list(self.timers_to_postpone),
+                    "new_due_at": _utc(now.timestamp() + postpone_s),
+                },
             )
         if new_rows:
-            await self.conn.execute(timers.insert(), new_rows)
+            await self.conn.execute(_INSERT_TIMERS, new_rows)
         self.timers_to_delete = []
         self.timers_to_postpone = []
 
@@ -722,9 +746,7 @@ async def claim_replies(conn: AsyncConnection, replies: Sequence[Message]) -> li
     seen = set(
         (
             await conn.execute(
-                sa.select(inbox.c.message_id).where(
-                    inbox.c.consumer == INBOX_CONSUMER, inbox.c.message_id.in_(sorted(set(keys)))
-                )
+                _SEEN_REPLIES, {"consumer": INBOX_CONSUMER, "ids": sorted(set(keys))}
             )
         ).scalars()
     )
@@ -740,7 +762,7 @@ async def claim_replies(conn: AsyncConnection, replies: Sequence[Message]) -> li
             {"consumer": INBOX_CONSUMER, "message_id": key, "processed_at": now, "reply": None}
         )
     if rows:
-        await conn.execute(inbox.insert(), rows)
+        await conn.execute(_INSERT_INBOX, rows)
     return fresh
 
 
@@ -1082,12 +1104,11 @@ class OrchestratorService:
         correlation_ids = sorted({s.correlation_id for s in starts})
         saga_ids = sorted({s.saga_id for s in starts})
         # Two indexed lookups: an OR of both would scan the table on SQLite.
-        columns = (saga_instances.c.id, saga_instances.c.correlation_id)
-        for query in (
-            sa.select(*columns).where(saga_instances.c.correlation_id.in_(correlation_ids)),
-            sa.select(*columns).where(saga_instances.c.id.in_(saga_ids)),
+        for query, ids in (
+            (_STARTS_BY_CORRELATION, correlation_ids),
+            (_STARTS_BY_ID, saga_ids),
         ):
-            for saga_id, correlation_id in await conn.execute(query):
+            for saga_id, correlation_id in await conn.execute(query, {"ids": ids}):
                 taken["correlation"].add(correlation_id)
                 taken["id"].add(saga_id)
         return taken

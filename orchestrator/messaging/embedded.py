@@ -50,6 +50,7 @@ from orchestrator.config import Settings
 from orchestrator.messaging import crossbell
 from orchestrator.messaging.records import Headers, Record
 from orchestrator.messaging.transport import CommitFailed, Subscription, Transport, TransportError
+from orchestrator.storage import checkpointer
 from orchestrator.storage.sqlite_inline import call_when_unlocked
 
 try:  # the same hash as Kafka's default partitioner, so a key lands on the same partition
@@ -185,6 +186,9 @@ class BrokerFile:
         # NORMAL in WAL mode survives any process crash (kill -9); only an OS crash or power loss
         # can lose the last transactions.
         self.conn.execute("PRAGMA synchronous = NORMAL")
+        # Checkpoints (and their fsyncs) run on a thread of their own, not inside an append.
+        self.conn.execute(f"PRAGMA wal_autocheckpoint = {checkpointer.AUTOCHECKPOINT_PAGES}")
+        checkpointer.watch(path, self)
         with self.transaction():
             for statement in SCHEMA.split(";"):
                 if statement.strip():

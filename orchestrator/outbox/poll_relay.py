@@ -65,6 +65,21 @@ def _select_batch(limit: int, lock: bool) -> sa.Select[tuple[object, ...]]:
     return query.with_for_update(skip_locked=True) if lock else query
 
 
+@functools.lru_cache(maxsize=2)
+def _mark_published(postgres: bool) -> sa.Update:
+    """Built once: the ids as one array parameter on PostgreSQL (a statement that stays the same,
+    and prepared, for any batch), an expanding IN list on SQLite."""
+    if postgres:
+        which = outbox.c.id == sa.any_(sa.bindparam("ids", type_=ARRAY(sa.BigInteger)))
+    else:
+        which = outbox.c.id.in_(sa.bindparam("ids", expanding=True))
+    return (
+        sa.update(outbox)
+        .where(which)
+        .values(published_at=sa.bindparam("acked", type_=outbox.c.published_at.type))
+    )
+
+
 def _rows(result: Sequence[sa.Row[tuple[object, ...]]]) -> list[OutboxRow]:
     return [OutboxRow.from_columns(*row) for row in result]  # type: ignore[call-arg,arg-type]
 
@@ -128,13 +143,9 @@ class PollRelay:
         return datetime.now(UTC)
 
     async def _mark(self, conn: AsyncConnection, rows: list[OutboxRow], acked: datetime) -> None:
-        ids = [row.id for row in rows]
-        if self.postgres:
-            # One array parameter: a statement that stays the same (and prepared) for any batch.
-            which = outbox.c.id == sa.any_(sa.bindparam("ids", ids, type_=ARRAY(sa.BigInteger)))
-        else:
-            which = outbox.c.id.in_(ids)
-        await conn.execute(sa.update(outbox).where(which).values(published_at=acked))
+        await conn.execute(
+            _mark_published(self.postgres), {"ids": [row.id for row in rows], "acked": acked}
+        )
 
     async def _after_publish(self, rows: list[OutboxRow], acked: datetime) -> None:
         if self.on_published is not None:

@@ -46,6 +46,9 @@ def outbox_values(topic: str, message: Message, now: datetime) -> dict[str, Any]
     }
 
 
+_INSERT_OUTBOX = outbox.insert()
+
+
 async def add_to_outbox(conn: AsyncConnection, messages: Sequence[tuple[str, Message]]) -> None:
     """Insert one outbox row per (topic, message) on `conn`, in the transaction the caller holds.
 
@@ -56,5 +59,5 @@ async def add_to_outbox(conn: AsyncConnection, messages: Sequence[tuple[str, Mes
         return
     now = datetime.now(UTC)
     rows = [outbox_values(topic, message, now) for topic, message in messages]
-    await conn.execute(outbox.insert(), rows)
+    await conn.execute(_INSERT_OUTBOX, rows)
     note_outbox_written(conn)

@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from orchestrator.config import Settings
 from orchestrator.startup import retry_until_up
-from orchestrator.storage.sqlite_inline import inline_connector
+from orchestrator.storage import checkpointer
+from orchestrator.storage.sqlite_inline import InlineAsyncEngine, InlineSQLite, inline_connector
 
 # Execution option of a `read_only` connection (see _tune_sqlite).
 READ_ONLY = "sagaway_read_only"
@@ -128,9 +129,14 @@ def create_database_engine(
         if sqlite_inline:
             args, kwargs = SQLiteDialect_aiosqlite().create_connect_args(parsed)
             options["async_creator"] = inline_connector(args, kwargs, SQLITE_BUSY_TIMEOUT_MS / 1000)
+            options["module"] = InlineSQLite()
         options.update(engine_options)
         engine = create_async_engine(parsed, **options)
+        if sqlite_inline:
+            engine = InlineAsyncEngine(engine.sync_engine)
         _tune_sqlite(engine, busy_timeout_ms=0 if sqlite_inline else SQLITE_BUSY_TIMEOUT_MS)
+        if path is not None:
+            checkpointer.watch(path, engine.sync_engine)
         return engine
     connect_args: dict[str, Any] = {}
     if application_name:
@@ -178,6 +184,8 @@ def _tune_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            # Checkpoints run on a thread of their own (checkpointer.py), not inside a commit.
+            cursor.execute(f"PRAGMA wal_autocheckpoint={checkpointer.AUTOCHECKPOINT_PAGES}")
         finally:
             cursor.close()
 

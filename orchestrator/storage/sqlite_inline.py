@@ -10,16 +10,32 @@ The one thing that may wait is the write lock held by another connection (anothe
 process on the same file). SQLite's busy handler would sleep with the event loop blocked — and if
 the holder is a coroutine of this same loop, it could never finish. So the busy timeout is 0 and
 `SQLITE_BUSY` is retried here with `asyncio.sleep`, up to the same overall timeout.
+
+SQLAlchemy's asyncio adapter still made every cursor call a coroutine — cursor, execute,
+description, fetchall, close — each crossing the greenlet bridge back to the event loop and
+returning at once. `InlineSQLite` (passed to the engine as its DBAPI module) adapts the sqlite3
+connection directly: a statement is a plain call, and only a busy lock crosses the bridge, to
+wait asynchronously.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import functools
 import sqlite3
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
 import aiosqlite
+from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_cursor
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_dbapi,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.util import EMPTY_DICT
+from sqlalchemy.util.concurrency import await_
 
 SQLITE_BUSY = 5
 SQLITE_LOCKED = 6
@@ -35,8 +51,11 @@ def is_busy(exc: BaseException) -> bool:
     return code & 0xFF in (SQLITE_BUSY, SQLITE_LOCKED)
 
 
-async def call_when_unlocked(fn: Callable[[], Any], timeout_s: float) -> Any:
-    """`fn()` now; while it fails with SQLITE_BUSY, again after a growing asynchronous pause.
+async def call_when_unlocked(
+    fn: Callable[[], Any], timeout_s: float, *, wait_first: bool = False
+) -> Any:
+    """`fn()` now (after a first pause if `wait_first`: it was just found busy); while it fails
+    with SQLITE_BUSY, again after a growing asynchronous pause.
 
     Retrying is safe for what we run: a transaction starts with BEGIN IMMEDIATE, so the only
     statements that meet a lock are that BEGIN (nothing done yet) and COMMIT (SQLite keeps the
@@ -44,6 +63,9 @@ async def call_when_unlocked(fn: Callable[[], Any], timeout_s: float) -> Any:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     backoff = FIRST_BACKOFF_S
+    if wait_first:
+        await asyncio.sleep(backoff)
+        backoff *= 2
     while True:
         try:
             return fn()
@@ -52,6 +74,17 @@ async def call_when_unlocked(fn: Callable[[], Any], timeout_s: float) -> Any:
                 raise
         await asyncio.sleep(backoff)
         backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+
+def _when_unlocked(fn: Callable[[], Any], timeout_s: float) -> Any:
+    """`fn()` at once; if the lock is busy, wait for it on the event loop from inside
+    SQLAlchemy's greenlet (the loop keeps running; the holder may be one of its coroutines)."""
+    try:
+        return fn()
+    except sqlite3.OperationalError as exc:
+        if not is_busy(exc):
+            raise
+    return await_(call_when_unlocked(fn, timeout_s, wait_first=True))
 
 
 class _RunAtOnce:
@@ -77,20 +110,20 @@ class InlineConnection(aiosqlite.Connection):
     def __init__(self, connector: Callable[[], sqlite3.Connection], busy_timeout_s: float) -> None:
         super().__init__(connector, iter_chunk_size=64)
         self._tx = _RunAtOnce()  # type: ignore[assignment]
-        self._busy_timeout_s = busy_timeout_s
+        self.busy_timeout_s = busy_timeout_s
 
     def __await__(self) -> Generator[Any, None, InlineConnection]:
         return self._open().__await__()
 
     async def _open(self) -> InlineConnection:
         if self._connection is None:
-            self._connection = await call_when_unlocked(self._connector, self._busy_timeout_s)
+            self._connection = await call_when_unlocked(self._connector, self.busy_timeout_s)
         return self
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not self._running or self._connection is None:
             raise ValueError("Connection closed")
-        return await call_when_unlocked(lambda: fn(*args, **kwargs), self._busy_timeout_s)
+        return await call_when_unlocked(lambda: fn(*args, **kwargs), self.busy_timeout_s)
 
     def stop(self) -> None:
         """Close the sqlite3 connection here; there is no worker thread to stop."""
@@ -114,3 +147,138 @@ def inline_connector(
         return InlineConnection(lambda: sqlite3.connect(*args, **options), busy_timeout_s)
 
     return connect
+
+
+class _Ready:
+    """An awaitable that is done at once. SQLAlchemy's AsyncConnection.execute insists that a
+    statement crossed the greenlet bridge at least once (it guards against blocking drivers);
+    awaiting this is that one crossing, without a coroutine or a turn of the event loop."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return iter(())  # type: ignore[return-value]
+
+
+_READY = _Ready()
+
+
+class _InlineCursor(AsyncAdapt_dbapi_cursor):
+    """A cursor over the sqlite3 connection itself. Rows are fetched at execute, as SQLAlchemy's
+    adapter does, so the statement is finished before the next one runs."""
+
+    __slots__ = ()
+    _awaitable_cursor_close = False
+
+    _adapt_connection: InlineAdaptedConnection
+
+    def __init__(self, adapt_connection: InlineAdaptedConnection) -> None:  # noqa: D107
+        self._adapt_connection = adapt_connection
+        self._connection = adapt_connection._connection
+        self._cursor = adapt_connection.sqlite_connection.cursor()  # type: ignore[assignment]
+        self._soft_closed_memoized = EMPTY_DICT
+        self._rows = collections.deque()
+
+    def execute(self, operation: Any, parameters: Any = None) -> Any:
+        cursor = self._cursor
+        timeout_s = self._adapt_connection.busy_timeout_s
+        try:
+            if parameters is None:
+                _when_unlocked(functools.partial(cursor.execute, operation), timeout_s)
+            else:
+                _when_unlocked(functools.partial(cursor.execute, operation, parameters), timeout_s)
+            if cursor.description:
+                self._rows = collections.deque(_when_unlocked(cursor.fetchall, timeout_s))
+            await_(_READY)
+        except Exception as error:  # noqa: BLE001 - re-raised as SQLAlchemy expects
+            self._adapt_connection._handle_exception(error)
+
+    def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
+        call = functools.partial(self._cursor.executemany, operation, seq_of_parameters)
+        try:
+            _when_unlocked(call, self._adapt_connection.busy_timeout_s)
+            await_(_READY)
+        except Exception as error:  # noqa: BLE001 - re-raised as SQLAlchemy expects
+            self._adapt_connection._handle_exception(error)
+
+    def setinputsizes(self, *inputsizes: Any) -> None:
+        return None
+
+    def nextset(self) -> None:
+        return None
+
+
+class InlineAdaptedConnection(AsyncAdapt_aiosqlite_connection):
+    """SQLAlchemy's aiosqlite connection adapter, with cursors, commit and rollback calling
+    sqlite3 in place (see the module docstring)."""
+
+    __slots__ = ("busy_timeout_s",)
+
+    def __init__(self, dbapi: Any, connection: InlineConnection) -> None:  # noqa: D107
+        super().__init__(dbapi, connection)  # type: ignore[arg-type]
+        self.busy_timeout_s = connection.busy_timeout_s
+
+    @property
+    def sqlite_connection(self) -> sqlite3.Connection:
+        return self._connection._conn  # type: ignore[no-any-return]
+
+    def cursor(self, server_side: bool = False) -> AsyncAdapt_dbapi_cursor:
+        if server_side:
+            return super().cursor(server_side=True)
+        return _InlineCursor(self)
+
+    @property
+    def isolation_level(self) -> str | None:
+        return self.sqlite_connection.isolation_level
+
+    @isolation_level.setter
+    def isolation_level(self, value: str | None) -> None:
+        self.sqlite_connection.isolation_level = value  # type: ignore[assignment]
+
+    def commit(self) -> None:
+        if self._connection._connection is None:
+            return
+        try:
+            _when_unlocked(self.sqlite_connection.commit, self.busy_timeout_s)
+        except Exception as error:  # noqa: BLE001 - re-raised as SQLAlchemy expects
+            self._handle_exception(error)
+
+    def rollback(self) -> None:
+        if self._connection._connection is None:
+            return
+        try:
+            self.sqlite_connection.rollback()
+        except Exception as error:  # noqa: BLE001 - re-raised as SQLAlchemy expects
+            self._handle_exception(error)
+
+    def close(self) -> None:
+        self._connection.stop()
+
+
+class InlineSQLite(AsyncAdapt_aiosqlite_dbapi):
+    """The DBAPI module SQLAlchemy's aiosqlite dialect is given for inline engines: its
+    connections are `InlineAdaptedConnection`s over `InlineConnection`s."""
+
+    def __init__(self) -> None:  # noqa: D107
+        super().__init__(aiosqlite, sqlite3)
+
+    def connect(self, *arg: Any, **kw: Any) -> InlineAdaptedConnection:
+        creator_fn = kw.pop("async_creator_fn")
+        return InlineAdaptedConnection(self, await_(creator_fn(*arg, **kw)))
+
+
+class _InlineAsyncConnection(AsyncConnection):
+    """Closes in place. SQLAlchemy closes a connection leaving `async with` in a task of its
+    own, shielded, so that a cancelled caller cannot abandon the close halfway; an inline
+    SQLite connection's close never suspends, so nothing can interrupt it, and the task cost
+    two more turns of the event loop per transaction."""
+
+    async def __aexit__(self, type_: Any, value: Any, traceback: Any) -> None:
+        await self.close()
+
+
+class InlineAsyncEngine(AsyncEngine):
+    """The AsyncEngine of an inline SQLite database (see `_InlineAsyncConnection`)."""
+
+    __slots__ = ()
+    _connection_cls = _InlineAsyncConnection

@@ -41,15 +41,19 @@ async def test_sqlite_connections_use_wal_busy_timeout_foreign_keys_and_normal_s
             async with engine.connect() as connection:
                 pragmas[inline] = {
                     name: (await connection.exec_driver_sql(f"PRAGMA {name}")).scalar_one()
-                    for name in ("journal_mode", "busy_timeout", "foreign_keys", "synchronous")
+                    for name in (
+                        "journal_mode", "busy_timeout", "foreign_keys", "synchronous",
+                        "wal_autocheckpoint",
+                    )  # fmt: skip
                 }
         finally:
             await engine.dispose()
 
     assert database.exists()
     # Inline connections wait for a lock asynchronously (sqlite_inline.py), not in SQLite.
+    # Checkpoints run on a thread of their own (checkpointer.py); the automatic one is a bound.
     assert pragmas[True] == {"journal_mode": "wal", "busy_timeout": 0, "foreign_keys": 1,
-                             "synchronous": 1}  # fmt: skip
+                             "synchronous": 1, "wal_autocheckpoint": 20_000}  # fmt: skip
     assert pragmas[False] == {**pragmas[True], "busy_timeout": 5000}
 
 

@@ -103,3 +103,49 @@ async def test_other_errors_are_not_retried() -> None:
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
         await call_when_unlocked(broken, timeout_s=1)
     assert calls == 1
+
+
+async def test_an_engine_transaction_waits_with_the_loop_free_for_another_connections_lock(
+    tmp_path: Path,
+) -> None:
+    """The engine's statements call sqlite3 directly (no coroutine per call); a lock held by
+    another process's connection still makes them wait asynchronously, not fail or block."""
+    path = tmp_path / "d.db"
+    engine = create_database_engine(f"sqlite+aiosqlite:///{path}")
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO t VALUES (1, 'other')")
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.3, other.execute, "COMMIT")
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        ticking = asyncio.create_task(ticker())
+        started = loop.time()
+        async with engine.begin() as conn:  # BEGIN IMMEDIATE meets the other writer's lock
+            await conn.execute(sa.text("INSERT INTO t VALUES (2, 'mine')"))
+            rows = (await conn.execute(sa.text("SELECT id, v FROM t ORDER BY id"))).all()
+        waited = loop.time() - started
+        ticking.cancel()
+        assert [tuple(row) for row in rows] == [(1, "other"), (2, "mine")]
+        assert waited >= 0.25
+        assert ticks >= 10  # the loop kept running while the transaction waited
+
+        # A constraint violation is SQLAlchemy's IntegrityError, and the transaction rolls back.
+        with pytest.raises(sa.exc.IntegrityError, match="UNIQUE constraint failed"):
+            async with engine.begin() as conn:
+                await conn.execute(sa.text("INSERT INTO t VALUES (3, 'kept?')"))
+                await conn.execute(sa.text("INSERT INTO t VALUES (2, 'again')"))
+        async with engine.connect() as conn:
+            assert (await conn.execute(sa.text("SELECT count(*) FROM t"))).scalar_one() == 2
+    finally:
+        other.close()
+        await engine.dispose()

@@ -1,0 +1,68 @@
+"""WAL checkpoints run on a background thread per database file (their fsyncs off the event
+loop), for as long as an engine or broker file of that database is alive."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from orchestrator.messaging.embedded import EmbeddedTransport
+from orchestrator.storage import checkpointer
+from orchestrator.storage.database import create_database_engine
+
+
+async def _wait_for(predicate: object, timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_service_database_is_checkpointed_by_the_thread(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "service.db"
+    engine = create_database_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("CREATE TABLE t (v TEXT)"))
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text("INSERT INTO t VALUES (:v)"), [{"v": "x" * 4000} for _ in range(300)]
+            )
+        # Far below the automatic threshold (tests/storage/test_database.py checks it is
+        # 20,000 pages), so only the thread can have copied these frames back.
+        before = checkpointer.checkpoints_of(path)
+        assert before is not None
+        await _wait_for(lambda: (checkpointer.checkpoints_of(path) or 0) >= before + 2)
+        # The rows' pages are in the database file itself now, not only in its WAL (the engine's
+        # connections are open, so no close has checkpointed it either).
+        assert path.stat().st_size > 300 * 4000
+    finally:
+        await engine.dispose()
+
+
+async def test_the_thread_stops_once_no_engine_of_the_file_is_left(tmp_path: Path) -> None:
+    path = tmp_path / "gone.db"
+    engine = create_database_engine(f"sqlite+aiosqlite:///{path}")
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("CREATE TABLE t (v TEXT)"))
+    assert checkpointer.checkpoints_of(path) is not None
+    await engine.dispose()
+    del engine, conn
+    gc.collect()
+    await _wait_for(lambda: checkpointer.checkpoints_of(path) is None)
+
+
+async def test_the_embedded_broker_file_is_checkpointed_too(tmp_path: Path) -> None:
+    transport = EmbeddedTransport(tmp_path / "broker.db")
+    await transport.start()
+    try:
+        assert checkpointer.checkpoints_of(tmp_path / "broker.db") is not None
+        wal_pages = transport.file.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        assert wal_pages == checkpointer.AUTOCHECKPOINT_PAGES
+    finally:
+        await transport.close()
