@@ -89,6 +89,8 @@ def load_note(run: dict[str, Any]) -> str:
     when = run.get("time", "?")
     commit = f" at commit {run['commit']}" if run.get("commit") else ""
     text = f"measured {when}{commit} on {run.get('cpus')} cores, load average {start} → {end}"
+    if run.get("fetch_max_wait_ms") is not None:
+        text += f", pg stack with fetch_max_wait_ms={run['fetch_max_wait_ms']}"
     if start > QUIET_LOAD:
         text += (
             f" — the load average was above {QUIET_LOAD} at the start: other work, or the"

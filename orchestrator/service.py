@@ -160,7 +160,7 @@ class LoadedSaga:
         """saga_instances column values (without the lock version)."""
         if self.state is not None:
             assert self.definition is not None
-            state_json = self.state.to_json(include_data=False)
+            state_json = self.state.to_stored(include_data=False)
             current_step = self.state.current_step(self.definition)
         else:
             state_json = {}

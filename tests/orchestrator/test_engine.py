@@ -6,6 +6,7 @@ import copy
 import json
 from typing import Any
 
+import orjson
 import pytest
 from pydantic import BaseModel
 
@@ -633,6 +634,10 @@ def test_state_roundtrips_through_json() -> None:
     without = s.state.to_json(include_data=False)
     assert "data" not in without
     assert SagaState.from_json(without, data={"k": [1, 2]}) == s.state
+    # What the orchestrator stores (orjson writing the tracks' dataclasses) is the same JSON.
+    for include_data in (True, False):
+        stored = orjson.dumps(s.state.to_stored(include_data))
+        assert orjson.loads(stored) == s.state.to_json(include_data)
 
 
 def test_decide_on_state_of_another_definition_version_raises() -> None:
