@@ -27,6 +27,7 @@ import orjson
 import sqlalchemy as sa
 from prometheus_client import Counter
 from pydantic import ValidationError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator.config import Settings
@@ -249,11 +250,13 @@ _POSTPONE_TIMERS = (
     .where(timers.c.id.in_(sa.bindparam("ids", expanding=True)))
     .values(due_at=sa.bindparam("new_due_at", type_=timers.c.due_at.type))
 )
-_SEEN_REPLIES = sa.select(inbox.c.message_id).where(
-    inbox.c.consumer == sa.bindparam("consumer"),
-    inbox.c.message_id.in_(sa.bindparam("ids", expanding=True)),
-)
-_INSERT_INBOX = inbox.insert()
+# Inserts what is new and says which those were: one statement for the batch's replies.
+_CLAIM_REPLIES = {
+    name: dialect_insert(inbox)
+    .on_conflict_do_nothing(index_elements=[inbox.c.consumer, inbox.c.message_id])
+    .returning(inbox.c.message_id)
+    for name, dialect_insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
+}
 _STARTS_BY_CORRELATION = sa.select(saga_instances.c.id, saga_instances.c.correlation_id).where(
     saga_instances.c.correlation_id.in_(sa.bindparam("ids", expanding=True))
 )
@@ -738,31 +741,23 @@ def inbox_key(message: Message) -> str:
 
 async def claim_replies(conn: AsyncConnection, replies: Sequence[Message]) -> list[Message]:
     """Record the replies in the inbox (consumer "orchestrator") and return those never seen
-    before, in order. Bulk: one SELECT and one INSERT for the batch. A reply committed by a
-    concurrent transaction makes the INSERT fail, and the batch is retried."""
+    before, in order: one INSERT for the batch that skips the ids already there and returns the
+    others. On PostgreSQL a reply a concurrent transaction is inserting waits for it, and is
+    skipped if that one commits."""
     if not replies:
         return []
     keys = [inbox_key(m) for m in replies]
-    seen = set(
-        (
-            await conn.execute(
-                _SEEN_REPLIES, {"consumer": INBOX_CONSUMER, "ids": sorted(set(keys))}
-            )
-        ).scalars()
-    )
-    fresh: list[Message] = []
-    rows: list[dict[str, Any]] = []
     now = datetime.now(UTC)
+    rows = [
+        {"consumer": INBOX_CONSUMER, "message_id": key, "processed_at": now, "reply": None}
+        for key in dict.fromkeys(keys)
+    ]
+    inserted = set((await conn.execute(_CLAIM_REPLIES[conn.dialect.name], rows)).scalars())
+    fresh: list[Message] = []
     for key, message in zip(keys, replies, strict=True):
-        if key in seen:
-            continue
-        seen.add(key)
-        fresh.append(message)
-        rows.append(
-            {"consumer": INBOX_CONSUMER, "message_id": key, "processed_at": now, "reply": None}
-        )
-    if rows:
-        await conn.execute(_INSERT_INBOX, rows)
+        if key in inserted:
+            inserted.discard(key)  # a second copy in the same batch is a duplicate
+            fresh.append(message)
     return fresh
 
 

@@ -14,8 +14,8 @@ the holder is a coroutine of this same loop, it could never finish. So the busy 
 SQLAlchemy's asyncio adapter still made every cursor call a coroutine — cursor, execute,
 description, fetchall, close — each crossing the greenlet bridge back to the event loop and
 returning at once. `InlineSQLite` (passed to the engine as its DBAPI module) adapts the sqlite3
-connection directly: a statement is a plain call, and only a busy lock crosses the bridge, to
-wait asynchronously.
+connection directly: a statement is a plain call plus the one crossing SQLAlchemy insists on
+(`_Ready`), and only a busy lock waits on the event loop.
 """
 
 from __future__ import annotations

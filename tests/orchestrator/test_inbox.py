@@ -154,3 +154,24 @@ async def test_concurrent_deliveries_on_postgresql_run_the_handler_once(
             await second.commit()
     finally:
         await engine.dispose()
+
+
+async def test_the_orchestrator_claims_a_batch_of_replies_once_each(engine: AsyncEngine) -> None:
+    """One INSERT per batch that skips ids already there: a redelivered reply, or a second copy
+    in the same batch, is not fresh; the rest are, in their order."""
+    from orchestrator.service import claim_replies
+
+    first = reply_to(charge(), "success", {"charged": 10})
+    second = reply_to(command("inventory.reserve", {}, saga_id="saga-2"), "success", {})
+    third = reply_to(command("shipping.schedule", {}, saga_id="saga-3"), "failure", {})
+    async with engine.begin() as conn:
+        fresh = await claim_replies(conn, [second, first, second])
+    assert [m.message_id for m in fresh] == [second.message_id, first.message_id]
+    async with engine.begin() as conn:
+        fresh = await claim_replies(conn, [first, third])
+    assert [m.message_id for m in fresh] == [third.message_id]
+    async with engine.connect() as conn:
+        stored = (
+            await conn.execute(sa.select(sa.func.count()).where(inbox.c.consumer == "orchestrator"))
+        ).scalar_one()
+    assert stored == 3
