@@ -8,8 +8,16 @@ the length of two fsyncs. Under load that was a quarter of `sagaway dev`'s throu
 
 So every SQLite connection Sagaway opens raises the automatic threshold (`AUTOCHECKPOINT_PAGES`,
 kept only as a bound should this thread stop), and `watch(path)` starts one daemon thread per
-database file in the process that checkpoints it (PASSIVE: it never waits for or blocks a writer)
-every `INTERVAL_S`, while some owner of that file is alive.
+database file in the process that checkpoints it every `INTERVAL_S`, while some owner of that
+file is alive:
+
+- PASSIVE, which never waits for or blocks a writer, copies what it can;
+- but the WAL only starts over from its beginning after a checkpoint that copied every frame,
+  and with writers appending meanwhile a passive one rarely does: the file grew to the automatic
+  bound, and that checkpoint — all of it, inside a commit — stalled the loop for longer than all
+  the small ones it replaced. So once the WAL holds more than `RESTART_FRAMES`, the thread runs a
+  RESTART checkpoint: it holds off writers (they wait for the lock asynchronously) for the few
+  frames left to copy, and the next write starts the WAL over.
 """
 
 from __future__ import annotations
@@ -25,8 +33,12 @@ log = logging.getLogger("sagaway.storage.checkpoint")
 
 # The automatic checkpoint's threshold on connections the checkpointer watches (SQLite's default
 # is 1,000 pages, ~4 MB). A bound on the WAL should the thread fall behind, not the normal path.
-AUTOCHECKPOINT_PAGES = 20_000
+AUTOCHECKPOINT_PAGES = 10_000
+RESTART_FRAMES = 2_000
 INTERVAL_S = 0.5
+# How long a RESTART checkpoint waits for readers and writers to let go before it gives up (and
+# the next turn tries again); writers wait for it no longer than that.
+RESTART_BUSY_TIMEOUT_S = 0.2
 
 _lock = threading.Lock()
 _threads: dict[str, _Checkpointer] = {}
@@ -39,6 +51,7 @@ class _Checkpointer(threading.Thread):
         self.owners: weakref.WeakSet[Any] = weakref.WeakSet()
         self.stopped = threading.Event()
         self.checkpoints = 0
+        self.restarts = 0
 
     def run(self) -> None:
         conn: sqlite3.Connection | None = None
@@ -49,7 +62,9 @@ class _Checkpointer(threading.Thread):
                         _threads.pop(str(self.path), None)
                         return
                 if conn is None:
-                    conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=1.0)
+                    conn = sqlite3.connect(
+                        str(self.path), isolation_level=None, timeout=RESTART_BUSY_TIMEOUT_S
+                    )
                 self._checkpoint(conn)
         finally:
             if conn is not None:
@@ -57,10 +72,11 @@ class _Checkpointer(threading.Thread):
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
         try:
-            busy, _wal_pages, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if frames > RESTART_FRAMES:
+                busy, _frames, _copied = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                self.restarts += 0 if busy else 1
             self.checkpoints += 1
-            if busy:
-                log.debug("checkpoint of %s was blocked; the next one goes on", self.path)
         except sqlite3.Error as exc:  # a missing file or a lock: the next turn tries again
             log.debug("checkpoint of %s failed: %s", self.path, exc)
 
@@ -79,11 +95,12 @@ def watch(path: Path, owner: Any) -> None:
             thread.owners.add(owner)
 
 
-def checkpoints_of(path: Path) -> int | None:
-    """How many checkpoints this process's thread has run on `path`; None if none watches it."""
+def checkpoints_of(path: Path) -> tuple[int, int] | None:
+    """How many checkpoints this process's thread has run on `path`, and how many of them
+    restarted the WAL; None if no thread watches it."""
     with _lock:
         thread = _threads.get(str(path.resolve()))
-    return None if thread is None else thread.checkpoints
+    return None if thread is None else (thread.checkpoints, thread.restarts)
 
 
 def stop_all() -> None:

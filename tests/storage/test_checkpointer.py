@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sqlite3
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -12,6 +13,18 @@ import sqlalchemy as sa
 from orchestrator.messaging.embedded import EmbeddedTransport
 from orchestrator.storage import checkpointer
 from orchestrator.storage.database import create_database_engine
+
+
+def _checkpoints(path: Path) -> int:
+    counts = checkpointer.checkpoints_of(path)
+    assert counts is not None, "no thread watches this file"
+    return counts[0]
+
+
+def _restarts(path: Path) -> int:
+    counts = checkpointer.checkpoints_of(path)
+    assert counts is not None, "no thread watches this file"
+    return counts[1]
 
 
 async def _wait_for(predicate: object, timeout_s: float = 5.0) -> None:
@@ -34,13 +47,46 @@ async def test_a_service_database_is_checkpointed_by_the_thread(
                 sa.text("INSERT INTO t VALUES (:v)"), [{"v": "x" * 4000} for _ in range(300)]
             )
         # Far below the automatic threshold (tests/storage/test_database.py checks it is
-        # 20,000 pages), so only the thread can have copied these frames back.
-        before = checkpointer.checkpoints_of(path)
-        assert before is not None
-        await _wait_for(lambda: (checkpointer.checkpoints_of(path) or 0) >= before + 2)
+        # AUTOCHECKPOINT_PAGES), so only the thread can have copied these frames back.
+        before = _checkpoints(path)
+        await _wait_for(lambda: _checkpoints(path) >= before + 2)
         # The rows' pages are in the database file itself now, not only in its WAL (the engine's
         # connections are open, so no close has checkpointed it either).
         assert path.stat().st_size > 300 * 4000
+    finally:
+        await engine.dispose()
+
+
+async def test_a_wal_past_the_restart_size_is_started_over(tmp_path: Path) -> None:
+    """With writers appending while it runs, a passive checkpoint rarely copies every frame, and
+    only then can the WAL start over; past RESTART_FRAMES the thread restarts it."""
+    path = tmp_path / "big.db"
+    engine = create_database_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("CREATE TABLE t (v TEXT)"))
+        async with engine.begin() as conn:  # well under RESTART_FRAMES pages
+            await conn.execute(sa.text("INSERT INTO t VALUES (:v)"), [{"v": "x" * 4000}] * 50)
+        before = _checkpoints(path)
+        await _wait_for(lambda: _checkpoints(path) >= before + 2)
+        assert _restarts(path) == 0
+        rows = checkpointer.RESTART_FRAMES + 500  # a page each
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("INSERT INTO t VALUES (:v)"), [{"v": "x" * 4000}] * rows)
+        await _wait_for(lambda: _restarts(path) >= 1)
+        async with engine.begin() as conn:  # the next write starts the WAL over
+            await conn.execute(sa.text("INSERT INTO t VALUES ('small')"))
+        wal = path.with_name(path.name + "-wal")
+        frames = (wal.stat().st_size - 32) // (4096 + 24)
+        assert frames > checkpointer.RESTART_FRAMES  # the file keeps its size...
+        conn_check = sqlite3.connect(path)
+        try:
+            _busy, in_use, _copied = conn_check.execute(
+                "PRAGMA wal_checkpoint(PASSIVE)"
+            ).fetchone()
+        finally:
+            conn_check.close()
+        assert in_use < 10  # ...but only the last small write's frames are in use
     finally:
         await engine.dispose()
 

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.config import Settings
+from orchestrator.storage.checkpointer import AUTOCHECKPOINT_PAGES
 from orchestrator.storage.database import (
     DatabaseMisconfigured,
     DatabaseUnavailable,
@@ -52,8 +53,10 @@ async def test_sqlite_connections_use_wal_busy_timeout_foreign_keys_and_normal_s
     assert database.exists()
     # Inline connections wait for a lock asynchronously (sqlite_inline.py), not in SQLite.
     # Checkpoints run on a thread of their own (checkpointer.py); the automatic one is a bound.
-    assert pragmas[True] == {"journal_mode": "wal", "busy_timeout": 0, "foreign_keys": 1,
-                             "synchronous": 1, "wal_autocheckpoint": 20_000}  # fmt: skip
+    assert pragmas[True] == {
+        "journal_mode": "wal", "busy_timeout": 0, "foreign_keys": 1, "synchronous": 1,
+        "wal_autocheckpoint": AUTOCHECKPOINT_PAGES,
+    }  # fmt: skip
     assert pragmas[False] == {**pragmas[True], "busy_timeout": 5000}
 
 
