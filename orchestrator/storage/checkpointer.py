@@ -45,6 +45,8 @@ _threads: dict[str, _Checkpointer] = {}
 
 
 class _Checkpointer(threading.Thread):
+    """One database file's checkpoints, on a connection of its own; ends when no owner is left."""
+
     def __init__(self, path: Path) -> None:
         super().__init__(name=f"sagaway-checkpoint-{path.name}", daemon=True)
         self.path = path
@@ -61,24 +63,34 @@ class _Checkpointer(threading.Thread):
                     if not self.owners:
                         _threads.pop(str(self.path), None)
                         return
-                if conn is None:
-                    conn = sqlite3.connect(
-                        str(self.path), isolation_level=None, timeout=RESTART_BUSY_TIMEOUT_S
-                    )
-                self._checkpoint(conn)
+                conn = self._checkpoint(conn)
         finally:
             if conn is not None:
                 conn.close()
 
-    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+    def _checkpoint(self, conn: sqlite3.Connection | None) -> sqlite3.Connection | None:
+        """One turn; returns the connection to use next turn (None: open it again then)."""
         try:
+            if conn is None:
+                # mode=rw: never create the file (a database deleted under a running process
+                # must not come back empty from here).
+                conn = sqlite3.connect(
+                    self.path.as_uri() + "?mode=rw",
+                    uri=True,
+                    isolation_level=None,
+                    timeout=RESTART_BUSY_TIMEOUT_S,
+                )
             _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             if frames > RESTART_FRAMES:
                 busy, _frames, _copied = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
                 self.restarts += 0 if busy else 1
             self.checkpoints += 1
-        except sqlite3.Error as exc:  # a missing file or a lock: the next turn tries again
+        except sqlite3.Error as exc:  # a file gone or unreadable, a lock: the next turn tries again
             log.debug("checkpoint of %s failed: %s", self.path, exc)
+            if conn is not None:
+                conn.close()
+            return None
+        return conn
 
 
 def watch(path: Path, owner: Any) -> None:
@@ -87,7 +99,7 @@ def watch(path: Path, owner: Any) -> None:
     key = str(path.resolve())
     with _lock:
         thread = _threads.get(key)
-        if thread is None or thread.stopped.is_set():
+        if thread is None or thread.stopped.is_set() or not thread.is_alive():
             thread = _threads[key] = _Checkpointer(Path(key))
             thread.owners.add(owner)
             thread.start()
@@ -102,13 +114,3 @@ def checkpoints_of(path: Path) -> tuple[int, int] | None:
         thread = _threads.get(str(path.resolve()))
     return None if thread is None else (thread.checkpoints, thread.restarts)
 
-
-def stop_all() -> None:
-    """Stop every checkpoint thread (tests; a process exiting needs nothing: they are daemons)."""
-    with _lock:
-        threads = list(_threads.values())
-        _threads.clear()
-    for thread in threads:
-        thread.stopped.set()
-    for thread in threads:
-        thread.join(timeout=5)

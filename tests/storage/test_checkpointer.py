@@ -91,6 +91,30 @@ async def test_a_wal_past_the_restart_size_is_started_over(tmp_path: Path) -> No
         await engine.dispose()
 
 
+async def test_a_file_that_cannot_be_opened_is_tried_again_and_never_created(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "later.db"
+
+    class Owner:
+        pass
+
+    owner = Owner()
+    checkpointer.watch(path, owner)
+    await asyncio.sleep(checkpointer.INTERVAL_S * 3)
+    assert not path.exists()  # the thread did not create it
+    assert _checkpoints(path) == 0
+    setup = sqlite3.connect(path)
+    try:
+        setup.execute("PRAGMA journal_mode=WAL")
+        setup.execute("CREATE TABLE t (v TEXT)")
+        setup.commit()
+        await _wait_for(lambda: _checkpoints(path) >= 1)  # the same thread, still alive
+    finally:
+        setup.close()
+    del owner
+
+
 async def test_the_thread_stops_once_no_engine_of_the_file_is_left(tmp_path: Path) -> None:
     path = tmp_path / "gone.db"
     engine = create_database_engine(f"sqlite+aiosqlite:///{path}")
