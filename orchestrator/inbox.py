@@ -7,7 +7,7 @@ the caller sends it again instead of running the handler twice.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -89,9 +89,15 @@ _STORED_REPLY = sa.select(inbox.c.reply).where(
 )
 
 
-def _insert_ignoring_duplicates(conn: AsyncConnection) -> Any:
+_CLAIM_MANY = {
+    dialect: statement.returning(inbox.c.message_id)
+    for dialect, statement in _INSERT_IGNORING_DUPLICATES.items()
+}
+
+
+def _for_dialect(statements: Mapping[str, Any], conn: AsyncConnection) -> Any:
     dialect = conn.dialect.name
-    statement = _INSERT_IGNORING_DUPLICATES.get(dialect)
+    statement = statements.get(dialect)
     if statement is None:
         raise InboxError(f"the inbox does not support the {dialect} dialect")
     return statement
@@ -114,11 +120,28 @@ async def claim(
         "processed_at": datetime.now(UTC),
         "reply": reply.to_json() if reply is not None else None,
     }
-    result = await conn.execute(_insert_ignoring_duplicates(conn), values)
+    result = await conn.execute(_for_dialect(_INSERT_IGNORING_DUPLICATES, conn), values)
     if result.rowcount == 1:
         return Claim(new=True)
     stored = await conn.scalar(_STORED_REPLY, {"b_consumer": consumer, "b_message_id": message_id})
     return Claim(new=False, reply=StoredReply.from_json(stored) if stored is not None else None)
+
+
+async def claim_many(conn: AsyncConnection, consumer: str, message_ids: Sequence[str]) -> set[str]:
+    """Record that `consumer` handles each of `message_ids` (no reply kept), in one statement
+    inside the caller's transaction; returns the ids recorded now — the others were there
+    already. On PostgreSQL an id a concurrent transaction is inserting waits for it, and is left
+    out if that one commits."""
+    if not message_ids:
+        return set()
+    now = datetime.now(UTC)
+    rows = []
+    for message_id in dict.fromkeys(message_ids):
+        _check(consumer, message_id)
+        rows.append(
+            {"consumer": consumer, "message_id": message_id, "processed_at": now, "reply": None}
+        )
+    return set((await conn.execute(_for_dialect(_CLAIM_MANY, conn), rows)).scalars())
 
 
 async def store_reply(

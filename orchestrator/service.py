@@ -27,7 +27,6 @@ import orjson
 import sqlalchemy as sa
 from prometheus_client import Counter
 from pydantic import ValidationError
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator.config import Settings
@@ -46,7 +45,7 @@ from orchestrator.engine import (
     decide,
     new_saga,
 )
-from orchestrator.inbox import prune_inbox
+from orchestrator.inbox import claim_many, prune_inbox
 from orchestrator.messaging.envelope import Message
 from orchestrator.messaging.processing import RecordProcessor
 from orchestrator.messaging.records import Record
@@ -55,7 +54,7 @@ from orchestrator.messaging.transport import Transport
 from orchestrator.observability import logs, tracing
 from orchestrator.outbox.writer import add_to_outbox
 from orchestrator.registry import SagaRegistry, UnknownSagaType, UnknownSagaVersion
-from orchestrator.storage.models import inbox, saga_instances, saga_steps, timers
+from orchestrator.storage.models import saga_instances, saga_steps, timers
 
 log = logging.getLogger("sagaway.orchestrator")
 
@@ -250,13 +249,6 @@ _POSTPONE_TIMERS = (
     .where(timers.c.id.in_(sa.bindparam("ids", expanding=True)))
     .values(due_at=sa.bindparam("new_due_at", type_=timers.c.due_at.type))
 )
-# Inserts what is new and says which those were: one statement for the batch's replies.
-_CLAIM_REPLIES = {
-    name: dialect_insert(inbox)
-    .on_conflict_do_nothing(index_elements=[inbox.c.consumer, inbox.c.message_id])
-    .returning(inbox.c.message_id)
-    for name, dialect_insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
-}
 _STARTS_BY_CORRELATION = sa.select(saga_instances.c.id, saga_instances.c.correlation_id).where(
     saga_instances.c.correlation_id.in_(sa.bindparam("ids", expanding=True))
 )
@@ -741,18 +733,9 @@ def inbox_key(message: Message) -> str:
 
 async def claim_replies(conn: AsyncConnection, replies: Sequence[Message]) -> list[Message]:
     """Record the replies in the inbox (consumer "orchestrator") and return those never seen
-    before, in order: one INSERT for the batch that skips the ids already there and returns the
-    others. On PostgreSQL a reply a concurrent transaction is inserting waits for it, and is
-    skipped if that one commits."""
-    if not replies:
-        return []
+    before, in order: one INSERT for the batch (`inbox.claim_many`)."""
     keys = [inbox_key(m) for m in replies]
-    now = datetime.now(UTC)
-    rows = [
-        {"consumer": INBOX_CONSUMER, "message_id": key, "processed_at": now, "reply": None}
-        for key in dict.fromkeys(keys)
-    ]
-    inserted = set((await conn.execute(_CLAIM_REPLIES[conn.dialect.name], rows)).scalars())
+    inserted = await claim_many(conn, INBOX_CONSUMER, keys)
     fresh: list[Message] = []
     for key, message in zip(keys, replies, strict=True):
         if key in inserted:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -51,14 +52,14 @@ class _Checkpointer(threading.Thread):
         super().__init__(name=f"sagaway-checkpoint-{path.name}", daemon=True)
         self.path = path
         self.owners: weakref.WeakSet[Any] = weakref.WeakSet()
-        self.stopped = threading.Event()
         self.checkpoints = 0
         self.restarts = 0
 
     def run(self) -> None:
         conn: sqlite3.Connection | None = None
         try:
-            while not self.stopped.wait(INTERVAL_S):
+            while True:
+                time.sleep(INTERVAL_S)
                 with _lock:
                     if not self.owners:
                         _threads.pop(str(self.path), None)
@@ -99,7 +100,7 @@ def watch(path: Path, owner: Any) -> None:
     key = str(path.resolve())
     with _lock:
         thread = _threads.get(key)
-        if thread is None or thread.stopped.is_set() or not thread.is_alive():
+        if thread is None or not thread.is_alive():
             thread = _threads[key] = _Checkpointer(Path(key))
             thread.owners.add(owner)
             thread.start()

@@ -11,9 +11,17 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from orchestrator.inbox import InboxError, StoredReply, claim, store_replies, store_reply
+from orchestrator.inbox import (
+    InboxError,
+    StoredReply,
+    claim,
+    claim_many,
+    store_replies,
+    store_reply,
+)
 from orchestrator.messaging.envelope import EnvelopeError, Message, command, reply_to
 from orchestrator.outbox.writer import add_to_outbox
+from orchestrator.service import claim_replies
 from orchestrator.storage.database import create_database_engine
 from orchestrator.storage.models import inbox, outbox
 
@@ -102,6 +110,8 @@ async def test_bad_consumer_or_message_id_is_a_typed_error_and_writes_nothing(
     async with engine.begin() as conn:
         with pytest.raises(InboxError):
             await claim(conn, consumer, message_id)
+        with pytest.raises(InboxError):  # one bad id in a batch: none of it is written
+            await claim_many(conn, consumer, ["m-0", message_id])
         assert await conn.scalar(sa.select(sa.func.count()).select_from(inbox)) == 0
 
 
@@ -159,8 +169,6 @@ async def test_concurrent_deliveries_on_postgresql_run_the_handler_once(
 async def test_the_orchestrator_claims_a_batch_of_replies_once_each(engine: AsyncEngine) -> None:
     """One INSERT per batch that skips ids already there: a redelivered reply, or a second copy
     in the same batch, is not fresh; the rest are, in their order."""
-    from orchestrator.service import claim_replies
-
     first = reply_to(charge(), "success", {"charged": 10})
     second = reply_to(command("inventory.reserve", {}, saga_id="saga-2"), "success", {})
     third = reply_to(command("shipping.schedule", {}, saga_id="saga-3"), "failure", {})
