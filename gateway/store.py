@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.group_commit import GroupCommit
 from gateway.models import callbacks
 from gateway.problems import DatabaseUnavailable
 from orchestrator.messaging.envelope import Message
@@ -110,6 +111,14 @@ _COLUMNS = (
 
 
 @dataclass(frozen=True, slots=True)
+class Accepted:
+    """A request to store: its `requests` row and its start command (topic, message)."""
+
+    values: dict[str, Any]
+    start: tuple[str, Message]
+
+
+@dataclass(frozen=True, slots=True)
 class FinalResult:
     """What a final reply says about a request (docs/messages.md)."""
 
@@ -146,14 +155,21 @@ class RequestStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._accepts: GroupCommit[Accepted] = GroupCommit(
+            self._insert_accepted, shared_errors=(DatabaseUnavailable,)
+        )
 
     async def accept(self, values: dict[str, Any], start: tuple[str, Message]) -> None:
-        """Insert the request row and its start command into the outbox in one transaction.
+        """Insert the request row and its start command into the outbox in one transaction
+        (shared with the requests accepted at the same moment: a group commit).
         Raises sa.exc.IntegrityError when the idempotency key is taken (the caller replays)."""
+        await self._accepts.submit(Accepted(values, start))
+
+    async def _insert_accepted(self, batch: Sequence[Accepted]) -> None:
         try:
             async with self.engine.begin() as conn:
-                await conn.execute(_INSERT_REQUEST, values)
-                await add_to_outbox(conn, [start])
+                await conn.execute(_INSERT_REQUEST, [item.values for item in batch])
+                await add_to_outbox(conn, [item.start for item in batch])
         except sa.exc.IntegrityError:
             raise
         except UNAVAILABLE_ERRORS as exc:
