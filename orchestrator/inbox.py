@@ -123,8 +123,13 @@ async def claim(
     result = await conn.execute(_for_dialect(_INSERT_IGNORING_DUPLICATES, conn), values)
     if result.rowcount == 1:
         return Claim(new=True)
+    return Claim(new=False, reply=await stored_reply(conn, consumer, message_id))
+
+
+async def stored_reply(conn: AsyncConnection, consumer: str, message_id: str) -> StoredReply | None:
+    """The reply kept with an inbox row (None if there is no row, or no reply in it)."""
     stored = await conn.scalar(_STORED_REPLY, {"b_consumer": consumer, "b_message_id": message_id})
-    return Claim(new=False, reply=StoredReply.from_json(stored) if stored is not None else None)
+    return StoredReply.from_json(stored) if stored is not None else None
 
 
 async def claim_many(conn: AsyncConnection, consumer: str, message_ids: Sequence[str]) -> set[str]:

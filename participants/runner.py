@@ -1,11 +1,11 @@
 """`ParticipantRunner`: consumes `<name>.requests` and answers each command exactly once.
 
-Per command, inside the transaction of the consumed batch: claim the inbox row; a duplicate
-gets its stored reply again (stamped with the current delivery's attempt); a new command runs its
-handler inside a SAVEPOINT, so a `Rejection` undoes the handler's writes but keeps the inbox row
-and the failure reply. The reply is stored with the inbox row and written to the outbox (the
-batch's replies together, at its end: one statement each, not two per command); the relay
-publishes it. Anything else a handler raises rolls the batch back and is left to
+Inside the transaction of the consumed batch: the batch's commands claim their inbox rows in one
+statement; a duplicate gets its stored reply again (stamped with the current delivery's attempt);
+a new command runs its handler inside a SAVEPOINT, so a `Rejection` undoes the handler's writes
+but keeps the inbox row and the failure reply. The replies are stored with the inbox rows and
+written to the outbox together at the batch's end (one statement each, not one per command);
+the relay publishes them. Anything else a handler raises rolls the batch back and is left to
 `RecordProcessor`: retried record by record with backoff, then dead-lettered.
 
 Why one transaction per batch (with a savepoint per command) rather than one per command: a
@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator.config import Settings
-from orchestrator.inbox import StoredReply, claim, store_replies
+from orchestrator.inbox import StoredReply, claim_many, store_replies, stored_reply
 from orchestrator.messaging.envelope import Message, new_message_id, now_rfc3339, reply_to
 from orchestrator.messaging.processing import RecordProcessor
 from orchestrator.messaging.records import Record
@@ -66,10 +66,11 @@ class BatchReplies:
 
     stored: dict[str, StoredReply]  # command message id → its reply, for the inbox
     outbox: list[tuple[str, Message]]
+    claimed: set[str]  # inbox rows this batch inserted whose command has not run yet
 
     @classmethod
     def empty(cls) -> BatchReplies:
-        return cls(stored={}, outbox=[])
+        return cls(stored={}, outbox=[], claimed=set())
 
 
 def group_id_for(settings: Settings, participant: str) -> str:
@@ -157,7 +158,7 @@ class ParticipantRunner:
             await self._handle_traced(batch, stats)
         else:
             async with self.engine.begin() as conn:
-                replies = BatchReplies.empty()
+                replies = await self.claim_batch(conn, batch)
                 for _record, message in batch:
                     token = logs.bind(message)
                     try:
@@ -166,6 +167,17 @@ class ParticipantRunner:
                         logs.reset(token)
                 await self.write_replies(conn, replies)
         self.stats.add(stats)
+
+    async def claim_batch(
+        self, conn: AsyncConnection, batch: list[tuple[Record, Message]]
+    ) -> BatchReplies:
+        """Claim the inbox rows of the batch's commands in one statement (a round trip per
+        batch, not per command); `handle_command` runs those claimed, and answers the others
+        as duplicates."""
+        ids = [message.message_id for _, message in batch if message.message_type == "command"]
+        replies = BatchReplies.empty()
+        replies.claimed = await claim_many(conn, self.consumer, ids)
+        return replies
 
     async def write_replies(self, conn: AsyncConnection, replies: BatchReplies) -> None:
         """Store the batch's replies with their inbox rows and put them in the outbox."""
@@ -178,7 +190,7 @@ class ParticipantRunner:
         spans: list[tracing.Span] = []
         try:
             async with self.engine.begin() as conn:
-                replies = BatchReplies.empty()
+                replies = await self.claim_batch(conn, batch)
                 for record, message in batch:
                     span = tracing.message_span(
                         self.participant.name,
@@ -204,18 +216,22 @@ class ParticipantRunner:
     async def handle_command(
         self, conn: AsyncConnection, message: Message, stats: RunnerStats, replies: BatchReplies
     ) -> None:
-        """Claim, run (or recall) and answer one command on `conn`, the caller's transaction;
-        its reply joins `replies`, which the caller writes before it commits."""
+        """Run (or recall) and answer one command of a batch `claim_batch` claimed, on
+        `conn`, the caller's transaction; its reply joins `replies`, which the caller writes
+        before it commits."""
         if message.message_type != "command":
             raise UnanswerableMessage(
                 f"{self.requests_topic} takes commands, got a {message.message_type} "
                 f"({message.message_id})"
             )
         topic = self._reply_topic(message)
-        claimed = await claim(conn, self.consumer, message.message_id)
-        if claimed.duplicate:
-            # Claimed earlier in this very batch: its reply is not stored yet.
-            stored = claimed.reply or replies.stored.get(message.message_id)
+        if message.message_id in replies.claimed:
+            replies.claimed.discard(message.message_id)  # a second copy in the batch: duplicate
+        else:
+            # Handled earlier in this very batch (its reply is not stored yet), or committed.
+            stored = replies.stored.get(message.message_id) or await stored_reply(
+                conn, self.consumer, message.message_id
+            )
             if stored is not None:
                 replies.outbox.append((topic, self._again(stored.message, message)))
             stats.duplicates += 1
