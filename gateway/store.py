@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -139,7 +139,14 @@ _STORE_RESULT = (
         error=sa.bindparam("b_error", type_=requests.c.error.type),
         completed_at=sa.bindparam("b_now", type_=requests.c.completed_at.type),
     )
-    .returning(*_COLUMNS)
+)
+# The rows a batch of results will change, locked on PostgreSQL until the commit (another
+# instance storing the same result waits, then finds it no longer accepted); SQLite holds the
+# write lock from BEGIN IMMEDIATE.
+_STILL_ACCEPTED = (
+    sa.select(*_COLUMNS)
+    .where(requests.c.id.in_(sa.bindparam("ids", expanding=True)), requests.c.status == "accepted")
+    .with_for_update()
 )
 
 
@@ -209,23 +216,40 @@ class RequestStore:
         now = datetime.now(UTC)
         stored: list[RequestState] = []
         async with self.engine.begin() as conn:
+            # Two statements for the batch, not one round trip per result: read which requests
+            # are still waiting, then update those in one executemany.
+            waiting: dict[str, Any] = {}
+            ids = list(dict.fromkeys(item.request_id for item in results))
+            for start in range(0, len(ids), IN_LIST_CHUNK):
+                chunk = ids[start : start + IN_LIST_CHUNK]
+                for row in await conn.execute(_STILL_ACCEPTED, {"ids": chunk}):
+                    waiting[row.id] = row
+            changes: list[dict[str, Any]] = []
             for item in results:
-                row = (
-                    await conn.execute(
-                        _STORE_RESULT,
-                        {
-                            "b_id": item.request_id,
-                            "b_status": item.status,
-                            "b_result": item.result,
-                            "b_error": item.failure,
-                            "b_now": now,
-                        },
-                    )
-                ).first()
+                row = waiting.pop(item.request_id, None)
                 if row is None:
-                    continue
-                state = RequestState.from_row(row)
-                stored.append(state)
+                    continue  # already terminal (a duplicate reply), or not ours
+                changes.append(
+                    {
+                        "b_id": item.request_id,
+                        "b_status": item.status,
+                        "b_result": item.result,
+                        "b_error": item.failure,
+                        "b_now": now,
+                    }
+                )
+                stored.append(
+                    replace(
+                        RequestState.from_row(row),
+                        status=item.status,
+                        result=item.result,
+                        error=item.failure,
+                        completed_at=now,
+                    )
+                )
+            if changes:
+                await conn.execute(_STORE_RESULT, changes)
+            for state in stored:
                 if state.callback_url:
                     await _add_callback(conn, state, callback_body(state), now)
         return stored

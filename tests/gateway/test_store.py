@@ -1,6 +1,7 @@
-"""Accepts are group-committed: concurrent requests share a transaction, yet each keeps its own
-answer — a taken idempotency key fails only its request, an outage fails all and stores none,
-and a client that goes away does not take the others' batch with it. SQLite and PostgreSQL."""
+"""The gateway's request store on SQLite and PostgreSQL. Accepts are group-committed: concurrent
+requests share a transaction, yet each keeps its own answer — a taken idempotency key fails only
+its request, an outage fails all and stores none, and a client that goes away does not take the
+others' batch with it. Final results are stored by batch, each request once."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.models import callbacks
 from gateway.problems import DatabaseUnavailable
-from gateway.store import RequestStore
+from gateway.store import FinalResult, RequestStore
 from orchestrator.messaging.envelope import Message, command
 from orchestrator.storage.database import create_database_engine
 from orchestrator.storage.models import outbox, requests
@@ -136,3 +138,33 @@ async def test_a_cancelled_request_does_not_cancel_the_others(engine: AsyncEngin
     rows, _ = await stored_ids(engine)
     # The cancelled one was committed with its batch, as if the commit had won the race.
     assert rows == {values["id"] for values in batch}
+
+
+async def test_a_batch_of_results_stores_each_waiting_request_once(engine: AsyncEngine) -> None:
+    store = RequestStore(engine)
+    batch = [request_values() for _ in range(4)]
+    batch[2]["callback_url"] = "http://127.0.0.1:9/hook"
+    await asyncio.gather(*(store.accept(values, start_of(values)) for values in batch))
+    done, failed, hooked, later = (values["id"] for values in batch)
+    await store.store_results([FinalResult(done, "completed", {"ok": 1}, None)], lambda s: {})
+    stored = await store.store_results(
+        [
+            FinalResult(done, "failed", None, {"reason": "a late duplicate"}),  # already final
+            FinalResult(failed, "failed", None, {"step": "pay", "reason": "declined"}),
+            FinalResult("no-such-request", "completed", {}, None),
+            FinalResult(hooked, "compensated", None, {"step": "ship", "reason": "no"}),
+        ],
+        lambda state: {"id": state.id, "status": state.status},
+    )
+    assert [(s.id, s.status) for s in stored] == [(failed, "failed"), (hooked, "compensated")]
+    assert stored[0].error == {"step": "pay", "reason": "declined"}
+    assert stored[0].completed_at is not None and stored[0].received_at is not None
+    assert stored[1].callback_url == "http://127.0.0.1:9/hook"
+    # What the answers were built from is what a reader of the table gets.
+    for state in stored:
+        assert await store.get(state.id) == state
+    assert (await store.get(done)).status == "completed"  # type: ignore[union-attr]
+    assert (await store.get(later)).status == "accepted"  # type: ignore[union-attr]
+    async with engine.connect() as conn:
+        hooks = (await conn.execute(sa.select(callbacks.c.request_id, callbacks.c.body))).all()
+    assert hooks == [(hooked, {"id": hooked, "status": "compensated"})]
