@@ -42,6 +42,7 @@ from gateway.ssrf import check_callback_url
 from gateway.store import RequestState
 from orchestrator.dsl import SagaDefinition
 from orchestrator.messaging.envelope import Message, command
+from orchestrator.messaging.records import Record
 from orchestrator.observability import logs, tracing
 from orchestrator.registry import UnknownSagaType
 
@@ -124,6 +125,7 @@ class GatewayRoutes:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
+        self._direct: list[Record] = []  # start commands waiting for their direct produce
 
     def routes(self) -> list[BaseRoute]:
         table = [
@@ -264,7 +266,7 @@ class GatewayRoutes:
             raise
         gw.metrics.sagas_started.labels(saga_type).inc()
         if gw.direct_produce:
-            gw.spawn(self.produce_now(message))
+            self.produce_soon(message)
         state = RequestState(
             id=request_id,
             saga_type=saga_type,
@@ -306,14 +308,21 @@ class GatewayRoutes:
         except (TypeError, ValueError) as exc:
             raise InvalidInput(str(exc), errors=[]) from None
 
-    async def produce_now(self, message: Message) -> None:
-        """Publish the start command at once; the relay sends the outbox copy anyway."""
+    def produce_soon(self, message: Message) -> None:
+        """Publish the start command at once (the relay sends the outbox copy anyway), together
+        with those of the requests committed in the same group commit: one produce for them."""
+        self._direct.append(message.to_record(self.gw.requests_topic))
+        if len(self._direct) == 1:
+            self.gw.spawn(self._produce_direct())
+
+    async def _produce_direct(self) -> None:
+        records, self._direct = self._direct, []
         try:
             async with asyncio.timeout(DIRECT_PRODUCE_TIMEOUT_S):
-                await self.gw.transport.produce([message.to_record(self.gw.requests_topic)])
+                await self.gw.transport.produce(records)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the outbox still holds it: nothing is lost
+        except Exception as exc:  # noqa: BLE001 - the outbox still holds them: nothing is lost
             self.gw.broker_health.mark_down(exc)
 
     async def answer(self, state: RequestState, origin: Origin, *, replayed: bool) -> Response:
