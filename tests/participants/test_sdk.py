@@ -215,6 +215,45 @@ async def test_a_batch_with_one_transient_failure_answers_every_command_once(
     assert service.runner is not None and service.runner.dead_lettered == 0
 
 
+async def test_a_rejection_in_a_batch_undoes_only_its_own_writes(system: System) -> None:
+    """A batch runs without savepoints first; a rejection sends it round again with them, and
+    every other command's effect is still there once, with one answer each."""
+    service = await system.start_participant(example("payments"))
+    await service.wait_ready()
+    await service.stop()  # let the commands pile up, so they come as one batch
+    system.services.pop("payments")
+    orders = [str(uuid.uuid4()) for _ in range(20)]
+    commands = [
+        system.command("payments.charge", {"customer_id": f"c-{i + 1}", "amount_cents": 5}, o)
+        for i, o in enumerate(orders)
+    ]
+    await system.send(*commands)
+    picky = Participant("payments")
+
+    @picky.handles("payments.charge", payload=payments_example.ChargeCustomer)
+    async def charge(ctx: CommandContext, payload: payments_example.ChargeCustomer) -> Any:
+        result = await payments_example.charge(ctx, payload)  # writes, then maybe says no
+        if ctx.saga_id == orders[7]:
+            raise Rejection("not this one", order=ctx.saga_id)
+        return result
+
+    service = await system.start_participant(picky)
+    for i, command in enumerate(commands):
+        (reply,) = await system.reply_to(command)
+        assert reply.outcome == ("failure" if i == 7 else "success")
+    assert reply.payload["amount_cents"] == 5
+    rows = await system.rows("payments", sa.select(charges))
+    assert sorted(r["order_id"] for r in rows) == sorted(orders[:7] + orders[8:])
+    credits = await system.rows(
+        "payments", sa.select(accounts.c.customer_id, accounts.c.credit_cents)
+    )
+    by_customer = {r["customer_id"]: r["credit_cents"] for r in credits}
+    assert by_customer["c-8"] == 1_000_000
+    assert all(by_customer[f"c-{i + 1}"] == 1_000_000 - 5 for i in range(20) if i != 7)
+    assert service.runner is not None and service.runner.dead_lettered == 0
+    assert service.runner.stats.rejected == 1 and service.runner.stats.succeeded == 19
+
+
 async def test_a_command_twice_in_one_batch_runs_once_and_both_copies_are_answered(
     system: System,
 ) -> None:
