@@ -10,7 +10,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import orjson
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -164,41 +163,6 @@ def test_sagaway_migrate_on_postgresql(tmp_path: Path, pg_url: str) -> None:
     assert "migrated PostgreSQL at 127.0.0.1" in done.stdout or "migrated PostgreSQL" in done.stdout
     assert SCHEMA_TABLES <= table_names(pg_url)
     assert current_revision(pg_url) == head_revision()
-
-
-def test_a_saga_row_of_a_few_kilobytes_is_stored_uncompressed_on_postgresql(pg_url: str) -> None:
-    """Just over 2 KB, PostgreSQL would compress the state on every step and decompress it on
-    every load; migration 0032 raises the threshold to a page."""
-    upgrade(pg_url)
-    state = {"steps": {f"step-{i}": {"payload": {"note": "x" * 60, "n": i}} for i in range(25)}}
-    engine = sa.create_engine(sync_url(pg_url))
-    try:
-        with engine.begin() as connection:
-            connection.execute(
-                sa.text(
-                    "INSERT INTO saga_instances (id, saga_type, definition_version, status,"
-                    " correlation_id, data, state, created_at, updated_at, version) VALUES"
-                    " ('s-1', 't', 1, 'running', 's-1', '{}', CAST(:state AS jsonb),"
-                    " now(), now(), 1)"
-                ),
-                {"state": orjson.dumps(state).decode()},
-            )
-            size, compression = connection.execute(
-                sa.text(
-                    "SELECT pg_column_size(state), pg_column_compression(state)"
-                    " FROM saga_instances"
-                )
-            ).one()
-        assert size > 2500 and compression is None
-        downgrade(pg_url, "0031_operator_actions")
-        with engine.begin() as connection:
-            connection.execute(sa.text("UPDATE saga_instances SET state = state || '{}'::jsonb"))
-            compression = connection.execute(
-                sa.text("SELECT pg_column_compression(state) FROM saga_instances")
-            ).scalar_one()
-        assert compression == "pglz"  # what every step paid before
-    finally:
-        engine.dispose()
 
 
 def test_sagaway_migrate_to_a_database_that_stays_down_fails_in_one_clear_line(
