@@ -114,12 +114,13 @@ class Gateway:
         self.relay_mode = settings.gateway_relay_mode or (
             "wal" if engine.dialect.name == "postgresql" else "poll"
         )
-        # Measured (docs/gateway.md): publishing at once saves the polling relay's interval;
-        # the WAL relay is as fast as a direct produce, which would only double the traffic.
+        # Measured (docs/gateway.md): publishing at once saves a polling relay's interval when
+        # that relay runs elsewhere; a relay in this process is woken by the commit itself, and
+        # the WAL relay is as fast, so there a direct produce would only double the traffic.
         self.direct_produce = (
             settings.gateway_direct_produce
             if settings.gateway_direct_produce is not None
-            else self.relay_mode == "poll"
+            else self.relay_mode == "poll" and not settings.gateway_run_relay
         )
         self.routes = GatewayRoutes(self)
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -352,7 +352,8 @@ class Settings(BaseSettings):
         default=None,
         description=(
             "Gateway: also publish each start command right after its commit (the relay's copy "
-            "is deduplicated by the orchestrator); unset → only with the polling relay."
+            "is deduplicated by the orchestrator); unset → only with a polling relay that runs "
+            "outside the gateway (gateway_run_relay off)."
         ),
     )
     gateway_run_relay: bool = Field(
