@@ -11,7 +11,7 @@ written to the outbox together at the batch's end (one statement each, not one p
 the relay publishes them. Anything else a handler raises rolls the batch back and is left to
 `RecordProcessor`: retried record by record with backoff, then dead-lettered.
 
-Why one transaction per batch (with a savepoint per command) rather than one per command: a
+Why one transaction per batch (savepoints inside it) rather than one per command: a
 commit is the expensive part (an fsync on PostgreSQL, the write lock on SQLite), and all the
 commands of a batch come from partitions this member owns, so sharing it costs nothing in
 isolation. The price is paid only on a transient failure, when the batch is redone one record at
@@ -253,7 +253,8 @@ class ParticipantRunner:
             )
         topic = self._reply_topic(message)
         if message.message_id in replies.claimed:
-            replies.claimed.discard(message.message_id)  # a second copy in the batch: duplicate
+            # Taken: a second copy of it later in this batch is a duplicate.
+            replies.claimed.discard(message.message_id)
         else:
             # Handled earlier in this very batch (its reply is not stored yet), or committed.
             stored = replies.stored.get(message.message_id) or await stored_reply(
