@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 
 from orchestrator.inbox import claim
+from orchestrator.messaging.envelope import Message
 from orchestrator.messaging.topics import TopicNames
 from orchestrator.storage.models import inbox
 from participants.examples import example
@@ -190,13 +191,14 @@ async def test_a_rejection_undoes_the_handlers_writes_but_keeps_its_answer(
     assert stored.reply.message.payload == reply.payload
 
 
-async def test_a_batch_with_one_transient_failure_answers_every_command_once(
-    system: System,
-) -> None:
-    calls: Counter[str] = Counter()
-    service = await system.start_participant(flaky_payments(0, calls))
+async def piled_up_charges(
+    system: System, payments: Participant
+) -> tuple[list[str], list[Message]]:
+    """Twenty charges (customers c-1..c-20, 5 cents each) sent while `payments` is stopped after
+    joining its group, so the participant started next gets them as one batch."""
+    service = await system.start_participant(payments)
     await service.wait_ready()
-    await service.stop()  # let the commands pile up, so they come as one batch
+    await service.stop()
     system.services.pop("payments")
     orders = [str(uuid.uuid4()) for _ in range(20)]
     commands = [
@@ -204,6 +206,14 @@ async def test_a_batch_with_one_transient_failure_answers_every_command_once(
         for i, o in enumerate(orders)
     ]
     await system.send(*commands)
+    return orders, commands
+
+
+async def test_a_batch_with_one_transient_failure_answers_every_command_once(
+    system: System,
+) -> None:
+    calls: Counter[str] = Counter()
+    orders, commands = await piled_up_charges(system, flaky_payments(0, calls))
     calls[orders[7]] = -1  # the 8th fails once (its counter starts below the threshold)
     flaky = flaky_payments(0, calls)
     service = await system.start_participant(flaky)
@@ -218,16 +228,7 @@ async def test_a_batch_with_one_transient_failure_answers_every_command_once(
 async def test_a_rejection_in_a_batch_undoes_only_its_own_writes(system: System) -> None:
     """A batch runs without savepoints first; a rejection sends it round again with them, and
     every other command's effect is still there once, with one answer each."""
-    service = await system.start_participant(example("payments"))
-    await service.wait_ready()
-    await service.stop()  # let the commands pile up, so they come as one batch
-    system.services.pop("payments")
-    orders = [str(uuid.uuid4()) for _ in range(20)]
-    commands = [
-        system.command("payments.charge", {"customer_id": f"c-{i + 1}", "amount_cents": 5}, o)
-        for i, o in enumerate(orders)
-    ]
-    await system.send(*commands)
+    orders, commands = await piled_up_charges(system, example("payments"))
     picky = Participant("payments")
 
     @picky.handles("payments.charge", payload=payments_example.ChargeCustomer)
