@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.broker",
     "tests.chaos.options",
+    "tests.fixtures.deadline",
 ]
