@@ -1,4 +1,4 @@
-"""The deadline on async tests (tests/fixtures/deadline.py) fails a hung test and lets the run go on."""
+"""The deadline on async tests (tests/fixtures/deadline.py): a hung test fails, the run goes on."""
 
 from __future__ import annotations
 

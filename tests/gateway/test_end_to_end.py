@@ -14,7 +14,9 @@ import pytest
 import sqlalchemy as sa
 
 from gateway.callbacks import SIGNATURE_HEADER, verify_signature
+from orchestrator.config import Settings
 from orchestrator.registry import SagaRegistry
+from orchestrator.storage.database import create_database_engine
 from orchestrator.storage.models import requests, saga_instances
 from participants.examples.place_order import place_order
 from tests.gateway.conftest import CALLBACK_SECRET, MakeGateway, RunningGateway, order
@@ -166,8 +168,8 @@ async def test_same_idempotency_key_50_times_concurrently_is_one_saga(
 
 async def test_kill_9_while_100_sync_requests_wait_loses_nothing_and_starts_nothing_twice(
     system: System,
-    gateway_settings,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    gateway_settings: Settings,
+    tmp_path: Path,
 ) -> None:
     await system.start_examples()
     # The orchestrator is not running yet: every request is accepted and held when the gateway dies.
@@ -195,9 +197,7 @@ async def test_kill_9_while_100_sync_requests_wait_loses_nothing_and_starts_noth
                 await asyncio.sleep(0.2)
 
     clients = [asyncio.create_task(client(i)) for i in range(100)]
-    engine = __import__(
-        "orchestrator.storage.database", fromlist=["create_database_engine"]
-    ).create_database_engine(gateway_settings.database_url, pool_size=1)
+    engine = create_database_engine(gateway_settings.database_url, pool_size=1)
     try:
         for _ in range(300):
             async with engine.connect() as conn:
