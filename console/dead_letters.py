@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from console.models import dead_letters
 from orchestrator.audit_models import operator_actions
+from orchestrator.backoff import Backoff
 from orchestrator.config import Settings
 from orchestrator.messaging.processing import DLQ_HEADERS
 from orchestrator.messaging.records import Record
@@ -127,16 +128,15 @@ class DeadLetterCollector:
 
 async def run_collector(collector: DeadLetterCollector) -> None:
     """Keep collecting; a broker hiccup is logged and retried, never fatal to the console."""
-    backoff = 0.5
+    backoff = Backoff(0.5, 30.0)
     while True:
         try:
             await collector.run()
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - logged; retried with backoff
-            log.exception("dead-letter collector failed; retrying in %.1fs", backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
+            log.exception("dead-letter collector failed; retrying in %.1fs", backoff.delay_s)
+            await backoff.wait()
 
 
 async def _audit(

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from gateway.group_commit import GroupCommit
 from gateway.models import callbacks
 from gateway.problems import DatabaseUnavailable
+from orchestrator.backoff import Backoff
 from orchestrator.messaging.envelope import Message
 from orchestrator.outbox.writer import add_to_outbox
 from orchestrator.storage.database import read_only
@@ -40,7 +41,7 @@ T = TypeVar("T")
 async def while_unavailable(what: str, action: Callable[[], Awaitable[T]]) -> T:
     """Run `action` until the database answers: a consumer must wait out an outage rather than
     dead-letter the records it could not store (cancelling it leaves them uncommitted)."""
-    backoff = 0.1
+    backoff = Backoff(0.1, MAX_BACKOFF_S)
     while True:
         try:
             return await action()
@@ -49,10 +50,9 @@ async def while_unavailable(what: str, action: Callable[[], Awaitable[T]]) -> T:
                 "%s: the gateway database is unavailable (%s); retrying in %.1fs",
                 what,
                 exc,
-                backoff,
+                backoff.delay_s,
             )
-            await asyncio.sleep(backoff)
-            backoff = min(MAX_BACKOFF_S, backoff * 2)
+            await backoff.wait()
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from orchestrator.backoff import Backoff
 from orchestrator.config import Settings
 from orchestrator.dsl import SagaDefinition
 from orchestrator.engine import (
@@ -977,7 +978,7 @@ class OrchestratorService:
     ) -> None:
         # A lost race or a database that is down is retried here, the batch kept whole: left
         # to the processor, it would be retried record by record and then dead-lettered.
-        backoff = 0.05
+        backoff = Backoff(0.05, self.settings.startup_retry_max_s)
         conflicts = 0
         while True:
             try:
@@ -996,10 +997,9 @@ class OrchestratorService:
                     "the orchestrator database failed (%s: %s); retrying the batch in %.1fs",
                     type(exc).__name__,
                     str(exc).splitlines()[0] if str(exc) else "",
-                    backoff,
+                    backoff.delay_s,
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.settings.startup_retry_max_s)
+                await backoff.wait()
 
     async def process(
         self,

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from orchestrator.backoff import Backoff
 from orchestrator.config import Settings
 from orchestrator.engine import COMPENSATION, FORWARD, Kind, TimerFired, TimerKind
 from orchestrator.messaging.topics import TopicNames
@@ -112,7 +113,7 @@ class TimerLoop:
     async def run(self) -> None:
         """Fire timers forever; sleeps until the next one is due (at most timer_poll_interval)."""
         idle = self.settings.timer_poll_interval_ms / 1000
-        backoff = 0.05
+        backoff = Backoff(0.05, self.settings.startup_retry_max_s)
         while True:
             try:
                 count = await self.fire_due()
@@ -130,12 +131,11 @@ class TimerLoop:
                     "timer loop failed (%s: %s); retrying in %.1fs",
                     type(exc).__name__,
                     exc,
-                    backoff,
+                    backoff.delay_s,
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.settings.startup_retry_max_s)
+                await backoff.wait()
                 continue
-            backoff = 0.05
+            backoff.reset()
             if wait is None:
                 await asyncio.sleep(idle)
             elif wait > 0:

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from orchestrator.backoff import Backoff
 from orchestrator.config import Settings
 from orchestrator.messaging.topics import TopicNames
 from orchestrator.messaging.transport import Transport
@@ -179,7 +180,7 @@ class PollRelay:
         if self.heartbeat:
             tasks.append(asyncio.create_task(self._heartbeats(), name="relay-heartbeat"))
         idle = self.settings.relay_poll_interval_ms / 1000
-        backoff = 0.1
+        backoff = Backoff(0.1, self.settings.startup_retry_max_s)
         try:
             while True:
                 try:
@@ -191,12 +192,11 @@ class PollRelay:
                         "outbox relay could not publish (%s: %s); retrying in %.1fs",
                         type(exc).__name__,
                         exc,
-                        backoff,
+                        backoff.delay_s,
                     )
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, self.settings.startup_retry_max_s)
+                    await backoff.wait()
                     continue
-                backoff = 0.1
+                backoff.reset()
                 if count < self.settings.relay_batch_size:
                     await self.doorbell.wait(idle)
         finally:

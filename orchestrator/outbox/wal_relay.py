@@ -49,6 +49,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from orchestrator.backoff import Backoff
 from orchestrator.config import Settings
 from orchestrator.messaging.topics import TopicNames
 from orchestrator.messaging.transport import Transport
@@ -380,7 +381,7 @@ class WalRelay:
     # -- the outer loop -----------------------------------------------------------------------
 
     async def run(self) -> None:
-        backoff = 0.2
+        backoff = Backoff(0.2, self.settings.startup_retry_max_s)
         topics_ready = False
         while True:
             try:
@@ -396,12 +397,11 @@ class WalRelay:
                     self.slot,
                     type(exc).__name__,
                     exc,
-                    backoff,
+                    backoff.delay_s,
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.settings.startup_retry_max_s)
+                await backoff.wait()
             else:
-                backoff = 0.2
+                backoff.reset()
 
     async def _lead(self) -> None:
         """Become the slot's reader (or wait as standby), then stream until something fails."""
@@ -573,7 +573,7 @@ class WalRelay:
         """Publish `rows`, retrying with backoff for as long as the broker refuses; returns when
         it acknowledged them."""
         records = [row.to_record() for row in rows]
-        backoff = 0.1
+        backoff = Backoff(0.1, self.settings.startup_retry_max_s)
         while True:
             try:
                 await self.transport.produce(records)
@@ -586,10 +586,9 @@ class WalRelay:
                     len(records),
                     type(exc).__name__,
                     exc,
-                    backoff,
+                    backoff.delay_s,
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.settings.startup_retry_max_s)
+                await backoff.wait()
 
     def after_publish(self, rows: Sequence[OutboxRow], acked: datetime) -> None:
         self.published += len(rows)
