@@ -7,7 +7,12 @@ import inspect
 
 import pytest
 
-from tests.fixtures.deadline import ASYNC_TEST_DEADLINE_S, with_deadline
+from tests.fixtures.deadline import (
+    ASYNC_TEST_DEADLINE_S,
+    HARD_LIMIT_GRACE_S,
+    marker_seconds,
+    with_deadline,
+)
 
 
 async def test_a_hung_test_fails_with_timeout_error_at_its_deadline() -> None:
@@ -33,5 +38,15 @@ async def test_a_hung_test_fails_with_timeout_error_at_its_deadline() -> None:
 async def test_every_async_test_of_the_suite_runs_under_the_deadline(
     request: pytest.FixtureRequest,
 ) -> None:
-    assert inspect.unwrap(request.node.obj) is not request.node.obj
-    assert ASYNC_TEST_DEADLINE_S < float(request.config.getini("timeout"))
+    deadline = request.node.obj.deadline_s
+    assert deadline == ASYNC_TEST_DEADLINE_S
+    hard_limit = marker_seconds(request.node.get_closest_marker("timeout"))
+    assert hard_limit is not None and hard_limit > deadline
+
+
+@pytest.mark.timeout(45)
+async def test_a_timeout_marker_is_the_deadline_and_the_hard_limit_comes_later(
+    request: pytest.FixtureRequest,
+) -> None:
+    assert request.node.obj.deadline_s == 45
+    assert marker_seconds(request.node.get_closest_marker("timeout")) == 45 + HARD_LIMIT_GRACE_S
