@@ -22,7 +22,7 @@ from orchestrator.backoff import Backoff
 from orchestrator.config import Settings
 from orchestrator.engine import COMPENSATION, FORWARD, Kind, TimerFired, TimerKind
 from orchestrator.messaging.topics import TopicNames
-from orchestrator.observability import logs
+from orchestrator.observability import logs, tracing
 from orchestrator.registry import SagaRegistry
 from orchestrator.service import LoadedSaga, SagaConflict, SagaSession
 from orchestrator.storage.database import read_only
@@ -59,30 +59,59 @@ class TimerLoop:
             .order_by(timers.c.due_at, timers.c.id)
             .limit(self.settings.timer_batch_size)
         )
-        async with self.engine.begin() as conn:
-            candidates = (await conn.execute(query)).all()
-            if not candidates:
-                return 0
-            session = SagaSession(conn, self.registry, self.topics)
-            # Timers are written only under their saga's row lock: lock the sagas (skipping
-            # those another transaction holds), then fire the due timers that still exist.
-            loaded = await session.load({row.saga_id for row in candidates}, skip_locked=True)
-            existing = {
-                timer_id for saga_id in loaded for timer_id, _ in session.sagas[saga_id].timers
-            }
-            due = [row for row in candidates if row.id in existing]
-            for row in due:
-                saga = session.sagas[row.saga_id]
-                # Log lines about this timer carry its saga's ids.
-                token = logs.bind(logs.RequestContext(saga.correlation_id, saga.id))
-                try:
-                    self._fire(session, saga, row, now)
-                finally:
-                    logs.reset(token)
-            # A fired timer is no longer live for its saga, so flush deletes it.
-            await session.flush(postpone_s=self.settings.unknown_version_recheck_s)
+        spans: list[tracing.Span] = []
+        try:
+            async with self.engine.begin() as conn:
+                candidates = (await conn.execute(query)).all()
+                if not candidates:
+                    return 0
+                session = SagaSession(conn, self.registry, self.topics)
+                # Timers are written only under their saga's row lock: lock the sagas (skipping
+                # those another transaction holds), then fire the due timers that still exist.
+                loaded = await session.load({row.saga_id for row in candidates}, skip_locked=True)
+                existing = {
+                    timer_id for saga_id in loaded for timer_id, _ in session.sagas[saga_id].timers
+                }
+                due = [row for row in candidates if row.id in existing]
+                for row in due:
+                    saga = session.sagas[row.saga_id]
+                    span = self._open_span(saga, row)
+                    if span is not None:
+                        spans.append(span)
+                    # The commands the timer causes are children of its span (tracing on).
+                    session.trace_parent = tracing.traceparent_of(span) if span else None
+                    # Log lines about this timer carry its saga's ids.
+                    token = logs.bind(logs.RequestContext(saga.correlation_id, saga.id))
+                    try:
+                        self._fire(session, saga, row, now)
+                    finally:
+                        logs.reset(token)
+                session.trace_parent = None
+                # A fired timer is no longer live for its saga, so flush deletes it.
+                await session.flush(postpone_s=self.settings.unknown_version_recheck_s)
+        except BaseException as exc:
+            tracing.end_spans(spans, exc)
+            raise
+        tracing.end_spans(spans)
         self.fired += len(due)
         return len(due)
+
+    @staticmethod
+    def _open_span(saga: LoadedSaga, row: Any) -> tracing.Span | None:
+        """With tracing on, the span of firing this timer: a child of the span that started the
+        saga, so a timeout and the re-send it causes show in the request's own trace."""
+        return tracing.internal_span(
+            f"orchestrator timer {row.kind} {row.step}",
+            saga.origin.get("traceparent"),
+            (
+                ("sagaway.service", "orchestrator"),
+                ("sagaway.saga_id", saga.id),
+                ("sagaway.saga_type", saga.saga_type),
+                ("sagaway.saga_step", row.step),
+                ("sagaway.timer", row.kind),
+                ("sagaway.attempt", row.attempt),
+            ),
+        )
 
     @staticmethod
     def _fire(session: SagaSession, saga: LoadedSaga, row: Any, now: float) -> None:

@@ -229,6 +229,19 @@ def child_traceparent(
     return traceparent_of(span)
 
 
+def internal_span(
+    name: str, traceparent: str | None, attributes: Iterable[tuple[str, Any]]
+) -> Span | None:
+    """The span of work that no message started (a timer firing), a child of `traceparent`;
+    None when tracing is off. End it with `end_span`."""
+    tracer = _tracer
+    if tracer is None:
+        return None
+    span = tracer.start_span(name, context=_parent(traceparent), kind=SpanKind.INTERNAL)
+    _set_attributes(span, attributes)
+    return span
+
+
 def server_span(name: str, traceparent: str | None, attributes: dict[str, Any]) -> Span | None:
     """The span of one HTTP request (continuing the caller's `traceparent`); None when off."""
     tracer = _tracer

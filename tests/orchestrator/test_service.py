@@ -13,11 +13,15 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from orchestrator.engine import message_id_for
 from orchestrator.messaging.envelope import Message
 from orchestrator.messaging.factory import connect_transport
 from orchestrator.messaging.topics import TopicNames
+from orchestrator.observability import tracing
 from orchestrator.operator_actions import (
     ActionRejected,
     InvalidAction,
@@ -74,7 +78,9 @@ async def steps_of(system: Stack, saga_id: str) -> list[tuple[str, str, str, int
     async with system.orchestrator_engine.connect() as conn:
         rows = await conn.execute(
             sa.select(
-                saga_steps.c.step_name, saga_steps.c.kind, saga_steps.c.status,
+                saga_steps.c.step_name,
+                saga_steps.c.kind,
+                saga_steps.c.status,
                 saga_steps.c.attempt,
             )
             .where(saga_steps.c.saga_id == saga_id)
@@ -108,19 +114,27 @@ async def test_three_step_saga_completes_and_answers_its_reply_to(
         "saga_type": "test-three-steps",
         "status": "completed",
         "result": {
-            "order": 1, "reserve": "alpha.reserve", "charge": "beta.charge", "ship": "gamma.ship",
+            "order": 1,
+            "reserve": "alpha.reserve",
+            "charge": "beta.charge",
+            "ship": "gamma.ship",
         },
         "failure": None,
     }
     assert await commands_handled(system.double_engine, saga_id) == [
-        "alpha.reserve", "beta.charge", "gamma.ship",
+        "alpha.reserve",
+        "beta.charge",
+        "gamma.ship",
     ]
     assert await timer_count(system, saga_id) == 0
     statuses = [(name, status) for name, _, status, _ in await steps_of(system, saga_id)]
     assert statuses == [
-        ("reserve", "sent"), ("reserve", "succeeded"),
-        ("charge", "sent"), ("charge", "succeeded"),
-        ("ship", "sent"), ("ship", "succeeded"),
+        ("reserve", "sent"),
+        ("reserve", "succeeded"),
+        ("charge", "sent"),
+        ("charge", "succeeded"),
+        ("ship", "sent"),
+        ("ship", "succeeded"),
     ]
 
 
@@ -132,7 +146,11 @@ async def test_rejected_step_three_compensates_in_reverse_order(
     await system.start_sagas([(saga_id, "test-three-steps", {"reject": "gamma.ship"})])
     assert await system.wait_terminal([saga_id], 20) == {saga_id: "compensated"}
     assert await commands_handled(system.double_engine, saga_id) == [
-        "alpha.reserve", "beta.charge", "gamma.ship", "beta.refund", "alpha.release",
+        "alpha.reserve",
+        "beta.charge",
+        "gamma.ship",
+        "beta.refund",
+        "alpha.release",
     ]
     reply = await system.wait_reply(saga_id)
     assert reply.outcome == "failure"
@@ -150,11 +168,16 @@ async def test_step_two_times_out_once_and_its_retry_gets_the_stored_reply(
     assert await system.wait_terminal([saga_id], 20) == {saga_id: "completed"}
     # The handler ran once; the re-send (attempt 2, same message id) got the inbox's reply.
     assert await commands_handled(system.double_engine, saga_id) == [
-        "alpha.reserve", "beta.charge", "gamma.ship",
+        "alpha.reserve",
+        "beta.charge",
+        "gamma.ship",
     ]
     charge = [s for s in await steps_of(system, saga_id) if s[0] == "charge"]
     assert [(status, attempt) for _, _, status, attempt in charge] == [
-        ("sent", 1), ("timed_out", 1), ("sent", 2), ("succeeded", 2),
+        ("sent", 1),
+        ("timed_out", 1),
+        ("sent", 2),
+        ("succeeded", 2),
     ]
 
 
@@ -166,6 +189,39 @@ async def test_lost_command_is_sent_again_after_its_timeout(
     await system.start_sagas([(saga_id, "test-three-steps", {"drop_first": "alpha.reserve"})])
     assert await system.wait_terminal([saga_id], 20) == {saga_id: "completed"}
     assert message_id_for(saga_id, "forward", "reserve") in system.double.dropped
+
+
+async def test_a_timeout_and_the_resend_it_causes_are_spans_of_the_saga_s_trace(
+    stack: tuple[Stack, OrchestratorService],
+) -> None:
+    system, _ = stack
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    try:
+        saga_id = new_id()
+        await system.start_sagas([(saga_id, "test-three-steps", {"drop_first": "alpha.reserve"})])
+        assert await system.wait_terminal([saga_id], 20) == {saga_id: "completed"}
+    finally:
+        tracing.disable()
+        provider.shutdown()
+    ours = [
+        s for s in exporter.get_finished_spans() if s.attributes.get("sagaway.saga_id") == saga_id
+    ]
+    [start] = [s for s in ours if s.name == "orchestrator start test-three-steps"]
+    # The first command is lost: its timeout fires, then the backoff before the re-send.
+    [timeout] = [s for s in ours if s.name == "orchestrator timer timeout reserve"]
+    [backoff] = [s for s in ours if s.name == "orchestrator timer backoff reserve"]
+    for timer in (timeout, backoff):
+        assert timer.attributes["sagaway.attempt"] == 1
+        assert timer.parent is not None and timer.parent.span_id == start.context.span_id
+        assert timer.context.trace_id == start.context.trace_id
+    sends = [s for s in ours if s.name == "send alpha.reserve"]
+    assert [s.attributes["sagaway.attempt"] for s in sends] == [1, 2]
+    first, resend = sends
+    assert first.parent is not None and first.parent.span_id == start.context.span_id
+    assert resend.parent is not None and resend.parent.span_id == backoff.context.span_id
 
 
 async def test_parallel_group_with_a_failing_branch_compensates_the_other_branch(
@@ -199,7 +255,9 @@ async def test_redelivered_start_command_never_creates_a_second_saga(
         )
     assert count == 1
     assert await commands_handled(system.double_engine, saga_id) == [
-        "alpha.reserve", "beta.charge", "gamma.ship",
+        "alpha.reserve",
+        "beta.charge",
+        "gamma.ship",
     ]
     assert len(system.replies[saga_id]) == 1
 
@@ -243,7 +301,10 @@ async def test_records_the_orchestrator_cannot_act_on_go_to_the_dlq_and_block_no
         message_type="command", command="orchestrator.explode", payload={}, saga_id=new_id()
     )
     no_step = Message(
-        message_type="reply", outcome="success", causation_id=new_id(), payload={},
+        message_type="reply",
+        outcome="success",
+        causation_id=new_id(),
+        payload={},
         saga_id=new_id(),
     )
     saga_id = new_id()
@@ -297,8 +358,7 @@ async def test_many_sagas_at_once_all_finish_and_no_command_runs_twice(
     await system.start_sagas(plans)
     statuses = await system.wait_terminal(ids, 30)
     expected = {
-        saga_id: "compensated" if data.get("reject") else "completed"
-        for saga_id, _, data in plans
+        saga_id: "compensated" if data.get("reject") else "completed" for saga_id, _, data in plans
     }
     assert statuses == expected
     runs, distinct = await handler_runs(system.double_engine)
@@ -320,8 +380,13 @@ async def test_operator_abort_compensates_a_saga_waiting_on_a_lost_command(
         assert loop.time() < deadline, "charge was never sent"
         await asyncio.sleep(0.02)
     decision = await apply_action(
-        system.orchestrator_engine, REGISTRY, topics, saga_id, "abort",
-        actor="alice", reason="customer called",
+        system.orchestrator_engine,
+        REGISTRY,
+        topics,
+        saga_id,
+        "abort",
+        actor="alice",
+        reason="customer called",
     )
     assert decision.state.status == "compensating"
     assert await system.wait_terminal([saga_id], 20) == {saga_id: "compensated"}
@@ -410,7 +475,8 @@ async def test_saga_started_on_v1_finishes_on_v1_after_v2_is_deployed(
         new = new_id()
         await system.start_sagas([(new, "test-versioned", {})])
         assert await system.wait_terminal([saga_id, new], 20) == {
-            saga_id: "completed", new: "completed",
+            saga_id: "completed",
+            new: "completed",
         }
     finally:
         await stop_service(service)
