@@ -34,6 +34,7 @@ from orchestrator.config import Settings
 from orchestrator.inbox import claim
 from orchestrator.messaging.envelope import Message
 from orchestrator.messaging.records import Record
+from orchestrator.observability import tracing
 
 log = logging.getLogger("sagaway.gateway.callbacks")
 
@@ -78,6 +79,10 @@ def backoff_s(settings: Settings, attempts: int) -> float:
     )
 
 
+class CallbackFailed(Exception):
+    """Why one try of a callback failed (the error recorded on its span)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     id: int
@@ -85,6 +90,7 @@ class Delivery:
     url: str
     body: Any
     attempts: int
+    traceparent: str | None = None
 
 
 def pinned_url(target: CallbackTarget) -> tuple[str, dict[str, Any]]:
@@ -136,6 +142,7 @@ class CallbackSender:
                 callbacks.c.url,
                 callbacks.c.body,
                 callbacks.c.attempts,
+                callbacks.c.traceparent,
             )
             .where(callbacks.c.status == "pending", callbacks.c.next_attempt_at <= now)
             .order_by(callbacks.c.next_attempt_at)
@@ -153,41 +160,61 @@ class CallbackSender:
                 .values(attempts=callbacks.c.attempts + 1, next_attempt_at=lease)
             )
         return [
-            Delivery(row.id, row.request_id, row.url, row.body, row.attempts + 1) for row in rows
+            Delivery(row.id, row.request_id, row.url, row.body, row.attempts + 1, row.traceparent)
+            for row in rows
         ]
 
     async def deliver(self, delivery: Delivery) -> None:
-        """One try: POST, then record delivered, retry later, or give up."""
+        """One try: POST, then record delivered, retry later, or give up. With tracing on, the
+        try is a CLIENT span of the request's trace, and the POST carries its traceparent."""
         error: str | None = None
         status_code: int | None = None
+        span = tracing.client_span(
+            "gateway callback POST",
+            delivery.traceparent,
+            (
+                ("sagaway.service", "gateway"),
+                ("sagaway.saga_id", delivery.request_id),
+                ("sagaway.callback_id", delivery.id),
+                ("sagaway.attempt", delivery.attempts),
+                ("http.request.method", "POST"),
+            ),
+        )
+        traceparent = tracing.traceparent_of(span) if span is not None else delivery.traceparent
         try:
             target = await check_callback_url(delivery.url, self.settings.callback_allowed_hosts)
-            status_code = await self._post(target, delivery)
+            status_code = await self._post(target, delivery, traceparent)
             if not 200 <= status_code < 300:
                 error = f"the receiver answered {status_code}"
         except CallbackRefused as exc:
             error = f"refused: {exc.detail}"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
+        if span is not None:
+            if status_code is not None:
+                span.set_attribute("http.response.status_code", status_code)
+            tracing.end_span(span, CallbackFailed(error) if error else None)
         await self._record(delivery, error, status_code)
 
-    async def _post(self, target: CallbackTarget, delivery: Delivery) -> int:
+    async def _post(
+        self, target: CallbackTarget, delivery: Delivery, traceparent: str | None
+    ) -> int:
         body = orjson.dumps(delivery.body)
         url, extensions = pinned_url(target)
         host_header = target.host if target.port in (80, 443) else f"{target.host}:{target.port}"
+        headers = {
+            "Host": host_header,
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(self.secret, body),
+            DELIVERY_HEADER: str(delivery.id),
+            REQUEST_ID_HEADER: delivery.request_id,
+            "User-Agent": "sagaway-gateway",
+        }
+        if traceparent:
+            headers["traceparent"] = traceparent
         assert self._client is not None
         response = await self._client.post(
-            url,
-            content=body,
-            headers={
-                "Host": host_header,
-                "Content-Type": "application/json",
-                SIGNATURE_HEADER: sign(self.secret, body),
-                DELIVERY_HEADER: str(delivery.id),
-                REQUEST_ID_HEADER: delivery.request_id,
-                "User-Agent": "sagaway-gateway",
-            },
-            extensions=extensions,
+            url, content=body, headers=headers, extensions=extensions
         )
         return response.status_code
 
@@ -294,6 +321,7 @@ class CallbackIntake:
                         attempts=0,
                         next_attempt_at=now,
                         created_at=now,
+                        traceparent=message.traceparent,
                     )
                 )
                 added += 1

@@ -35,6 +35,8 @@ class Callback(Base):
     last_status_code: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
     delivered_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    # The W3C traceparent of the final reply's span (0032): each POST is a child span of it.
+    traceparent: Mapped[str | None] = mapped_column(sa.String(55), nullable=True)
 
     __table_args__ = (
         sa.Index("ix_callbacks_status_next_attempt_at", "status", "next_attempt_at"),

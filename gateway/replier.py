@@ -42,8 +42,9 @@ def replier_group(settings: Settings) -> str:
     return f"{settings.topic_prefix}gateway.replier"
 
 
-def parse_final_reply(message: Message) -> FinalResult:
-    """The request id and outcome a final reply carries (docs/messages.md)."""
+def parse_final_reply(message: Message, traceparent: str | None = None) -> FinalResult:
+    """The request id and outcome a final reply carries (docs/messages.md); `traceparent` is the
+    span handling it, when tracing is on (else the reply's own)."""
     if message.message_type != "reply":
         raise MalformedFinalReply(f"expected a reply, got a {message.message_type}")
     request_id = message.correlation_id or message.payload.get("saga_id")
@@ -60,6 +61,7 @@ def parse_final_reply(message: Message) -> FinalResult:
         status=status,
         result=message.payload.get("result") if status == "completed" else None,
         failure=failure if status != "completed" else None,
+        traceparent=traceparent or message.traceparent,
     )
 
 
@@ -107,15 +109,18 @@ class Replier:
         await self.processor.stop(grace_s=2.0)
 
     async def handle_batch(self, batch: list[tuple[Record, Message]]) -> None:
-        """Store the batch's results; with tracing on, a span per final reply (its trace's end)."""
+        """Store the batch's results; with tracing on, a span per final reply (its trace's end,
+        or the parent of its callback's delivery)."""
         spans: list[tracing.Span] = []
+        traces: dict[str, str] = {}
         if tracing.enabled():
             for record, message in batch:
                 span = tracing.message_span("gateway", message, "gateway final reply", record.topic)
                 if span is not None:
                     spans.append(span)
+                    traces[message.message_id] = tracing.traceparent_of(span)
         try:
-            await self._store(batch)
+            await self._store(batch, traces)
         except BaseException as exc:
             if spans:
                 tracing.end_spans(spans, exc)
@@ -123,10 +128,10 @@ class Replier:
         if spans:
             tracing.end_spans(spans)
 
-    async def _store(self, batch: list[tuple[Record, Message]]) -> None:
+    async def _store(self, batch: list[tuple[Record, Message]], traces: dict[str, str]) -> None:
         results: dict[str, FinalResult] = {}
         for _record, message in batch:
-            result = parse_final_reply(message)
+            result = parse_final_reply(message, traces.get(message.message_id))
             results.setdefault(result.request_id, result)
             lag = _lag_s(message)
             if lag is not None:

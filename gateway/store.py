@@ -126,6 +126,8 @@ class FinalResult:
     status: str
     result: Any
     failure: Any
+    # The final reply's trace (its span's, with tracing on): a callback delivery continues it.
+    traceparent: str | None = None
 
 
 # Built once, run with parameters: a statement built per reply (and its cache key) cost
@@ -249,9 +251,11 @@ class RequestStore:
                 )
             if changes:
                 await conn.execute(_STORE_RESULT, changes)
+            traces = {item.request_id: item.traceparent for item in results}
             for state in stored:
                 if state.callback_url:
-                    await _add_callback(conn, state, callback_body(state), now)
+                    body = callback_body(state)
+                    await _add_callback(conn, state, body, now, traces.get(state.id))
         return stored
 
     async def forget_idempotency_keys(self, older_than: datetime) -> int:
@@ -281,7 +285,7 @@ class RequestStore:
 
 
 async def _add_callback(
-    conn: AsyncConnection, state: RequestState, body: Any, now: datetime
+    conn: AsyncConnection, state: RequestState, body: Any, now: datetime, traceparent: str | None
 ) -> None:
     await conn.execute(
         _INSERT_CALLBACK,
@@ -293,5 +297,6 @@ async def _add_callback(
             "attempts": 0,
             "next_attempt_at": now,
             "created_at": now,
+            "traceparent": traceparent,
         },
     )

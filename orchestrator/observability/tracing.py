@@ -234,10 +234,24 @@ def internal_span(
 ) -> Span | None:
     """The span of work that no message started (a timer firing), a child of `traceparent`;
     None when tracing is off. End it with `end_span`."""
+    return _child_span(name, traceparent, SpanKind.INTERNAL, attributes)
+
+
+def client_span(
+    name: str, traceparent: str | None, attributes: Iterable[tuple[str, Any]]
+) -> Span | None:
+    """The span of an outgoing HTTP call (a callback POST), a child of `traceparent`; None when
+    tracing is off. End it with `end_span`."""
+    return _child_span(name, traceparent, SpanKind.CLIENT, attributes)
+
+
+def _child_span(
+    name: str, traceparent: str | None, kind: SpanKind, attributes: Iterable[tuple[str, Any]]
+) -> Span | None:
     tracer = _tracer
     if tracer is None:
         return None
-    span = tracer.start_span(name, context=_parent(traceparent), kind=SpanKind.INTERNAL)
+    span = tracer.start_span(name, context=_parent(traceparent), kind=kind)
     _set_attributes(span, attributes)
     return span
 

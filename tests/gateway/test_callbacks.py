@@ -9,9 +9,14 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 import sqlalchemy as sa
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 
 from gateway.callbacks import DELIVERY_HEADER, SIGNATURE_HEADER, verify_signature
 from gateway.models import callbacks
+from orchestrator.observability import tracing
 from tests.gateway.conftest import CALLBACK_SECRET, MakeGateway, RunningGateway, order
 from tests.gateway.orchestrator_double import OrchestratorDouble
 from tests.gateway.receiver import CallbackReceiver, start_receiver, stop_receiver
@@ -63,6 +68,49 @@ async def test_callback_is_signed_delivered_and_retried_after_the_receiver_fails
         await asyncio.sleep(0.05)
     assert [(row.status, row.attempts) for row in rows] == [("delivered", 2)]
     assert double.messages[0].reply_mode == "async"
+
+
+async def test_each_try_of_a_callback_is_a_span_of_the_request_s_trace_and_sends_it(
+    gw: RunningGateway, double: OrchestratorDouble, receiver: CallbackReceiver
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    try:
+        receiver.statuses = [500]
+        response = await gw.client.post(
+            "/api/v1/orders",
+            json=order(),
+            headers={
+                "Callback-Url": receiver.url(),
+                "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01",
+            },
+        )
+        assert response.status_code == 202
+        await receiver.wait_for(2)
+        for _ in range(200):  # the second span ends just after its POST was answered
+            if len(_named(exporter, "gateway callback POST")) == 2:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        tracing.disable()
+        provider.shutdown()
+    [final] = _named(exporter, "gateway final reply")
+    tries = sorted(_named(exporter, "gateway callback POST"), key=lambda s: s.start_time or 0)
+    assert [(s.attributes or {}).get("http.response.status_code") for s in tries] == [500, 200]
+    assert [s.status.status_code for s in tries] == [StatusCode.ERROR, StatusCode.UNSET]
+    for span, delivery in zip(tries, receiver.received, strict=True):
+        assert span.kind == SpanKind.CLIENT
+        assert f"{span.context.trace_id:032x}" == trace_id
+        assert span.parent is not None and span.parent.span_id == final.context.span_id
+        sent = delivery.headers["traceparent"]
+        assert sent == f"00-{trace_id}-{span.context.span_id:016x}-01"
+
+
+def _named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
+    return [s for s in exporter.get_finished_spans() if s.name == name]
 
 
 async def test_callback_redirects_are_not_followed(
