@@ -190,6 +190,10 @@ class CallbackSender:
             error = f"refused: {exc.detail}"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
+        except BaseException as exc:
+            if span is not None:
+                tracing.end_span(span, exc)
+            raise
         if span is not None:
             if status_code is not None:
                 span.set_attribute("http.response.status_code", status_code)
