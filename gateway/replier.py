@@ -119,14 +119,8 @@ class Replier:
                 if span is not None:
                     spans.append(span)
                     traces[message.message_id] = tracing.traceparent_of(span)
-        try:
+        with tracing.ending(spans):
             await self._store(batch, traces)
-        except BaseException as exc:
-            if spans:
-                tracing.end_spans(spans, exc)
-            raise
-        if spans:
-            tracing.end_spans(spans)
 
     async def _store(self, batch: list[tuple[Record, Message]], traces: dict[str, str]) -> None:
         results: dict[str, FinalResult] = {}

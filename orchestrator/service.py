@@ -947,14 +947,8 @@ class OrchestratorService:
             else:
                 raise InvalidMessage(f"the orchestrator does not read topic {record.topic}")
         spans = self._open_spans(items) if tracing.enabled() else None
-        try:
+        with tracing.ending(spans.values() if spans is not None else ()):
             await self._transact(items, spans)
-        except BaseException as exc:
-            if spans is not None:
-                tracing.end_spans(spans.values(), exc)
-            raise
-        if spans is not None:
-            tracing.end_spans(spans.values())
 
     def _open_spans(self, items: Sequence[StartRequest | Message]) -> dict[int, tracing.Span]:
         """A span per message (child of its traceparent), ended once the batch committed."""

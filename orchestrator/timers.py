@@ -60,7 +60,7 @@ class TimerLoop:
             .limit(self.settings.timer_batch_size)
         )
         spans: list[tracing.Span] = []
-        try:
+        with tracing.ending(spans):
             async with self.engine.begin() as conn:
                 candidates = (await conn.execute(query)).all()
                 if not candidates:
@@ -89,10 +89,6 @@ class TimerLoop:
                 session.trace_parent = None
                 # A fired timer is no longer live for its saga, so flush deletes it.
                 await session.flush(postpone_s=self.settings.unknown_version_recheck_s)
-        except BaseException as exc:
-            tracing.end_spans(spans, exc)
-            raise
-        tracing.end_spans(spans)
         self.fired += len(due)
         return len(due)
 

@@ -208,7 +208,7 @@ class ParticipantRunner:
         """handle_batch with a span per command (child of its traceparent, parent of the reply
         and of any span the handler makes), ended once the batch committed."""
         spans: list[tracing.Span] = []
-        try:
+        with tracing.ending(spans):
             async with self.engine.begin() as conn:
                 replies = await self.claim_batch(conn, batch)
                 for record, message in batch:
@@ -228,10 +228,6 @@ class ParticipantRunner:
                     finally:
                         logs.reset(token)
                 await self.write_replies(conn, replies)
-        except BaseException as exc:
-            tracing.end_spans(spans, exc)
-            raise
-        tracing.end_spans(spans)
 
     async def handle_command(
         self,
@@ -288,24 +284,19 @@ class ParticipantRunner:
             stats.rejected += 1
             return reply_to(message, "failure", _json_object(rejection.to_payload(), lenient=True))
         context = CommandContext(message, conn, self.settings, self.participant.name)
-        if not savepoints:
-            try:
-                result = await spec.handler(context, payload)
-            except Rejection as rejection:
-                raise RejectedWithoutSavepoint(message.message_id) from rejection
-            body = _json_object(result, lenient=False)
-            stats.succeeded += 1
-            return reply_to(message, "success", body)
-        savepoint = await conn.begin_nested()
+        savepoint = await conn.begin_nested() if savepoints else None
         try:
             result = await spec.handler(context, payload)
             body = _json_object(result, lenient=False)
         except Rejection as rejection:
+            if savepoint is None:
+                raise RejectedWithoutSavepoint(message.message_id) from rejection
             await savepoint.rollback()
             stats.rejected += 1
             log.debug("%s rejected %s: %s", message.command, message.saga_id, rejection.reason)
             return reply_to(message, "failure", _json_object(rejection.to_payload(), lenient=True))
-        await savepoint.commit()
+        if savepoint is not None:
+            await savepoint.commit()
         stats.succeeded += 1
         return reply_to(message, "success", body)
 

@@ -33,7 +33,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import REGISTRY, CollectorRegistry
 from pydantic import SecretStr
 
@@ -356,6 +356,22 @@ async def test_a_request_without_traceparent_starts_its_own_trace(
     )
     trace = [s for s in finished if s.context.trace_id == http.context.trace_id]
     assert {f"{c.split('.')[0]} handle {c}" for c in COMMANDS} <= {s.name for s in trace}
+
+
+def test_spans_of_a_block_end_with_it_and_fail_with_its_exception(
+    spans: InMemorySpanExporter,
+) -> None:
+    committed: list[tracing.Span] = []
+    with tracing.ending(committed):  # spans added inside the block are ended too
+        committed.append(tracing.internal_span("committed", None, ()) or pytest.fail("off"))
+    failed: list[tracing.Span] = []
+    with pytest.raises(RuntimeError), tracing.ending(failed):
+        failed.append(tracing.internal_span("rolled back", None, ()) or pytest.fail("off"))
+        raise RuntimeError("the transaction failed")
+    ended = {s.name: s.status for s in spans.get_finished_spans()}
+    assert ended["committed"].status_code == StatusCode.UNSET
+    assert ended["rolled back"].status_code == StatusCode.ERROR
+    assert "RuntimeError: the transaction failed" in (ended["rolled back"].description or "")
 
 
 def test_with_tracing_off_no_span_is_made_and_traceparents_pass_through() -> None:

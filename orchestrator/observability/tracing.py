@@ -10,8 +10,9 @@ hot path pays nothing. Spans are made with the SDK only when an exporter is conf
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -285,6 +286,19 @@ def end_span(span: Span, error: BaseException | None = None) -> None:
 def end_spans(spans: Iterable[Span], error: BaseException | None = None) -> None:
     for span in spans:
         end_span(span, error)
+
+
+@contextlib.contextmanager
+def ending(spans: Iterable[Span]) -> Iterator[None]:
+    """End `spans` (a live collection: spans added inside the block count) when the block is
+    left, failed with its exception if it raised. Put the transaction inside the block, so a
+    span ends once its work committed."""
+    try:
+        yield
+    except BaseException as exc:
+        end_spans(spans, exc)
+        raise
+    end_spans(spans)
 
 
 __all__ = [
