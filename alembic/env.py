@@ -1,6 +1,6 @@
 """Alembic environment: migrates one service database, SQLite or PostgreSQL, to Base.metadata.
 
-The URL comes from (first found): a connection handed over by `orchestrator.storage.migrate`,
+The URL comes from (first found): a connection handed over by `sagaway.storage.migrate`,
 `alembic -x url=...`, the `sqlalchemy.url` option, or Sagaway's settings for
 `-x service=NAME` (default "orchestrator"). Migrations run on the blocking drivers
 (psycopg2, sqlite3); async URLs are translated.
@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
 
-from orchestrator.config import load_settings
-from orchestrator.storage import all_metadata
-from orchestrator.storage.database import sqlite_path, sync_url
-from orchestrator.storage.models import UtcDateTime
+from sagaway.cli.schema import all_metadata
+from sagaway.settings import load_settings
+from sagaway.storage.database import sqlite_path, sync_url
+from sagaway.storage.models import UtcDateTime
 
 config = context.config
 target_metadata = all_metadata()

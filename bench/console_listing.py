@@ -28,8 +28,8 @@ import httpx  # noqa: E402
 
 from console.app import console_lifespan, create_console_app  # noqa: E402
 from console.auth import hash_password  # noqa: E402
-from orchestrator.config import ConsoleSettings, Settings  # noqa: E402
-from orchestrator.storage.migrate import upgrade  # noqa: E402
+from sagaway.settings import ConsoleSettings, Settings  # noqa: E402
+from sagaway.storage.migrate import upgrade  # noqa: E402
 from tests.servers.postgres import PostgresServer  # noqa: E402
 
 TYPES = ["place-order", "refund-order", "open-account", "transfer-funds", "book-trip"]

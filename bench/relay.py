@@ -25,15 +25,15 @@ from pathlib import Path
 ROOT = str(Path(__file__).resolve().parent.parent)
 sys.path.insert(0, ROOT)
 
-from orchestrator.config import Settings  # noqa: E402
-from orchestrator.messaging.envelope import Message  # noqa: E402
-from orchestrator.messaging.kafka import KafkaTransport  # noqa: E402
-from orchestrator.outbox.poll_relay import PollRelay  # noqa: E402
-from orchestrator.outbox.rows import OutboxRow  # noqa: E402
-from orchestrator.outbox.wal_relay import WalRelay  # noqa: E402
-from orchestrator.outbox.writer import add_to_outbox  # noqa: E402
-from orchestrator.storage.database import create_database_engine  # noqa: E402
-from orchestrator.storage.migrate import upgrade  # noqa: E402
+from sagaway.messaging.envelope import Message  # noqa: E402
+from sagaway.messaging.kafka import KafkaTransport  # noqa: E402
+from sagaway.outbox.poll_relay import PollRelay  # noqa: E402
+from sagaway.outbox.rows import OutboxRow  # noqa: E402
+from sagaway.outbox.wal_relay import WalRelay  # noqa: E402
+from sagaway.outbox.writer import add_to_outbox  # noqa: E402
+from sagaway.settings import Settings  # noqa: E402
+from sagaway.storage.database import create_database_engine  # noqa: E402
+from sagaway.storage.migrate import upgrade  # noqa: E402
 from tests.servers.postgres import PostgresServer  # noqa: E402
 from tests.servers.tansu import TansuServer  # noqa: E402
 

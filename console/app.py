@@ -58,10 +58,7 @@ from console.dead_letters import (
 from console.diagnosis import diagnose
 from console.sources import ConsoleSources, LagHistory, open_sources, read_outbox
 from console.timeline import build_timeline
-from orchestrator.audit_models import operator_actions
-from orchestrator.config import Settings
-from orchestrator.messaging.topics import TopicNames
-from orchestrator.messaging.transport import Transport, TransportError
+from orchestrator.models import operator_actions
 from orchestrator.operator_actions import (
     ActionRejected,
     InvalidAction,
@@ -70,6 +67,9 @@ from orchestrator.operator_actions import (
 )
 from orchestrator.registry import SagaRegistry, load_registry
 from orchestrator.service import SagaConflict
+from sagaway.messaging.topics import TopicNames
+from sagaway.messaging.transport import Transport, TransportError
+from sagaway.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class Console:
             return
         self.tasks.append(asyncio.create_task(self.history.run(self.sources), name="console-lag"))
         if self.transport is None:
-            from orchestrator.messaging.factory import connect_transport
+            from sagaway.messaging.factory import connect_transport
 
             async def connect_then_collect() -> None:
                 self.transport = await connect_transport(self.settings)

@@ -10,7 +10,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from starlette.requests import Request
 
-from orchestrator.config import ConsoleUser
+from sagaway.settings import ConsoleUser
 
 VIEWER, OPERATOR = "viewer", "operator"
 SESSION_USER, SESSION_ROLE = "user", "role"

@@ -11,7 +11,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.config import Settings
+from sagaway.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,13 +15,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from console.models import dead_letters
-from orchestrator.audit_models import operator_actions
-from orchestrator.backoff import Backoff
-from orchestrator.config import Settings
-from orchestrator.messaging.processing import DLQ_HEADERS
-from orchestrator.messaging.records import Record
-from orchestrator.messaging.topics import TopicNames
-from orchestrator.messaging.transport import Subscription, Transport
+from orchestrator.models import operator_actions
+from sagaway.messaging.processing import DLQ_HEADERS
+from sagaway.messaging.records import Record
+from sagaway.messaging.topics import TopicNames
+from sagaway.messaging.transport import Subscription, Transport
+from sagaway.observability.backoff import Backoff
+from sagaway.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -9,14 +9,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from orchestrator.storage.models import (
-    Base,
-    BigIdType,
-    JSONType,
-    Timestamp,
-    outbox,
-    saga_instances,
-)
+from orchestrator.models import saga_instances
+from sagaway.outbox.models import outbox
+from sagaway.storage.models import Base, BigIdType, JSONType, Timestamp
 
 # A listing filtered by status (or type) and ordered newest first, with the id as tie-breaker for
 # keyset pagination, must walk one index in order instead of sorting a million rows.
@@ -34,6 +29,20 @@ ix_saga_instances_saga_type_created_at_id = sa.Index(
 )
 # "The messages it sent" on the saga page: outbox rows are keyed by saga id.
 ix_outbox_key = sa.Index("ix_outbox_key", outbox.c.key)
+
+
+# The gateway's `requests` table, as far as the overview reads it. The console and the gateway
+# are independent faces: they share this table's columns (docs/architecture.md), not code.
+gateway_requests = sa.table(
+    "requests",
+    sa.column("id", sa.String),
+    sa.column("saga_type", sa.String),
+    sa.column("mode", sa.String),
+    sa.column("gateway_id", sa.String),
+    sa.column("principal", sa.String),
+    sa.column("status", sa.String),
+    sa.column("received_at", Timestamp),
+)
 
 
 class DeadLetter(Base):

@@ -20,9 +20,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from console.models import dead_letters
-from orchestrator.outbox.models import outbox_relays
-from orchestrator.storage.models import outbox, requests, saga_instances, saga_steps, timers
+from console.models import dead_letters, gateway_requests
+from orchestrator.models import saga_instances, saga_steps, timers
+from sagaway.outbox.models import outbox, outbox_relays
 
 SAGA_STATUSES = ("running", "compensating", "completed", "compensated", "failed")
 IN_FLIGHT = ("running", "compensating")
@@ -393,7 +393,7 @@ class RequestFigures:
 
 
 async def request_figures(conn: AsyncConnection, *, limit: int = 20) -> RequestFigures:
-    r = requests.c
+    r = gateway_requests.c
     accepted = r.status == "accepted"
     figures = RequestFigures()
     rows = await conn.execute(

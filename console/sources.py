@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from console.queries import OutboxFigures, outbox_figures
-from orchestrator.config import Settings
-from orchestrator.storage.database import create_database_engine, is_sqlite, read_only, sqlite_path
+from sagaway.settings import Settings
+from sagaway.storage.database import create_database_engine, is_sqlite, read_only, sqlite_path
 
 log = logging.getLogger(__name__)
 

@@ -43,12 +43,12 @@ from gateway.replier import Replier, reply_topic
 from gateway.routes import GatewayRoutes
 from gateway.store import RequestState, RequestStore
 from gateway.tracing import TracingMiddleware
-from orchestrator.config import Settings
-from orchestrator.messaging.processing import RecordProcessor
-from orchestrator.messaging.topics import TopicNames
-from orchestrator.messaging.transport import Transport, TransportError
 from orchestrator.registry import SagaRegistry
-from orchestrator.storage.database import read_only
+from sagaway.messaging.processing import RecordProcessor
+from sagaway.messaging.topics import TopicNames
+from sagaway.messaging.transport import Transport, TransportError
+from sagaway.settings import Settings
+from sagaway.storage.database import read_only
 
 log = logging.getLogger("sagaway.gateway")
 
@@ -195,11 +195,11 @@ class Gateway:
 
     async def _relay(self) -> None:
         if self.relay_mode == "wal":
-            from orchestrator.outbox.wal_relay import WalRelay
+            from sagaway.outbox.wal_relay import WalRelay
 
             await WalRelay(self.settings, SERVICE, self.engine, self.transport).run()
         else:
-            from orchestrator.outbox.poll_relay import PollRelay
+            from sagaway.outbox.poll_relay import PollRelay
 
             await PollRelay(self.settings, SERVICE, self.engine, self.transport).run()
 

@@ -20,7 +20,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from starlette.requests import Request
 
 from gateway.problems import Forbidden, Unauthenticated
-from orchestrator.config import ApiKeyConfig, Settings
+from sagaway.settings import ApiKeyConfig, Settings
 
 ANONYMOUS = "anonymous"
 

@@ -30,11 +30,11 @@ from gateway.models import callbacks
 from gateway.problems import CallbackRefused
 from gateway.ssrf import CallbackTarget, check_callback_url, parse_callback_url
 from gateway.store import while_unavailable
-from orchestrator.config import Settings
-from orchestrator.inbox import claim
-from orchestrator.messaging.envelope import Message
-from orchestrator.messaging.records import Record
-from orchestrator.observability import tracing
+from sagaway.inbox import claim
+from sagaway.messaging.envelope import Message
+from sagaway.messaging.records import Record
+from sagaway.observability import tracing
+from sagaway.settings import Settings
 
 log = logging.getLogger("sagaway.gateway.callbacks")
 

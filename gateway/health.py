@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from orchestrator.messaging.transport import Transport
+from sagaway.messaging.transport import Transport
 
 log = logging.getLogger("sagaway.gateway.health")
 

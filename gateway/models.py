@@ -1,8 +1,5 @@
-"""The gateway's own table (migration 0011_gateway): callback deliveries waiting to be POSTed.
-
-The `requests` table itself is in `orchestrator.storage.models`; this one is registered on the
-same declarative Base so one migration history covers every database.
-"""
+"""The gateway's tables: one row per accepted HTTP request (its id is the saga's correlation
+id), and the callback deliveries waiting to be POSTed (migration 0011_gateway)."""
 
 from __future__ import annotations
 
@@ -12,7 +9,33 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from orchestrator.storage.models import Base, BigIdType, JSONType, Timestamp
+from sagaway.storage.models import Base, BigIdType, JSONType, Timestamp
+
+
+class Request(Base):
+    """One HTTP request the gateway accepted; its id is the correlation id of the saga."""
+
+    __tablename__ = "requests"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    saga_type: Mapped[str] = mapped_column(sa.String(200), nullable=False)
+    route: Mapped[str] = mapped_column(sa.String(300), nullable=False)
+    # sync | async | callback
+    mode: Mapped[str] = mapped_column(sa.String(10), nullable=False)
+    reply_to: Mapped[str | None] = mapped_column(sa.String(2000), nullable=True)
+    callback_url: Mapped[str | None] = mapped_column(sa.String(2000), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(sa.String(300), nullable=True, unique=True)
+    body_hash: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    principal: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    gateway_id: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
+    # accepted | completed | compensated | failed
+    status: Mapped[str] = mapped_column(sa.String(20), nullable=False)
+    result: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
+    error: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
+    received_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
+    completed_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+
+    __table_args__ = (sa.Index("ix_requests_status_received_at", "status", "received_at"),)
 
 
 class Callback(Base):
@@ -45,3 +68,4 @@ class Callback(Base):
 
 
 callbacks: sa.Table = Callback.__table__  # type: ignore[assignment]
+requests: sa.Table = Request.__table__  # type: ignore[assignment]

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator import __version__
-from orchestrator.config import Settings
 from orchestrator.dsl import SagaDefinition
 from orchestrator.registry import SagaRegistry
+from sagaway import __version__
+from sagaway.settings import Settings
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 

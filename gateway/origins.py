@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from gateway.problems import BadRequest, CallbackRefused, SagaDidNotComplete
 from gateway.store import RequestState
-from orchestrator.config import Settings
+from sagaway.settings import Settings
 
 STATUS_PATH = "/api/v1/requests/{id}"
 # What a client holding a 202 is told to wait before polling the status URL.

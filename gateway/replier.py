@@ -17,13 +17,13 @@ from typing import Any
 from gateway.metrics import GatewayMetrics
 from gateway.pending import PendingRequests
 from gateway.store import TERMINAL, FinalResult, RequestState, RequestStore, while_unavailable
-from orchestrator.config import Settings
-from orchestrator.messaging.envelope import Message
-from orchestrator.messaging.processing import RecordProcessor
-from orchestrator.messaging.records import Record
-from orchestrator.messaging.topics import TopicNames
-from orchestrator.messaging.transport import Transport
-from orchestrator.observability import tracing
+from sagaway.messaging.envelope import Message
+from sagaway.messaging.processing import RecordProcessor
+from sagaway.messaging.records import Record
+from sagaway.messaging.topics import TopicNames
+from sagaway.messaging.transport import Transport
+from sagaway.observability import tracing
+from sagaway.settings import Settings
 
 log = logging.getLogger("sagaway.gateway.replier")
 

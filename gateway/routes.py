@@ -41,10 +41,10 @@ from gateway.problems import (
 from gateway.ssrf import check_callback_url
 from gateway.store import RequestState
 from orchestrator.dsl import SagaDefinition
-from orchestrator.messaging.envelope import Message, command
-from orchestrator.messaging.records import Record
-from orchestrator.observability import logs, tracing
 from orchestrator.registry import UnknownSagaType
+from sagaway.messaging.envelope import Message, command
+from sagaway.messaging.records import Record
+from sagaway.observability import logs, tracing
 
 if TYPE_CHECKING:
     from gateway.app import Gateway

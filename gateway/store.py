@@ -14,13 +14,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.group_commit import GroupCommit
-from gateway.models import callbacks
+from gateway.models import callbacks, requests
 from gateway.problems import DatabaseUnavailable
-from orchestrator.backoff import Backoff
-from orchestrator.messaging.envelope import Message
-from orchestrator.outbox.writer import add_to_outbox
-from orchestrator.storage.database import read_only
-from orchestrator.storage.models import requests
+from sagaway.messaging.envelope import Message
+from sagaway.observability.backoff import Backoff
+from sagaway.outbox.writer import add_to_outbox
+from sagaway.storage.database import read_only
 
 log = logging.getLogger("sagaway.gateway.store")
 

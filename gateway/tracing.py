@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orchestrator.observability import tracing
+from sagaway.observability import tracing
 
 
 class TracingMiddleware:

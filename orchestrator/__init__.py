@@ -1,3 +1,2 @@
-"""Sagaway's orchestrator: the saga DSL and engine, and the plumbing every service shares."""
-
-__version__ = "0.1.0"
+"""The saga orchestrator: the DSL sagas are declared in, the pure engine that decides each step,
+and the shell that runs it over a database and a broker (docs/architecture.md)."""

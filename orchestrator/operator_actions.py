@@ -12,11 +12,11 @@ from typing import Any, Literal, get_args
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from orchestrator.audit_models import operator_actions
 from orchestrator.engine import Abort, Decision, Event, Resume, RetryStep, SkipStep
-from orchestrator.messaging.topics import TopicNames
+from orchestrator.models import operator_actions
 from orchestrator.registry import SagaRegistry
 from orchestrator.service import SagaSession
+from sagaway.messaging.topics import TopicNames
 
 ActionName = Literal["retry", "skip", "abort", "resume"]
 ACTIONS: tuple[str, ...] = get_args(ActionName)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable, Iterator
 
-from orchestrator.config import Settings
 from orchestrator.dsl import SagaDefinition, SagaDefinitionError
+from sagaway.settings import Settings
 
 
 class UnknownSagaType(LookupError):

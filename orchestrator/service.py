@@ -29,8 +29,6 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from orchestrator.backoff import Backoff
-from orchestrator.config import Settings
 from orchestrator.dsl import SagaDefinition
 from orchestrator.engine import (
     AWAITING,
@@ -46,16 +44,18 @@ from orchestrator.engine import (
     decide,
     new_saga,
 )
-from orchestrator.inbox import claim_many, prune_inbox
-from orchestrator.messaging.envelope import Message
-from orchestrator.messaging.processing import RecordProcessor
-from orchestrator.messaging.records import Record
-from orchestrator.messaging.topics import TopicNames
-from orchestrator.messaging.transport import Transport
-from orchestrator.observability import logs, tracing
-from orchestrator.outbox.writer import add_to_outbox
+from orchestrator.models import saga_instances, saga_steps, timers
 from orchestrator.registry import SagaRegistry, UnknownSagaType, UnknownSagaVersion
-from orchestrator.storage.models import saga_instances, saga_steps, timers
+from sagaway.inbox import claim_many, prune_inbox
+from sagaway.messaging.envelope import Message
+from sagaway.messaging.processing import RecordProcessor
+from sagaway.messaging.records import Record
+from sagaway.messaging.topics import TopicNames
+from sagaway.messaging.transport import Transport
+from sagaway.observability import logs, tracing
+from sagaway.observability.backoff import Backoff
+from sagaway.outbox.writer import add_to_outbox
+from sagaway.settings import Settings
 
 log = logging.getLogger("sagaway.orchestrator")
 
@@ -904,11 +904,11 @@ class OrchestratorService:
 
     async def _run_relay(self) -> None:
         if self.engine.dialect.name == "postgresql":
-            from orchestrator.outbox.wal_relay import WalRelay
+            from sagaway.outbox.wal_relay import WalRelay
 
             self.relay = WalRelay(self.settings, SERVICE, self.engine, self.transport)
         else:
-            from orchestrator.outbox.poll_relay import PollRelay
+            from sagaway.outbox.poll_relay import PollRelay
 
             self.relay = PollRelay(self.settings, SERVICE, self.engine, self.transport)
         await self.relay.run()

@@ -18,15 +18,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.backoff import Backoff
-from orchestrator.config import Settings
 from orchestrator.engine import COMPENSATION, FORWARD, Kind, TimerFired, TimerKind
-from orchestrator.messaging.topics import TopicNames
-from orchestrator.observability import logs, tracing
+from orchestrator.models import timers
 from orchestrator.registry import SagaRegistry
 from orchestrator.service import LoadedSaga, SagaConflict, SagaSession
-from orchestrator.storage.database import read_only
-from orchestrator.storage.models import timers
+from sagaway.messaging.topics import TopicNames
+from sagaway.observability import logs, tracing
+from sagaway.observability.backoff import Backoff
+from sagaway.settings import Settings
+from sagaway.storage.database import read_only
 
 log = logging.getLogger("sagaway.orchestrator.timers")
 

@@ -28,16 +28,16 @@ import orjson
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from orchestrator.config import Settings
-from orchestrator.inbox import StoredReply, claim_many, store_replies, stored_reply
-from orchestrator.messaging.envelope import Message, new_message_id, now_rfc3339, reply_to
-from orchestrator.messaging.processing import RecordProcessor
-from orchestrator.messaging.records import Record
-from orchestrator.messaging.topics import TopicNames
-from orchestrator.messaging.transport import Transport
-from orchestrator.observability import logs, tracing
-from orchestrator.outbox.writer import add_to_outbox
 from participants.sdk import CommandContext, Participant, Rejection
+from sagaway.inbox import StoredReply, claim_many, store_replies, stored_reply
+from sagaway.messaging.envelope import Message, new_message_id, now_rfc3339, reply_to
+from sagaway.messaging.processing import RecordProcessor
+from sagaway.messaging.records import Record
+from sagaway.messaging.topics import TopicNames
+from sagaway.messaging.transport import Transport
+from sagaway.observability import logs, tracing
+from sagaway.outbox.writer import add_to_outbox
+from sagaway.settings import Settings
 
 log = logging.getLogger("sagaway.participant")
 

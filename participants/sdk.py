@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from orchestrator.config import Settings
-from orchestrator.messaging.envelope import Message
+from sagaway.messaging.envelope import Message
+from sagaway.settings import Settings
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 VERB_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")

@@ -19,16 +19,16 @@ from typing import Literal
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.config import Settings
-from orchestrator.inbox import prune_inbox
-from orchestrator.messaging.factory import connect_transport
-from orchestrator.messaging.transport import Transport
-from orchestrator.outbox.poll_relay import PollRelay
-from orchestrator.outbox.wal_relay import WalRelay
-from orchestrator.storage.database import connect_database, describe_database
-from orchestrator.storage.migrate import head_revision, upgrade
 from participants.runner import ParticipantRunner
 from participants.sdk import Participant
+from sagaway.inbox import prune_inbox
+from sagaway.messaging.factory import connect_transport
+from sagaway.messaging.transport import Transport
+from sagaway.outbox.poll_relay import PollRelay
+from sagaway.outbox.wal_relay import WalRelay
+from sagaway.settings import Settings
+from sagaway.storage.database import connect_database, describe_database
+from sagaway.storage.migrate import head_revision, upgrade
 
 log = logging.getLogger("sagaway.participant")
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Shared set-up for ./sagaway and ./run-tests: system packages, a virtualenv, the package itself.
+# Shared set-up for bin/sagaway and ./run-tests: system packages, a virtualenv, the package itself.
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
 

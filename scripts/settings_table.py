@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from orchestrator.config import Settings
+from sagaway.settings import Settings
 
 
 def rows(model: type[BaseModel], prefix: str = "SAGAWAY_") -> list[tuple[str, str, str]]:

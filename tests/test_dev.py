@@ -23,8 +23,8 @@ import httpx
 import orjson
 import pytest
 
-from orchestrator.config import Settings
-from orchestrator.dev import DevError, data_files, dev_banner, dev_settings, reset_data_dir
+from sagaway.dev.system import DevError, data_files, dev_banner, dev_settings, reset_data_dir
+from sagaway.settings import Settings
 from tests.servers.postgres import free_port
 
 SAGAWAY = str(Path(sys.executable).with_name("sagaway"))
@@ -270,12 +270,12 @@ def test_metrics_and_openapi_are_served(dev: DevProcess) -> None:
 
 
 def participants_pids(dev_pid: int) -> list[int]:
-    """The `orchestrator.dev_participants` children of the dev process."""
+    """The `sagaway.dev.participants` children of the dev process."""
     children = Path(f"/proc/{dev_pid}/task/{dev_pid}/children").read_text().split()
     return [
         int(pid)
         for pid in children
-        if b"orchestrator.dev_participants" in _cmdline(int(pid))
+        if b"sagaway.dev.participants" in _cmdline(int(pid))
     ]
 
 

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 import uvloop
 
-from orchestrator import event_loop
-from orchestrator.config import Settings
+from sagaway.observability import event_loop
+from sagaway.settings import Settings
 
 
 async def loop_module() -> str:

@@ -39,11 +39,11 @@ from pydantic import SecretStr
 
 from gateway.auth import hash_api_key, issue_token
 from gateway.metrics import GatewayMetrics
-from orchestrator.config import ApiKeyConfig, Settings
-from orchestrator.dev import DevSystem
-from orchestrator.messaging.envelope import Message
-from orchestrator.observability import logs, tracing
-from orchestrator.storage.database import DatabaseUnavailable, connect_database
+from sagaway.dev.system import DevSystem
+from sagaway.messaging.envelope import Message
+from sagaway.observability import logs, tracing
+from sagaway.settings import ApiKeyConfig, Settings
+from sagaway.storage.database import DatabaseUnavailable, connect_database
 from tests.servers.postgres import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,7 +164,7 @@ def test_custom_registries_are_the_known_ones() -> None:
 
 
 def test_metrics_port_serves_the_process_registry() -> None:
-    from orchestrator.observability.metrics import serve_metrics
+    from sagaway.observability.metrics import serve_metrics
 
     import_every_module()
     assert serve_metrics(0, "orchestrator") is None

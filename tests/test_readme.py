@@ -15,7 +15,7 @@ def test_first_two_commands_run_the_system_and_the_tests() -> None:
     block = re.search(r"```bash\n(.*?)```", README, re.S)
     assert block is not None
     commands = [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.strip()]
-    assert commands[:2] == ["./sagaway dev", "./run-tests"]
+    assert commands[:2] == ["bin/sagaway dev", "./run-tests"]
     for script in ("sagaway", "run-tests"):
         assert (ROOT / script).stat().st_mode & 0o111, f"{script} is not executable"
 

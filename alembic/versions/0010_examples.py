@@ -1,5 +1,5 @@
 """The example services' business tables: inventory stock and reservations, payment accounts and
-charges, shipments (participants/examples/models.py).
+charges, shipments (examples/place_order/models.py).
 
 Revision ID: 0010_examples
 Revises: 0002_relay

@@ -25,7 +25,7 @@ from tests.servers.readiness import wait_until_ready
 from tests.servers.tansu import TansuServer
 
 SAGAWAY = str(Path(sys.executable).with_name("sagaway"))
-SAGAS_MODULE = "participants.examples.place_order"
+SAGAS_MODULE = "examples.place_order.saga"
 DATABASES = ("orchestrator", "gateway", "inventory", "payments", "shipping")
 PARTICIPANTS = ("inventory", "payments", "shipping")
 TOPIC_PREFIX = "chaos."

@@ -16,9 +16,9 @@ from starlette.testclient import TestClient
 
 from console.app import create_console_app
 from console.auth import hash_password
-from orchestrator.config import ConsoleSettings, ConsoleUser, Settings
-from orchestrator.storage.database import create_database_engine
-from orchestrator.storage.migrate import upgrade
+from sagaway.settings import ConsoleSettings, ConsoleUser, Settings
+from sagaway.storage.database import create_database_engine
+from sagaway.storage.migrate import upgrade
 from tests.console import seeding
 
 PASSWORDS = {"olga": "operator-pw", "vera": "viewer-pw"}

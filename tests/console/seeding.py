@@ -11,11 +11,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.models import requests
 from orchestrator.engine import Reply
-from orchestrator.messaging.topics import TopicNames
 from orchestrator.registry import SagaRegistry
 from orchestrator.service import SagaSession
-from orchestrator.storage.models import requests
+from sagaway.messaging.topics import TopicNames
 from tests.console.sagas import CHARGE, HOLD, ISSUE, book_trip
 
 XSS = "<script>alert('pwned')</script>"

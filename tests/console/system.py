@@ -108,7 +108,7 @@ def start_system(data_dir: Path, logs: Path | None = None) -> RunningSystem:
     env = {
         **os.environ,
         "SAGAWAY_DATA_DIR": str(data_dir),
-        "SAGAWAY_SAGAS": "participants.examples.place_order",
+        "SAGAWAY_SAGAS": "examples.place_order.saga",
         "SAGAWAY_GATEWAY_HOST": "127.0.0.1",
         "SAGAWAY_GATEWAY_PORT": str(gateway_port),
         "SAGAWAY_GATEWAY_INTERNAL_PORT": "0",

@@ -9,8 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.testclient import TestClient
 
-from orchestrator.audit_models import operator_actions
-from orchestrator.storage.models import saga_instances
+from orchestrator.models import operator_actions, saga_instances
 from tests.console import seeding
 from tests.console.conftest import Seeded, csrf_of
 from tests.console.sagas import CHARGE, ISSUE

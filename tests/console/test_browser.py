@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from participants.examples.place_order import place_order
+from examples.place_order.saga import place_order
 from tests.console.system import OPERATOR_PASSWORD, RunningSystem, start_system
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -11,11 +11,11 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.testclient import TestClient
 
-from orchestrator.audit_models import operator_actions
-from orchestrator.config import Settings
-from orchestrator.messaging.embedded import EmbeddedTransport
-from orchestrator.messaging.processing import dead_letter
-from orchestrator.messaging.records import Record
+from orchestrator.models import operator_actions
+from sagaway.messaging.embedded import EmbeddedTransport
+from sagaway.messaging.processing import dead_letter
+from sagaway.messaging.records import Record
+from sagaway.settings import Settings
 from tests.console import seeding
 from tests.console.conftest import Seeded, csrf_of
 

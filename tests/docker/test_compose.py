@@ -19,10 +19,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from orchestrator.cli import main
-from orchestrator.config import CONFIG_FILE_VARIABLE, ConsoleSettings, Settings
+from examples.place_order import EXAMPLE_NAMES
 from orchestrator.registry import load_registry
-from participants.examples import EXAMPLE_NAMES
+from sagaway.cli.main import main
+from sagaway.settings import CONFIG_FILE_VARIABLE, ConsoleSettings, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"

@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from orchestrator.storage.models import requests
+from gateway.models import requests
 from tests.gateway.conftest import MakeGateway, order
 from tests.gateway.orchestrator_double import OrchestratorDouble
 

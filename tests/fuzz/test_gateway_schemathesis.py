@@ -105,7 +105,7 @@ def pg_gateway_url(tmp_path: Path, kafka_bootstrap: str, migrated_pg_url: str) -
         database_url=migrated_pg_url,
         kafka_bootstrap=kafka_bootstrap,
         topic_prefix=f"fz{port}.",
-        sagas="participants.examples.place_order",
+        sagas="examples.place_order.saga",
         producer_idempotence="false",
         relay_slot_name=f"fz_{port}",
         gateway_port=str(port),

@@ -27,22 +27,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from examples.place_order.audit import audit, load_snapshot
+from examples.place_order.models import charges, reservations, shipments
 from gateway.app import Gateway, create_gateway_app
-from orchestrator.messaging.envelope import EnvelopeError, Message
-from orchestrator.messaging.factory import connect_transport
-from orchestrator.messaging.records import Record
-from orchestrator.messaging.topics import TopicNames
+from orchestrator.models import saga_instances, saga_steps
 from orchestrator.registry import SagaRegistry
-from orchestrator.storage.database import create_database_engine
-from orchestrator.storage.models import saga_instances, saga_steps
-from participants.audit import audit, load_snapshot
-from participants.examples.models import charges, reservations, shipments
+from sagaway.messaging.envelope import EnvelopeError, Message
+from sagaway.messaging.factory import connect_transport
+from sagaway.messaging.records import Record
+from sagaway.messaging.topics import TopicNames
+from sagaway.storage.database import create_database_engine
 from tests.gateway.conftest import order
 from tests.gateway.system import gateway_database
 from tests.participants.conftest import sqlite_template  # noqa: F401
 from tests.participants.system import System, open_system_for
 
-SAGA_MODULES = ["participants.examples.place_order"]
+SAGA_MODULES = ["examples.place_order.saga"]
 EXAMPLES_PER_TOPIC = 40
 REAL_SAGAS = 16
 SAGA_TYPE = "place-order"

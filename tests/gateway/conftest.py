@@ -14,15 +14,15 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.app import Gateway, create_gateway_app
-from orchestrator.config import Settings
-from orchestrator.messaging.factory import make_transport
-from orchestrator.messaging.transport import Transport
 from orchestrator.registry import SagaRegistry
-from orchestrator.storage.database import create_database_engine
+from sagaway.messaging.factory import make_transport
+from sagaway.messaging.transport import Transport
+from sagaway.settings import Settings
+from sagaway.storage.database import create_database_engine
 from tests.fixtures.broker import tuned_settings
 from tests.gateway.orchestrator_double import OrchestratorDouble
 
-SAGA_MODULES = ["participants.examples.place_order"]
+SAGA_MODULES = ["examples.place_order.saga"]
 CALLBACK_SECRET = "test-callback-secret"
 
 

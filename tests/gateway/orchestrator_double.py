@@ -13,12 +13,12 @@ import asyncio
 from collections import Counter
 from typing import Any
 
-from orchestrator.config import Settings
-from orchestrator.messaging.envelope import Message
-from orchestrator.messaging.processing import RecordProcessor
-from orchestrator.messaging.records import Record
-from orchestrator.messaging.topics import TopicNames
-from orchestrator.messaging.transport import Transport
+from sagaway.messaging.envelope import Message
+from sagaway.messaging.processing import RecordProcessor
+from sagaway.messaging.records import Record
+from sagaway.messaging.topics import TopicNames
+from sagaway.messaging.transport import Transport
+from sagaway.settings import Settings
 
 
 def final_reply(start: Message, status: str, result: Any, failure: Any) -> Message:

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.command import _Server
+from sagaway.cli.gateway import _Server
 from tests.servers.tansu import free_port
 
 

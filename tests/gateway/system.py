@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from orchestrator.config import Settings
+from sagaway.settings import Settings
 from tests.participants.system import System
 from tests.servers.readiness import wait_until_ready
 from tests.servers.tansu import free_port

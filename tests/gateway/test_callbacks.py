@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from gateway.callbacks import DELIVERY_HEADER, SIGNATURE_HEADER, verify_signature
 from gateway.models import callbacks
-from orchestrator.observability import tracing
+from sagaway.observability import tracing
 from tests.gateway.conftest import CALLBACK_SECRET, MakeGateway, RunningGateway, order
 from tests.gateway.orchestrator_double import OrchestratorDouble
 from tests.gateway.receiver import CallbackReceiver, start_receiver, stop_receiver
@@ -180,7 +180,7 @@ async def test_callback_to_a_private_address_is_refused_at_accept_time(
 async def test_final_replies_with_a_callback_url_from_kafka_clients_are_delivered_once(
     gw: RunningGateway, receiver: CallbackReceiver
 ) -> None:
-    from orchestrator.messaging.envelope import Message
+    from sagaway.messaging.envelope import Message
 
     reply = Message(
         message_type="reply",

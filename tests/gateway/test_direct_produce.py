@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from orchestrator.messaging.records import Record
-from orchestrator.storage.models import outbox
+from sagaway.messaging.records import Record
+from sagaway.outbox.models import outbox
 from tests.gateway.conftest import MakeGateway, order
 
 

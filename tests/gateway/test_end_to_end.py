@@ -13,12 +13,13 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
+from examples.place_order.saga import place_order
 from gateway.callbacks import SIGNATURE_HEADER, verify_signature
-from orchestrator.config import Settings
+from gateway.models import requests
+from orchestrator.models import saga_instances
 from orchestrator.registry import SagaRegistry
-from orchestrator.storage.database import create_database_engine
-from orchestrator.storage.models import requests, saga_instances
-from participants.examples.place_order import place_order
+from sagaway.settings import Settings
+from sagaway.storage.database import create_database_engine
 from tests.gateway.conftest import CALLBACK_SECRET, MakeGateway, RunningGateway, order
 from tests.gateway.receiver import CallbackReceiver, start_receiver, stop_receiver
 from tests.gateway.system import GatewayProcess, gateway_database
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from orchestrator.storage.migrate import upgrade
+    from sagaway.storage.migrate import upgrade
 
     path = tmp_path_factory.mktemp("gateway-template") / "template.db"
     upgrade(f"sqlite+aiosqlite:///{path}")

@@ -8,7 +8,7 @@ import httpx
 import sqlalchemy as sa
 
 from gateway.auth import hash_api_key, issue_token
-from orchestrator.storage.models import requests
+from gateway.models import requests
 from tests.gateway.conftest import MakeGateway, RunningGateway, order
 from tests.gateway.orchestrator_double import OrchestratorDouble
 from tests.servers.tansu import TansuServer

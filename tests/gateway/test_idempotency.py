@@ -6,7 +6,7 @@ import asyncio
 
 import sqlalchemy as sa
 
-from orchestrator.storage.models import requests
+from gateway.models import requests
 from tests.gateway.conftest import RunningGateway, order
 from tests.gateway.orchestrator_double import OrchestratorDouble
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.replier import MalformedFinalReply, parse_final_reply
-from orchestrator.messaging.envelope import Message
-from orchestrator.storage.database import create_database_engine
+from sagaway.messaging.envelope import Message
+from sagaway.storage.database import create_database_engine
 from tests.gateway.conftest import RunningGateway, order
 from tests.gateway.orchestrator_double import final_reply
 

@@ -15,7 +15,7 @@ from gateway.origins import choose_origin, parse_prefer
 from gateway.problems import BadRequest, CallbackRefused, RateLimited
 from gateway.ratelimit import RateLimiter
 from gateway.ssrf import CallbackTarget, check_callback_url, parse_callback_url
-from orchestrator.config import ApiKeyConfig, Settings
+from sagaway.settings import ApiKeyConfig, Settings
 
 
 def test_prefer_header_parsing() -> None:

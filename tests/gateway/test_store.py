@@ -17,12 +17,12 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.models import callbacks
+from gateway.models import callbacks, requests
 from gateway.problems import DatabaseUnavailable
 from gateway.store import FinalResult, RequestStore
-from orchestrator.messaging.envelope import Message, command
-from orchestrator.storage.database import create_database_engine
-from orchestrator.storage.models import outbox, requests
+from sagaway.messaging.envelope import Message, command
+from sagaway.outbox.models import outbox
+from sagaway.storage.database import create_database_engine
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.messaging.factory import connect_transport, make_transport
-from orchestrator.messaging.kafka import KafkaTransport
-from orchestrator.messaging.transport import TransportError
+from sagaway.messaging.factory import connect_transport, make_transport
+from sagaway.messaging.kafka import KafkaTransport
+from sagaway.messaging.transport import TransportError
 from tests.fixtures.broker import tuned_settings
 from tests.servers.tansu import TansuServer, free_port
 

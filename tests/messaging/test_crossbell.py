@@ -17,11 +17,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from orchestrator.config import Settings
-from orchestrator.messaging.crossbell import MAX_TOPICS_BYTES, bells_dir
-from orchestrator.messaging.embedded import BrokerFile, EmbeddedTransport
-from orchestrator.messaging.records import Record
-from orchestrator.messaging.transport import Subscription
+from sagaway.messaging.crossbell import MAX_TOPICS_BYTES, bells_dir
+from sagaway.messaging.embedded import BrokerFile, EmbeddedTransport
+from sagaway.messaging.records import Record
+from sagaway.messaging.transport import Subscription
+from sagaway.settings import Settings
 from tests.fixtures.broker import tuned_settings
 
 pytestmark = pytest.mark.timeout(120)
@@ -35,9 +35,9 @@ CHILD = textwrap.dedent(
     """
     import asyncio, sys, time
     import orjson
-    from orchestrator.config import Settings
-    from orchestrator.messaging.embedded import EmbeddedTransport
-    from orchestrator.messaging.records import Record
+    from sagaway.settings import Settings
+    from sagaway.messaging.embedded import EmbeddedTransport
+    from sagaway.messaging.records import Record
 
     async def main(settings_json, listen, answer):
         transport = EmbeddedTransport(Settings(**orjson.loads(settings_json)))

@@ -10,16 +10,16 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.config import Settings
-from orchestrator.messaging.embedded import (
+from sagaway.messaging.embedded import (
     EmbeddedTransport,
     UnknownTopic,
     _Bell,
     assign,
     default_partition,
 )
-from orchestrator.messaging.records import Record
-from orchestrator.messaging.transport import CommitFailed
+from sagaway.messaging.records import Record
+from sagaway.messaging.transport import CommitFailed
+from sagaway.settings import Settings
 
 pytestmark = pytest.mark.timeout(60)
 

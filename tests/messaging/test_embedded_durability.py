@@ -14,11 +14,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from orchestrator.config import Settings
-from orchestrator.messaging.embedded import EmbeddedTransport
-from orchestrator.messaging.envelope import command
-from orchestrator.messaging.records import Record
-from orchestrator.messaging.transport import Subscription
+from sagaway.messaging.embedded import EmbeddedTransport
+from sagaway.messaging.envelope import command
+from sagaway.messaging.records import Record
+from sagaway.messaging.transport import Subscription
+from sagaway.settings import Settings
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,8 +28,8 @@ CONSUMER = textwrap.dedent(
     """
     import asyncio, sys
     import orjson
-    from orchestrator.config import Settings
-    from orchestrator.messaging.embedded import EmbeddedTransport
+    from sagaway.settings import Settings
+    from sagaway.messaging.embedded import EmbeddedTransport
 
     async def main(settings_json, topic, group, expected, commit_below):
         settings = Settings(**orjson.loads(settings_json))
@@ -52,9 +52,9 @@ PRODUCER = textwrap.dedent(
     """
     import asyncio, sys
     import orjson
-    from orchestrator.config import Settings
-    from orchestrator.messaging.embedded import EmbeddedTransport
-    from orchestrator.messaging.records import Record
+    from sagaway.settings import Settings
+    from sagaway.messaging.embedded import EmbeddedTransport
+    from sagaway.messaging.records import Record
 
     async def main(settings_json, topic, count):
         transport = EmbeddedTransport(Settings(**orjson.loads(settings_json)))

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.messaging.envelope import EnvelopeError, Message, command, reply_to
-from orchestrator.messaging.records import Record
+from sagaway.messaging.envelope import EnvelopeError, Message, command, reply_to
+from sagaway.messaging.records import Record
 
 TOPIC = "inventory.requests"
 

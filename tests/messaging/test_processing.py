@@ -8,11 +8,11 @@ import uuid
 
 import pytest
 
-from orchestrator.config import Settings
-from orchestrator.messaging.embedded import EmbeddedTransport
-from orchestrator.messaging.envelope import Message, command
-from orchestrator.messaging.processing import DLQ_HEADERS, RecordProcessor, dead_letter
-from orchestrator.messaging.records import Record
+from sagaway.messaging.embedded import EmbeddedTransport
+from sagaway.messaging.envelope import Message, command
+from sagaway.messaging.processing import DLQ_HEADERS, RecordProcessor, dead_letter
+from sagaway.messaging.records import Record
+from sagaway.settings import Settings
 from tests.fixtures.broker import MakeTransport
 
 pytestmark = pytest.mark.timeout(60)

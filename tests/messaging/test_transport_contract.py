@@ -11,12 +11,12 @@ from collections.abc import Sequence
 import orjson
 import pytest
 
-from orchestrator.config import Settings
-from orchestrator.messaging.embedded import default_partition
-from orchestrator.messaging.envelope import Message, command
-from orchestrator.messaging.processing import RecordProcessor
-from orchestrator.messaging.records import Record
-from orchestrator.messaging.transport import CommitFailed, Subscription, Transport
+from sagaway.messaging.embedded import default_partition
+from sagaway.messaging.envelope import Message, command
+from sagaway.messaging.processing import RecordProcessor
+from sagaway.messaging.records import Record
+from sagaway.messaging.transport import CommitFailed, Subscription, Transport
+from sagaway.settings import Settings
 from tests.fixtures.broker import MakeTransport
 
 pytestmark = pytest.mark.timeout(90)

@@ -23,17 +23,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from orchestrator.config import Settings
-from orchestrator.inbox import StoredReply, claim, store_reply
-from orchestrator.messaging.envelope import Message, new_message_id, now_rfc3339, reply_to
-from orchestrator.messaging.processing import RecordProcessor
-from orchestrator.messaging.records import Record
-from orchestrator.messaging.topics import TopicNames
-from orchestrator.messaging.transport import Transport
-from orchestrator.outbox.poll_relay import PollRelay
-from orchestrator.outbox.wal_relay import WalRelay
-from orchestrator.outbox.writer import add_to_outbox
 from orchestrator.service import is_transient
+from sagaway.inbox import StoredReply, claim, store_reply
+from sagaway.messaging.envelope import Message, new_message_id, now_rfc3339, reply_to
+from sagaway.messaging.processing import RecordProcessor
+from sagaway.messaging.records import Record
+from sagaway.messaging.topics import TopicNames
+from sagaway.messaging.transport import Transport
+from sagaway.outbox.poll_relay import PollRelay
+from sagaway.outbox.wal_relay import WalRelay
+from sagaway.outbox.writer import add_to_outbox
+from sagaway.settings import Settings
 
 SERVICES = ("alpha", "beta", "gamma")
 

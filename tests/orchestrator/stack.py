@@ -15,16 +15,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.config import Settings
-from orchestrator.messaging.envelope import Message
-from orchestrator.messaging.factory import connect_transport
-from orchestrator.messaging.processing import RecordProcessor
-from orchestrator.messaging.records import Record
-from orchestrator.messaging.topics import TopicNames
-from orchestrator.messaging.transport import Transport
-from orchestrator.storage.database import create_database_engine
-from orchestrator.storage.migrate import upgrade
-from orchestrator.storage.models import saga_instances
+from orchestrator.models import saga_instances
+from sagaway.messaging.envelope import Message
+from sagaway.messaging.factory import connect_transport
+from sagaway.messaging.processing import RecordProcessor
+from sagaway.messaging.records import Record
+from sagaway.messaging.topics import TopicNames
+from sagaway.messaging.transport import Transport
+from sagaway.settings import Settings
+from sagaway.storage.database import create_database_engine
+from sagaway.storage.migrate import upgrade
 from tests.fixtures.broker import tuned_settings
 from tests.orchestrator.participant_double import ParticipantDouble, start_command
 from tests.participants.system import SYSTEM_TUNING

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.backoff import Backoff
+from sagaway.observability.backoff import Backoff
 
 
 async def test_the_delay_doubles_up_to_the_ceiling_and_a_reset_starts_over() -> None:

@@ -11,19 +11,20 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from orchestrator.inbox import (
+from orchestrator.service import claim_replies
+from sagaway.inbox import (
     InboxError,
     StoredReply,
     claim,
     claim_many,
+    inbox,
     store_replies,
     store_reply,
 )
-from orchestrator.messaging.envelope import EnvelopeError, Message, command, reply_to
-from orchestrator.outbox.writer import add_to_outbox
-from orchestrator.service import claim_replies
-from orchestrator.storage.database import create_database_engine
-from orchestrator.storage.models import inbox, outbox
+from sagaway.messaging.envelope import EnvelopeError, Message, command, reply_to
+from sagaway.outbox.models import outbox
+from sagaway.outbox.writer import add_to_outbox
+from sagaway.storage.database import create_database_engine
 
 
 @pytest.fixture

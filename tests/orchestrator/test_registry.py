@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import load_settings
 from orchestrator.dsl import SagaDefinitionError, saga, step
 from orchestrator.engine import Reply, Start, decide, new_saga
 from orchestrator.registry import (
@@ -19,6 +18,7 @@ from orchestrator.registry import (
     UnknownSagaVersion,
     load_registry,
 )
+from sagaway.settings import load_settings
 
 
 def order_v1() -> object:

@@ -18,10 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from orchestrator.engine import message_id_for
-from orchestrator.messaging.envelope import Message
-from orchestrator.messaging.factory import connect_transport
-from orchestrator.messaging.topics import TopicNames
-from orchestrator.observability import tracing
+from orchestrator.models import saga_instances, saga_steps, timers
 from orchestrator.operator_actions import (
     ActionRejected,
     InvalidAction,
@@ -35,7 +32,11 @@ from orchestrator.service import (
     SagaConflict,
     SagaSession,
 )
-from orchestrator.storage.models import outbox, saga_instances, saga_steps, timers
+from sagaway.messaging.envelope import Message
+from sagaway.messaging.factory import connect_transport
+from sagaway.messaging.topics import TopicNames
+from sagaway.observability import tracing
+from sagaway.outbox.models import outbox
 from tests.orchestrator import sagas, versioned_sagas
 from tests.orchestrator.participant_double import commands_handled, handler_runs
 from tests.orchestrator.stack import Stack, open_stack
@@ -405,7 +406,7 @@ async def test_operator_abort_compensates_a_saga_waiting_on_a_lost_command(
         await apply_action(
             system.orchestrator_engine, REGISTRY, topics, saga_id, "retry", actor="bob"
         )
-    from orchestrator.audit_models import operator_actions
+    from orchestrator.models import operator_actions
 
     async with system.orchestrator_engine.connect() as conn:
         audit = (

@@ -18,11 +18,11 @@ from typing import Any, TextIO
 
 import pytest
 
-from orchestrator.messaging.factory import connect_transport
-from orchestrator.outbox.poll_relay import PollRelay
-from orchestrator.outbox.wal_relay import WalRelay
 from orchestrator.registry import SagaRegistry
 from orchestrator.service import OrchestratorService
+from sagaway.messaging.factory import connect_transport
+from sagaway.outbox.poll_relay import PollRelay
+from sagaway.outbox.wal_relay import WalRelay
 from tests.orchestrator import sagas
 from tests.orchestrator.participant_double import handler_runs
 from tests.orchestrator.stack import Stack, open_stack

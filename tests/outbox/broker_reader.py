@@ -6,8 +6,8 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 
-from orchestrator.messaging.records import Record
-from orchestrator.messaging.transport import Transport
+from sagaway.messaging.records import Record
+from sagaway.messaging.transport import Transport
 
 
 class BrokerReader:

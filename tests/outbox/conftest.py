@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.config import Settings
-from orchestrator.storage.database import create_database_engine
+from sagaway.settings import Settings
+from sagaway.storage.database import create_database_engine
 from tests.fixtures.broker import tuned_settings
 
 RELAY_TUNING: dict[str, Any] = {

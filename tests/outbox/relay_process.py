@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from orchestrator.config import Settings
+from sagaway.settings import Settings
 
 RELAY_SETTINGS = (
     "topic_prefix",
@@ -49,7 +49,7 @@ class RelayProcess:
             [
                 sys.executable,
                 "-c",
-                "from orchestrator.cli import main; main()",
+                "from sagaway.cli.main import main; main()",
                 "relay",
                 "--service",
                 service,

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
-from orchestrator.messaging.envelope import Message, command
-from orchestrator.outbox.doorbell import Doorbell, doorbell_for
-from orchestrator.outbox.writer import add_to_outbox
-from orchestrator.storage.database import create_database_engine
+from sagaway.messaging.envelope import Message, command
+from sagaway.outbox.doorbell import Doorbell, doorbell_for
+from sagaway.outbox.writer import add_to_outbox
+from sagaway.storage.database import create_database_engine
 
 
 def message() -> Message:

@@ -10,14 +10,14 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.cli import main
-from orchestrator.config import Settings
-from orchestrator.messaging.embedded import EmbeddedTransport
-from orchestrator.messaging.kafka import KafkaTransport
-from orchestrator.messaging.topics import TopicNames
-from orchestrator.outbox.lag import heartbeat_topic, measure_lag
-from orchestrator.outbox.poll_relay import POLL_RELAY_NAME, PollRelay
-from orchestrator.outbox.wal_relay import WalRelay
+from sagaway.cli.main import main
+from sagaway.messaging.embedded import EmbeddedTransport
+from sagaway.messaging.kafka import KafkaTransport
+from sagaway.messaging.topics import TopicNames
+from sagaway.outbox.lag import heartbeat_topic, measure_lag
+from sagaway.outbox.poll_relay import POLL_RELAY_NAME, PollRelay
+from sagaway.outbox.wal_relay import WalRelay
+from sagaway.settings import Settings
 from tests.outbox.broker_reader import BrokerReader
 from tests.outbox.writing import write_sequence
 

@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from orchestrator.outbox import pgoutput
-from orchestrator.outbox.wal_relay import parse_timestamp
+from sagaway.outbox import pgoutput
+from sagaway.outbox.wal_relay import parse_timestamp
 
 
 def relation(rel_id: int, columns: list[str]) -> bytes:

@@ -11,15 +11,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.config import Settings
-from orchestrator.messaging.embedded import EmbeddedTransport
-from orchestrator.messaging.kafka import KafkaTransport
-from orchestrator.messaging.records import Record
-from orchestrator.messaging.transport import Transport
-from orchestrator.outbox.poll_relay import PollRelay
-from orchestrator.outbox.writer import add_to_outbox
-from orchestrator.storage.database import create_database_engine
-from orchestrator.storage.models import outbox
+from sagaway.messaging.embedded import EmbeddedTransport
+from sagaway.messaging.kafka import KafkaTransport
+from sagaway.messaging.records import Record
+from sagaway.messaging.transport import Transport
+from sagaway.outbox.models import outbox
+from sagaway.outbox.poll_relay import PollRelay
+from sagaway.outbox.writer import add_to_outbox
+from sagaway.settings import Settings
+from sagaway.storage.database import create_database_engine
 from tests.outbox.broker_reader import BrokerReader
 from tests.outbox.relay_process import RelayProcess
 from tests.outbox.test_wal_relay import seqs_by_key

@@ -11,11 +11,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.config import Settings
-from orchestrator.inbox import claim
-from orchestrator.messaging.envelope import Message
-from orchestrator.messaging.kafka import KafkaTransport
-from orchestrator.messaging.records import Record
+from sagaway.inbox import claim
+from sagaway.messaging.envelope import Message
+from sagaway.messaging.kafka import KafkaTransport
+from sagaway.messaging.records import Record
+from sagaway.settings import Settings
 from tests.outbox.broker_reader import BrokerReader
 from tests.outbox.relay_process import RelayProcess
 from tests.outbox.test_wal_relay import seqs_by_key
@@ -184,7 +184,7 @@ async def test_relay_reconnects_after_a_postgresql_restart_and_loses_nothing(
 ) -> None:
     if not postgres_server.restartable:
         pytest.skip("the external test database cannot be restarted")
-    from orchestrator.outbox.wal_relay import WalRelay
+    from sagaway.outbox.wal_relay import WalRelay
 
     settings = relay_kafka_settings
     topic = settings.topic_prefix + "events"

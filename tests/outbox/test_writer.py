@@ -9,10 +9,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.messaging.envelope import Message, command
-from orchestrator.outbox.writer import OutboxError, add_to_outbox
-from orchestrator.storage.database import create_database_engine
-from orchestrator.storage.models import outbox
+from sagaway.messaging.envelope import Message, command
+from sagaway.outbox.models import outbox
+from sagaway.outbox.writer import OutboxError, add_to_outbox
+from sagaway.storage.database import create_database_engine
 
 
 @pytest.fixture

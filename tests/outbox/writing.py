@@ -6,8 +6,8 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.messaging.envelope import Message
-from orchestrator.outbox.writer import add_to_outbox
+from sagaway.messaging.envelope import Message
+from sagaway.outbox.writer import add_to_outbox
 
 
 def numbered(key: str, seq: int) -> Message:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.storage.migrate import upgrade
+from sagaway.storage.migrate import upgrade
 from tests.participants.system import System, open_system_for
 
 STACKS = ["embedded", "kafka"]

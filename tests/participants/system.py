@@ -19,20 +19,20 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.config import Settings
-from orchestrator.messaging.envelope import Message
-from orchestrator.messaging.factory import connect_transport
-from orchestrator.messaging.processing import RecordProcessor
-from orchestrator.messaging.records import Record
-from orchestrator.messaging.topics import TopicNames
-from orchestrator.messaging.transport import Transport
+from examples.place_order import EXAMPLE_NAMES, example
+from examples.place_order.seed import seed_inventory, seed_payments
+from orchestrator.models import saga_instances
 from orchestrator.registry import SagaRegistry
-from orchestrator.storage.database import create_database_engine
-from orchestrator.storage.models import saga_instances
-from participants.examples import EXAMPLE_NAMES, example
 from participants.sdk import Participant
-from participants.seed import seed_inventory, seed_payments
 from participants.service import ParticipantService
+from sagaway.messaging.envelope import Message
+from sagaway.messaging.factory import connect_transport
+from sagaway.messaging.processing import RecordProcessor
+from sagaway.messaging.records import Record
+from sagaway.messaging.topics import TopicNames
+from sagaway.messaging.transport import Transport
+from sagaway.settings import Settings
+from sagaway.storage.database import create_database_engine
 from tests.fixtures.broker import tuned_settings
 
 SYSTEM_TUNING: dict[str, object] = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from orchestrator.messaging.records import Record
-from orchestrator.messaging.transport import Subscription, Transport
+from sagaway.messaging.records import Record
+from sagaway.messaging.transport import Subscription, Transport
 
 RecordTest = Callable[[Record], bool]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from participants.audit import Snapshot, audit
+from examples.place_order.audit import Snapshot, audit
 
 
 def consistent() -> Snapshot:

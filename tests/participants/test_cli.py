@@ -16,16 +16,16 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from orchestrator.cli import main
-from orchestrator.config import Settings
-from orchestrator.messaging.embedded import EmbeddedTransport
-from orchestrator.messaging.envelope import Message
-from orchestrator.storage.database import create_database_engine
-from orchestrator.storage.migrate import upgrade
-from participants.examples import example
-from participants.examples.models import accounts, stock
-from participants.seed import seed_inventory, seed_payments
+from examples.place_order import example
+from examples.place_order.models import accounts, stock
+from examples.place_order.seed import seed_inventory, seed_payments
 from participants.service import ParticipantService
+from sagaway.cli.main import main
+from sagaway.messaging.embedded import EmbeddedTransport
+from sagaway.messaging.envelope import Message
+from sagaway.settings import Settings
+from sagaway.storage.database import create_database_engine
+from sagaway.storage.migrate import upgrade
 from tests.fixtures.broker import tuned_settings
 from tests.outbox.broker_reader import BrokerReader
 

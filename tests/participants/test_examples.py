@@ -8,7 +8,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from participants.examples.models import accounts, charges, reservations, shipments, stock
+from examples.place_order.models import accounts, charges, reservations, shipments, stock
 from tests.participants.system import System
 
 pytestmark = pytest.mark.timeout(60)

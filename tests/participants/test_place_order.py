@@ -18,11 +18,12 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
+from examples.place_order.audit import audit, load_snapshot
+from examples.place_order.models import accounts, charges, reservations, shipments, stock
+from examples.place_order.saga import define_place_order, place_order
+from orchestrator.models import saga_steps
 from orchestrator.registry import SagaRegistry
-from orchestrator.storage.models import inbox, saga_steps
-from participants.audit import audit, load_snapshot
-from participants.examples.models import accounts, charges, reservations, shipments, stock
-from participants.examples.place_order import define_place_order, place_order
+from sagaway.inbox import inbox
 from tests.participants.system import System
 from tests.participants.tampering import (
     TamperingTransport,

@@ -12,19 +12,18 @@ import pytest
 import sqlalchemy as sa
 from pydantic import BaseModel
 
-from orchestrator.inbox import claim
-from orchestrator.messaging.envelope import Message
-from orchestrator.messaging.topics import TopicNames
-from orchestrator.storage.models import inbox
-from participants.examples import example
-from participants.examples import payments as payments_example
-from participants.examples.models import accounts, charges
+from examples.place_order import example
+from examples.place_order import payments as payments_example
+from examples.place_order.models import accounts, charges
 from participants.sdk import (
     CommandContext,
     Participant,
     ParticipantDefinitionError,
     Rejection,
 )
+from sagaway.inbox import claim, inbox
+from sagaway.messaging.envelope import Message
+from sagaway.messaging.topics import TopicNames
 from tests.outbox.broker_reader import BrokerReader
 from tests.participants.system import System
 

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.models import callbacks
-from orchestrator.messaging.envelope import Message
+from sagaway.messaging.envelope import Message
 from tests.gateway.conftest import MakeGateway, RunningGateway, order
 from tests.gateway.orchestrator_double import OrchestratorDouble
 from tests.gateway.receiver import CallbackReceiver, start_receiver, stop_receiver

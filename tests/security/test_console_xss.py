@@ -11,9 +11,9 @@ from urllib.parse import quote
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.messaging.embedded import EmbeddedTransport
-from orchestrator.messaging.processing import dead_letter
-from orchestrator.messaging.records import Record
+from sagaway.messaging.embedded import EmbeddedTransport
+from sagaway.messaging.processing import dead_letter
+from sagaway.messaging.records import Record
 from tests.console import seeding
 from tests.console.conftest import Seeded
 from tests.console.sagas import CHARGE, HOLD

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from gateway.app import create_internal_app
 from gateway.auth import hash_api_key, issue_token
-from orchestrator.config import RouteConfig
+from sagaway.settings import RouteConfig
 from tests.console.conftest import Seeded
 from tests.gateway.conftest import MakeGateway
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from orchestrator.messaging.embedded import EmbeddedTransport
-from orchestrator.storage import checkpointer
-from orchestrator.storage.database import create_database_engine
+from sagaway.messaging.embedded import EmbeddedTransport
+from sagaway.sqlite import checkpointer
+from sagaway.storage.database import create_database_engine
 
 
 def _checkpoints(path: Path) -> int:

@@ -13,9 +13,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.config import Settings
-from orchestrator.storage.checkpointer import AUTOCHECKPOINT_PAGES
-from orchestrator.storage.database import (
+from orchestrator.models import saga_instances, saga_steps, timers
+from sagaway.outbox.models import outbox
+from sagaway.settings import Settings
+from sagaway.sqlite.checkpointer import AUTOCHECKPOINT_PAGES
+from sagaway.storage.database import (
     DatabaseMisconfigured,
     DatabaseUnavailable,
     UnsupportedDatabase,
@@ -27,7 +29,6 @@ from orchestrator.storage.database import (
     sync_url,
     wait_for_database,
 )
-from orchestrator.storage.models import outbox, saga_instances, saga_steps, timers
 from tests.servers.postgres import PostgresServer, free_port
 
 

@@ -16,9 +16,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from orchestrator.storage import MODEL_MODULES, all_metadata
-from orchestrator.storage.database import sync_url
-from orchestrator.storage.migrate import (
+from sagaway.cli.schema import MODEL_MODULES, all_metadata
+from sagaway.storage.database import sync_url
+from sagaway.storage.migrate import (
     alembic_config,
     current_revision,
     downgrade,
@@ -98,7 +98,7 @@ def test_every_module_that_declares_tables_is_known_to_alembic() -> None:
     root = Path(__file__).resolve().parents[2]
     declaring = {
         ".".join(path.relative_to(root).with_suffix("").parts)
-        for package in ("orchestrator", "participants", "gateway", "console")
+        for package in ("sagaway", "orchestrator", "participants", "gateway", "console", "examples")
         for path in (root / package).rglob("*.py")
         if "__tablename__" in path.read_text(encoding="utf-8")
     }

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from orchestrator.storage.database import create_database_engine
-from orchestrator.storage.sqlite_inline import call_when_unlocked, is_busy
+from sagaway.sqlite.inline import call_when_unlocked, is_busy
+from sagaway.storage.database import create_database_engine
 
 
 async def test_statements_run_on_the_event_loops_thread(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""Example applications built on Sagaway: what a user copies to write their own."""

@@ -1,5 +1,0 @@
-"""The transactional outbox: the writer, the WAL and polling relays, and their lag figures."""
-
-from orchestrator.outbox.writer import OutboxError, add_to_outbox
-
-__all__ = ["OutboxError", "add_to_outbox"]

@@ -1,0 +1,56 @@
+"""`sagaway console`: serve the operator console on its own (`sagaway dev` mounts it instead)."""
+
+from __future__ import annotations
+
+import click
+
+from console.auth import ConsoleConfigError, hash_password
+from sagaway.settings import Settings
+
+
+@click.command("console")
+@click.option("--host", default=None, help="Interface to listen on [default: console.host].")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port to listen on [default: console.port].",
+)
+@click.option(
+    "--hash-password",
+    "make_hash",
+    is_flag=True,
+    help="Ask for a password and print its argon2 hash for [[console.users]], then exit.",
+)
+@click.pass_obj
+def console_command(
+    settings: Settings, host: str | None, port: int | None, make_hash: bool
+) -> None:
+    """Serve the operator console (overview, sagas, dead letters, operator actions).
+
+    Reads the orchestrator's database (migrate it first with `sagaway migrate`), the gateway's
+    for in-flight requests, and each service's for outbox lag; users and roles come from
+    [[console.users]] in the TOML file named by SAGAWAY_CONFIG.
+    """
+    if make_hash:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        click.echo(hash_password(password))
+        return
+    import uvicorn
+
+    from console.app import create_console_app
+
+    try:
+        app = create_console_app(settings)
+    except ConsoleConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    listen_host = host or settings.console.host
+    listen_port = settings.console.port if port is None else port
+    click.echo(f"sagaway console on http://{listen_host}:{listen_port}/")
+    uvicorn.run(
+        app,
+        host=listen_host,
+        port=listen_port,
+        log_level=settings.log_level.lower(),
+        log_config=None,  # our handler formats uvicorn's lines too
+    )

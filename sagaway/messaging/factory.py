@@ -1,0 +1,47 @@
+"""Pick the transport the settings ask for, and connect to it the patient way at start-up."""
+
+from __future__ import annotations
+
+from sagaway.messaging.transport import Transport
+from sagaway.observability.startup import retry_until_up
+from sagaway.settings import Settings
+
+
+def make_transport(settings: Settings) -> Transport:
+    """Kafka when `settings.kafka_bootstrap` is set, else the embedded broker in data_dir."""
+    if settings.kafka_bootstrap:
+        from sagaway.messaging.kafka import KafkaTransport
+
+        return KafkaTransport(settings)
+    from sagaway.messaging.embedded import EmbeddedTransport
+
+    return EmbeddedTransport(settings)
+
+
+def describe_broker(settings: Settings) -> str:
+    """How the logs name the broker: "Kafka broker at host:port" or the embedded file."""
+    if settings.kafka_bootstrap:
+        return f"Kafka broker at {settings.kafka_bootstrap}"
+    return f"embedded broker at {(settings.data_dir / 'broker.db').resolve()}"
+
+
+async def connect_transport(
+    settings: Settings, *, give_up_after_s: float | None = None
+) -> Transport:
+    """A started transport; while the broker is down, log which one and retry with backoff."""
+
+    async def connect() -> Transport:
+        transport = make_transport(settings)
+        try:
+            await transport.start()
+        except BaseException:
+            await transport.close()
+            raise
+        return transport
+
+    return await retry_until_up(
+        describe_broker(settings),
+        connect,
+        max_backoff_s=settings.startup_retry_max_s,
+        give_up_after_s=give_up_after_s,
+    )
