@@ -47,6 +47,7 @@ from orchestrator.registry import SagaRegistry
 from sagaway.messaging.processing import RecordProcessor
 from sagaway.messaging.topics import TopicNames
 from sagaway.messaging.transport import Transport, TransportError
+from sagaway.outbox.choose import make_relay, relay_mode
 from sagaway.settings import Settings
 from sagaway.storage.database import read_only
 
@@ -111,9 +112,7 @@ class Gateway:
         self.poller = PendingPoller(
             self.pending, self.store.terminal_among, settings.gateway_pending_poll_ms / 1000
         )
-        self.relay_mode = settings.gateway_relay_mode or (
-            "wal" if engine.dialect.name == "postgresql" else "poll"
-        )
+        self.relay_mode = relay_mode(engine, settings.gateway_relay_mode)
         # Measured (docs/gateway.md): publishing at once saves a polling relay's interval when
         # that relay runs elsewhere; a relay in this process is woken by the commit itself, and
         # the WAL relay is as fast, so there a direct produce would only double the traffic.
@@ -194,14 +193,8 @@ class Gateway:
             self.callback_sender.wake()
 
     async def _relay(self) -> None:
-        if self.relay_mode == "wal":
-            from sagaway.outbox.wal_relay import WalRelay
-
-            await WalRelay(self.settings, SERVICE, self.engine, self.transport).run()
-        else:
-            from sagaway.outbox.poll_relay import PollRelay
-
-            await PollRelay(self.settings, SERVICE, self.engine, self.transport).run()
+        relay = make_relay(self.settings, SERVICE, self.engine, self.transport, self.relay_mode)
+        await relay.run()
 
     async def _housekeeping(self) -> None:
         retention = self.settings.idempotency_retention_s

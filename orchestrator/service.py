@@ -54,6 +54,7 @@ from sagaway.messaging.topics import TopicNames
 from sagaway.messaging.transport import Transport
 from sagaway.observability import logs, tracing
 from sagaway.observability.backoff import Backoff
+from sagaway.outbox.choose import make_relay
 from sagaway.outbox.writer import add_to_outbox
 from sagaway.settings import Settings
 
@@ -903,14 +904,7 @@ class OrchestratorService:
             await asyncio.sleep(0.5)
 
     async def _run_relay(self) -> None:
-        if self.engine.dialect.name == "postgresql":
-            from sagaway.outbox.wal_relay import WalRelay
-
-            self.relay = WalRelay(self.settings, SERVICE, self.engine, self.transport)
-        else:
-            from sagaway.outbox.poll_relay import PollRelay
-
-            self.relay = PollRelay(self.settings, SERVICE, self.engine, self.transport)
+        self.relay = make_relay(self.settings, SERVICE, self.engine, self.transport)
         await self.relay.run()
 
     async def stop(self) -> None:

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Literal
 
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -24,7 +23,7 @@ from participants.sdk import Participant
 from sagaway.inbox import prune_inbox
 from sagaway.messaging.factory import connect_transport
 from sagaway.messaging.transport import Transport
-from sagaway.outbox.poll_relay import PollRelay
+from sagaway.outbox.choose import Relay, RelayMode, make_relay
 from sagaway.outbox.wal_relay import WalRelay
 from sagaway.settings import Settings
 from sagaway.storage.database import connect_database, describe_database
@@ -32,7 +31,6 @@ from sagaway.storage.migrate import head_revision, upgrade
 
 log = logging.getLogger("sagaway.participant")
 
-RelayMode = Literal["wal", "poll"]
 PRUNE_INTERVAL_MAX_S = 600.0
 
 
@@ -86,7 +84,7 @@ class ParticipantService:
         self.check_schema = check_schema
         self.migrate = migrate
         self.runner: ParticipantRunner | None = None
-        self.relay: WalRelay | PollRelay | None = None
+        self.relay: Relay | None = None
         self._own_engine = engine is None
         self._own_transport = transport is None
         self._relay_task: asyncio.Task[None] | None = None
@@ -146,11 +144,8 @@ class ParticipantService:
             except Exception as exc:  # noqa: BLE001 - the next round tries again
                 log.warning("%s: inbox pruning failed: %s", self.name, exc)
 
-    def _make_relay(self, engine: AsyncEngine, transport: Transport) -> WalRelay | PollRelay:
-        mode = self.relay_mode or ("wal" if engine.dialect.name == "postgresql" else "poll")
-        if mode == "wal":
-            return WalRelay(self.settings, self.name, engine, transport)
-        return PollRelay(self.settings, self.name, engine, transport)
+    def _make_relay(self, engine: AsyncEngine, transport: Transport) -> Relay:
+        return make_relay(self.settings, self.name, engine, transport, self.relay_mode)
 
     async def wait_ready(self, timeout_s: float = 30.0) -> None:
         """Wait until the runner owns partitions (and a WAL relay holds its slot)."""

@@ -1,4 +1,4 @@
-"""Print the README's configuration table from the Settings model (every field, its variable, default)."""
+"""Print the README's configuration table from the Settings model: every field, variable, default."""
 
 from __future__ import annotations
 

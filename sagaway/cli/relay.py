@@ -20,10 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sagaway.messaging.factory import connect_transport
 from sagaway.observability import event_loop
+from sagaway.outbox.choose import RelayModeError, make_relay, relay_mode
 from sagaway.outbox.lag import measure_lag
 from sagaway.outbox.models import outbox_relays
-from sagaway.outbox.poll_relay import POLL_RELAY_NAME, PollRelay
-from sagaway.outbox.wal_relay import RelayError, WalRelay, drop_slot, slot_name
+from sagaway.outbox.poll_relay import POLL_RELAY_NAME
+from sagaway.outbox.wal_relay import RelayError, drop_slot, slot_name
 from sagaway.settings import Settings
 from sagaway.storage.database import connect_database
 
@@ -44,10 +45,6 @@ MODE_OPTION = click.option(
 )
 
 
-def default_mode(engine: AsyncEngine) -> str:
-    return "wal" if engine.dialect.name == "postgresql" else "poll"
-
-
 async def _check_migrated(engine: AsyncEngine) -> None:
     try:
         async with engine.connect() as conn:
@@ -64,17 +61,14 @@ async def run_relay(settings: Settings, service: str, mode: str | None) -> None:
     engine = await connect_database(settings, service)
     try:
         await _check_migrated(engine)
-        mode = mode or default_mode(engine)
-        if mode == "wal" and engine.dialect.name != "postgresql":
-            raise click.ClickException("--mode wal needs PostgreSQL; SQLite uses --mode poll")
+        try:
+            chosen = relay_mode(engine, mode)
+        except RelayModeError as exc:
+            raise click.ClickException(f"--mode {mode}: {exc}") from None
         transport = await connect_transport(settings)
         try:
-            relay: WalRelay | PollRelay = (
-                WalRelay(settings, service, engine, transport)
-                if mode == "wal"
-                else PollRelay(settings, service, engine, transport)
-            )
-            log.info("relaying the outbox of %s (%s mode)", service, mode)
+            relay = make_relay(settings, service, engine, transport, chosen)
+            log.info("relaying the outbox of %s (%s mode)", service, chosen)
             await relay.run()
         finally:
             await transport.close()

@@ -50,8 +50,8 @@ from sagaway.messaging import crossbell
 from sagaway.messaging.records import Headers, Record
 from sagaway.messaging.transport import CommitFailed, Subscription, Transport, TransportError
 from sagaway.settings import Settings
-from sagaway.sqlite.inline import call_when_unlocked
 from sagaway.sqlite import checkpointer
+from sagaway.sqlite.inline import call_when_unlocked
 
 try:  # the same hash as Kafka's default partitioner, so a key lands on the same partition
     from aiokafka.partitioner import murmur2

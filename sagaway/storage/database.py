@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from sagaway.observability.startup import retry_until_up
 from sagaway.settings import Settings
-from sagaway.sqlite.inline import InlineAsyncEngine, InlineSQLite, inline_connector
 from sagaway.sqlite import checkpointer
+from sagaway.sqlite.inline import InlineAsyncEngine, InlineSQLite, inline_connector
 
 # Execution option of a `read_only` connection (see _tune_sqlite).
 READ_ONLY = "sagaway_read_only"
