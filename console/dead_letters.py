@@ -20,7 +20,7 @@ from sagaway.messaging.processing import DLQ_HEADERS
 from sagaway.messaging.records import Record
 from sagaway.messaging.topics import TopicNames
 from sagaway.messaging.transport import Subscription, Transport
-from sagaway.observability.backoff import Backoff
+from sagaway.observability.backoff import RetryDelay
 from sagaway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class DeadLetterCollector:
 
 async def run_collector(collector: DeadLetterCollector) -> None:
     """Keep collecting; a broker hiccup is logged and retried, never fatal to the console."""
-    backoff = Backoff(0.5, 30.0)
+    backoff = RetryDelay(0.5, 30.0)
     while True:
         try:
             await collector.run()

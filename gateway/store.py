@@ -17,7 +17,7 @@ from gateway.group_commit import GroupCommit
 from gateway.models import callbacks, requests
 from gateway.problems import DatabaseUnavailable
 from sagaway.messaging.envelope import Message
-from sagaway.observability.backoff import Backoff
+from sagaway.observability.backoff import RetryDelay
 from sagaway.outbox.writer import add_to_outbox
 from sagaway.storage.database import read_only
 
@@ -40,7 +40,7 @@ T = TypeVar("T")
 async def while_unavailable(what: str, action: Callable[[], Awaitable[T]]) -> T:
     """Run `action` until the database answers: a consumer must wait out an outage rather than
     dead-letter the records it could not store (cancelling it leaves them uncommitted)."""
-    backoff = Backoff(0.1, MAX_BACKOFF_S)
+    backoff = RetryDelay(0.1, MAX_BACKOFF_S)
     while True:
         try:
             return await action()

@@ -53,7 +53,7 @@ from sagaway.messaging.records import Record
 from sagaway.messaging.topics import TopicNames
 from sagaway.messaging.transport import Transport
 from sagaway.observability import logs, tracing
-from sagaway.observability.backoff import Backoff
+from sagaway.observability.backoff import RetryDelay
 from sagaway.outbox.choose import make_relay
 from sagaway.outbox.writer import add_to_outbox
 from sagaway.settings import Settings
@@ -966,7 +966,7 @@ class OrchestratorService:
     ) -> None:
         # A lost race or a database that is down is retried here, the batch kept whole: left
         # to the processor, it would be retried record by record and then dead-lettered.
-        backoff = Backoff(0.05, self.settings.startup_retry_max_s)
+        backoff = RetryDelay(0.05, self.settings.startup_retry_max_s)
         conflicts = 0
         while True:
             try:

@@ -24,7 +24,7 @@ from orchestrator.registry import SagaRegistry
 from orchestrator.service import LoadedSaga, SagaConflict, SagaSession
 from sagaway.messaging.topics import TopicNames
 from sagaway.observability import logs, tracing
-from sagaway.observability.backoff import Backoff
+from sagaway.observability.backoff import RetryDelay
 from sagaway.settings import Settings
 from sagaway.storage.database import read_only
 
@@ -138,7 +138,7 @@ class TimerLoop:
     async def run(self) -> None:
         """Fire timers forever; sleeps until the next one is due (at most timer_poll_interval)."""
         idle = self.settings.timer_poll_interval_ms / 1000
-        backoff = Backoff(0.05, self.settings.startup_retry_max_s)
+        backoff = RetryDelay(0.05, self.settings.startup_retry_max_s)
         while True:
             try:
                 count = await self.fire_due()

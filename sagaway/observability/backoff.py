@@ -1,4 +1,4 @@
-"""`Backoff`: how long a retry loop waits before trying a failing operation again.
+"""`RetryDelay`: how long a retry loop waits before trying a failing operation again.
 
 Every loop that outlasts an outage (relays, the timer loop, the orchestrator's batches, the
 gateway's store, the console's collector) waits the same way: the delay doubles up to a ceiling,
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 
-class Backoff:
+class RetryDelay:
     """An exponential delay; `delay_s` is what the next `wait()` sleeps (for the log line)."""
 
     __slots__ = ("first_s", "max_s", "delay_s")

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sagaway.messaging.topics import TopicNames
 from sagaway.messaging.transport import Transport
-from sagaway.observability.backoff import Backoff
+from sagaway.observability.backoff import RetryDelay
 from sagaway.outbox.doorbell import doorbell_for
 from sagaway.outbox.lag import (
     export_lag,
@@ -180,7 +180,7 @@ class PollRelay:
         if self.heartbeat:
             tasks.append(asyncio.create_task(self._heartbeats(), name="relay-heartbeat"))
         idle = self.settings.relay_poll_interval_ms / 1000
-        backoff = Backoff(0.1, self.settings.startup_retry_max_s)
+        backoff = RetryDelay(0.1, self.settings.startup_retry_max_s)
         try:
             while True:
                 try:

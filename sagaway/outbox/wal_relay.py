@@ -51,7 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sagaway.messaging.topics import TopicNames
 from sagaway.messaging.transport import Transport
-from sagaway.observability.backoff import Backoff
+from sagaway.observability.backoff import RetryDelay
 from sagaway.outbox import pgoutput
 from sagaway.outbox.lag import (
     export_lag,
@@ -380,7 +380,7 @@ class WalRelay:
     # -- the outer loop -----------------------------------------------------------------------
 
     async def run(self) -> None:
-        backoff = Backoff(0.2, self.settings.startup_retry_max_s)
+        backoff = RetryDelay(0.2, self.settings.startup_retry_max_s)
         topics_ready = False
         while True:
             try:
@@ -572,7 +572,7 @@ class WalRelay:
         """Publish `rows`, retrying with backoff for as long as the broker refuses; returns when
         it acknowledged them."""
         records = [row.to_record() for row in rows]
-        backoff = Backoff(0.1, self.settings.startup_retry_max_s)
+        backoff = RetryDelay(0.1, self.settings.startup_retry_max_s)
         while True:
             try:
                 await self.transport.produce(records)
