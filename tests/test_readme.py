@@ -16,12 +16,17 @@ def test_first_two_commands_run_the_system_and_the_tests() -> None:
     assert block is not None
     commands = [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.strip()]
     assert commands[:2] == ["bin/sagaway dev", "./run-tests"]
-    for script in ("sagaway", "run-tests"):
+    for script in ("bin/sagaway", "run-tests", "scripts/lint"):
         assert (ROOT / script).stat().st_mode & 0o111, f"{script} is not executable"
 
 
-def test_ci_runs_the_readme_test_command() -> None:
-    assert "./run-tests" in (ROOT / ".ci" / "run").read_text()
+def test_ci_runs_the_readme_test_command_and_the_static_checks() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "./run-tests" in ci
+    assert "scripts/lint" in ci
+    lint = (ROOT / "scripts" / "lint").read_text()
+    for check in ("lint-imports", "ruff\" check", "mypy"):
+        assert check in lint
 
 
 def test_configuration_table_lists_every_setting_as_generated() -> None:
