@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from console.queries import OutboxFigures, outbox_figures
+from console.queries.overview import OutboxFigures, outbox_figures
 from sagaway.settings import Settings
 from sagaway.storage.database import create_database_engine, is_sqlite, read_only, sqlite_path
 

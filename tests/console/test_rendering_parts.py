@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from console.charts import bar_chart, line_chart
-from console.queries import BadFilter, Cursor, SagaFilter
+from console.queries.saga_list import BadFilter, Cursor, SagaFilter
 from console.timeline import build_timeline
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

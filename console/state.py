@@ -1,0 +1,144 @@
+"""The console app's state: settings, users, data sources, templates and background tasks, and
+the page rendering every handler ends with."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from typing import Any
+
+from markupsafe import Markup
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from console.auth import ConsoleConfigError, UserDirectory, current_user
+from console.consumer_lag import ConsumerLagUnavailable, GroupLag, consumer_lag
+from console.csrf import FIELD as CSRF_FIELD
+from console.csrf import csrf_token
+from console.dead_letters import DeadLetterCollector, run_collector
+from console.links import path_of
+from console.sources import ConsoleSources, LagHistory, open_sources
+from console.templating import environment
+from orchestrator.registry import SagaRegistry, load_registry
+from sagaway.messaging.topics import TopicNames
+from sagaway.messaging.transport import Transport
+from sagaway.settings import Settings
+
+ACTION_LABELS = {
+    "retry": "Retry step now",
+    "skip": "Skip step",
+    "abort": "Abort (compensate now)",
+    "resume": "Resume",
+}
+CONSUMER_LAG_CACHE_S = 5.0
+
+
+class Console:
+    """The app's state: settings, sources, templates, background tasks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: SagaRegistry | None,
+        transport: Transport | None,
+        orchestrator_engine: AsyncEngine | None,
+        background: bool,
+    ) -> None:
+        self.settings = settings
+        self.config = settings.console
+        self.users = UserDirectory(self.config.users)
+        if not len(self.users):
+            raise ConsoleConfigError(
+                "no console users are configured: add [[console.users]] with a name, a role and "
+                "a password_hash (from `sagaway console --hash-password`)"
+            )
+        self.registry = registry
+        self.topics = TopicNames(settings.topic_prefix)
+        self._given_transport = transport
+        self.transport: Transport | None = transport
+        self._given_engine = orchestrator_engine
+        self.background = background
+        self.sources: ConsoleSources | None = None
+        self.history = LagHistory(self.config.sample_interval_s)
+        self.env = environment()
+        self.tasks: list[asyncio.Task[None]] = []
+        self._lag_cache: tuple[float, list[GroupLag] | str] | None = None
+
+    @property
+    def db(self) -> AsyncEngine:
+        assert self.sources is not None, "the console app is not started"
+        return self.sources.orchestrator
+
+    async def start(self) -> None:
+        if self.sources is not None:
+            return
+        self.sources = open_sources(self.settings, self._given_engine)
+        if self.registry is None:
+            self.registry = load_registry(self.settings)
+        if not self.background:
+            return
+        self.tasks.append(asyncio.create_task(self.history.run(self.sources), name="console-lag"))
+        if self.transport is None:
+            from sagaway.messaging.factory import connect_transport
+
+            async def connect_then_collect() -> None:
+                self.transport = await connect_transport(self.settings)
+                await run_collector(DeadLetterCollector(self.settings, self.transport, self.db))
+
+            self.tasks.append(asyncio.create_task(connect_then_collect(), name="console-dlq"))
+        else:
+            collector = DeadLetterCollector(self.settings, self.transport, self.db)
+            self.tasks.append(asyncio.create_task(run_collector(collector), name="console-dlq"))
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.transport is not None and self._given_transport is None:
+            await self.transport.close()
+        if self.sources is not None:
+            await self.sources.close()
+            self.sources = None
+        self.tasks.clear()
+
+    async def consumer_lag(self) -> list[GroupLag] | str:
+        loop = asyncio.get_running_loop()
+        # Kafka's admin round trips are worth caching; the embedded broker's file is cheap to read.
+        ttl = CONSUMER_LAG_CACHE_S if self.settings.kafka_bootstrap else 0.5
+        if self._lag_cache and loop.time() - self._lag_cache[0] < ttl:
+            return self._lag_cache[1]
+        result: list[GroupLag] | str
+        try:
+            result = await consumer_lag(self.settings)
+        except (ConsumerLagUnavailable, TimeoutError) as exc:
+            result = str(exc) or "timed out"
+        self._lag_cache = (loop.time(), result)
+        return result
+
+    def render(
+        self, request: Request, name: str, status_code: int = 200, **context: Any
+    ) -> Response:
+        user = current_user(request)
+        context.update(
+            request=request,
+            user=user,
+            url=lambda name, **path: path_of(request, name, **path),
+            csrf_field=Markup(
+                f'<input type="hidden" name="{CSRF_FIELD}" value="{csrf_token(request)}">'
+            ),
+            refresh_s=self.config.refresh_interval_s,
+            action_labels=ACTION_LABELS,
+            now=datetime.now(UTC),
+        )
+        html = self.env.get_template(name).render(context)
+        return HTMLResponse(html, status_code=status_code)
+
+
+def console_of(request: Request) -> Console:
+    """The console a request reached (create_console_app keeps it on the app's state)."""
+    return request.app.state.console  # type: ignore[no-any-return]
