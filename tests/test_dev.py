@@ -23,7 +23,10 @@ import httpx
 import orjson
 import pytest
 
-from sagaway.dev.system import DevError, data_files, dev_banner, dev_settings, reset_data_dir
+from sagaway.dev import DevError
+from sagaway.dev.banner import dev_banner
+from sagaway.dev.data_dir import data_files, reset_data_dir
+from sagaway.dev.dev_settings import dev_settings
 from sagaway.settings import Settings
 from tests.servers.postgres import free_port
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from console.auth import ConsoleConfigError, hash_password
+from sagaway.cli.moved_saga_modules import current_saga_modules
 from sagaway.settings import Settings
 
 
@@ -41,7 +42,7 @@ def console_command(
     from console.app import create_console_app
 
     try:
-        app = create_console_app(settings)
+        app = create_console_app(current_saga_modules(settings))
     except ConsoleConfigError as exc:
         raise click.ClickException(str(exc)) from None
     listen_host = host or settings.console.host

@@ -14,7 +14,11 @@ from pathlib import Path
 
 import click
 
-from sagaway.dev.system import DevError, dev_settings, ignored_settings, reset_data_dir, run_dev
+from sagaway.cli.moved_saga_modules import current_saga_modules
+from sagaway.dev import DevError
+from sagaway.dev.data_dir import reset_data_dir
+from sagaway.dev.dev_settings import dev_settings, ignored_settings
+from sagaway.dev.system import run_dev
 from sagaway.observability import event_loop
 from sagaway.settings import Settings
 
@@ -69,7 +73,7 @@ def dev_command(
     """
     for name in ignored_settings(settings):
         log.warning("%s is set but `sagaway dev` runs on embedded SQLite and broker: ignored", name)
-    settings = dev_settings(settings, data_dir)
+    settings = current_saga_modules(dev_settings(settings, data_dir))
     if reset:
         try:
             removed = reset_data_dir(settings.data_dir)

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.app import SERVICE, create_gateway_app, create_internal_app
 from gateway.models import callbacks, requests
 from orchestrator.registry import SagaModuleError, load_registry
+from sagaway.cli.moved_saga_modules import current_saga_modules
 from sagaway.messaging.factory import connect_transport
 from sagaway.observability import event_loop
 from sagaway.settings import Settings
@@ -47,7 +48,7 @@ async def check_migrated(engine: AsyncEngine) -> None:
 async def serve_gateway(settings: Settings) -> None:
     """Connect (waiting for a database or broker that is down), then serve until signalled."""
     try:
-        registry = load_registry(settings)
+        registry = load_registry(current_saga_modules(settings))
     except SagaModuleError as exc:
         raise click.ClickException(str(exc)) from None
     if not len(registry):

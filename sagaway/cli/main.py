@@ -8,10 +8,11 @@ import click
 from sagaway import __version__
 from sagaway.cli.console import console_command
 from sagaway.cli.dev import dev_command
+from sagaway.cli.examples import audit_command, seed_command
 from sagaway.cli.gateway import gateway_command
 from sagaway.cli.migrate import migrate_command
 from sagaway.cli.orchestrator import orchestrator_command
-from sagaway.cli.participant import audit_command, participant_command, seed_command
+from sagaway.cli.participant import participant_command
 from sagaway.cli.relay import relay
 from sagaway.settings import Settings, load_settings
 

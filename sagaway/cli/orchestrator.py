@@ -14,9 +14,11 @@ import signal
 import click
 import sqlalchemy as sa
 
+from orchestrator.messages import SERVICE
 from orchestrator.models import saga_instances
 from orchestrator.registry import SagaModuleError, load_registry
-from orchestrator.service import SERVICE, OrchestratorService
+from orchestrator.service import OrchestratorService
+from sagaway.cli.moved_saga_modules import current_saga_modules
 from sagaway.messaging.factory import connect_transport
 from sagaway.observability import event_loop
 from sagaway.observability.metrics import serve_metrics
@@ -29,7 +31,7 @@ log = logging.getLogger("sagaway.orchestrator")
 async def run_orchestrator(settings: Settings, *, with_relay: bool) -> None:
     """Connect (waiting for a database or broker that is down), then serve until cancelled."""
     try:
-        registry = load_registry(settings)
+        registry = load_registry(current_saga_modules(settings))
     except SagaModuleError as exc:
         raise click.ClickException(str(exc)) from None
     if not len(registry):

@@ -1,8 +1,7 @@
-"""The participant verbs of `sagaway`: `participant NAME`, `seed` and `audit`.
+"""`sagaway participant NAME`: run one participant service on its own database until stopped.
 
-    sagaway participant inventory            # run one service on its own database until stopped
-    sagaway seed                             # customers and stock for the examples (idempotent)
-    sagaway audit [--json]                   # check the examples' invariants; non-zero on violation
+    sagaway participant inventory            # an example by name (inventory, payments, shipping)
+    sagaway participant shop.billing:participant   # your own, as package.module:attribute
 """
 
 from __future__ import annotations
@@ -10,48 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import logging
 import signal
-import sys
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import click
-import orjson
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from examples.place_order import EXAMPLE_NAMES, UnknownParticipant, example
-from examples.place_order.audit import AuditReport, audit, load_snapshot
-from examples.place_order.seed import (
-    DEFAULT_CREDIT_CENTS,
-    DEFAULT_CUSTOMERS,
-    DEFAULT_SKUS,
-    DEFAULT_UNITS,
-    SeedResult,
-    seed_inventory,
-    seed_payments,
-)
+from examples.place_order import UnknownParticipant, example
 from participants.sdk import Participant
-from participants.service import DatabaseNotMigrated, ParticipantService
+from participants.service import ParticipantService
+from sagaway.cli.database_errors import database_errors_as_click
 from sagaway.observability import event_loop
 from sagaway.observability.metrics import serve_metrics
 from sagaway.settings import Settings
-from sagaway.storage.database import (
-    DatabaseMisconfigured,
-    DatabaseUnavailable,
-    UnsupportedDatabase,
-    create_database_engine,
-    describe_database,
-    is_sqlite,
-    sqlite_path,
-    wait_for_database,
-)
 from sagaway.storage.migrate import upgrade
-
-log = logging.getLogger("sagaway.participant")
-T = TypeVar("T")
-DATABASE_ERRORS = (UnsupportedDatabase, DatabaseMisconfigured, DatabaseUnavailable)
 
 
 def resolve_participant(name: str) -> Participant:
@@ -86,18 +56,6 @@ def _run_until_signalled(work: Callable[[], Awaitable[None]], loop_choice: str =
         event_loop.run(runner(), loop_choice)
 
 
-def _database_errors_as_click(action: Callable[[], T]) -> T:
-    try:
-        return action()
-    except (*DATABASE_ERRORS, DatabaseNotMigrated, sa.exc.ArgumentError) as exc:
-        raise click.ClickException(str(exc)) from None
-    except sa.exc.DBAPIError as exc:
-        text = str(exc.orig).strip().splitlines()
-        raise click.ClickException(
-            f"database error: {type(exc.orig).__name__}: {text[0] if text else ''}"
-        ) from None
-
-
 @click.command("participant")
 @click.argument("name", metavar="NAME")
 @click.option(
@@ -128,7 +86,7 @@ def participant_command(
     participant = resolve_participant(name)
     if migrate_first:
         url = settings.database_url_for(participant.name)
-        click.echo(_database_errors_as_click(lambda: upgrade(url)).summary())
+        click.echo(database_errors_as_click(lambda: upgrade(url)).summary())
     serve_metrics(settings.metrics_port, f"participant {participant.name}")
     service = ParticipantService(
         participant,
@@ -136,148 +94,6 @@ def participant_command(
         relay=relay,
         relay_mode=relay_mode,  # type: ignore[arg-type]
     )
-    _database_errors_as_click(
+    database_errors_as_click(
         lambda: _run_until_signalled(service.run_forever, settings.event_loop)
     )
-
-
-URL_HELP = "SQLAlchemy URL of the {} database (default: the configured one for that service)."
-
-
-def _url(settings: Settings, service: str, given: str | None) -> str:
-    return given or settings.database_url_for(service)
-
-
-async def _engine(url: str, *, must_exist: bool) -> AsyncEngine:
-    path = sqlite_path(url) if is_sqlite(url) else None
-    if must_exist and path is not None and not path.exists():
-        raise click.ClickException(
-            f"no database at {path}: run the system (or `sagaway migrate`) first"
-        )
-    engine = create_database_engine(url, pool_size=2)
-    try:
-        return await wait_for_database(engine, max_backoff_s=2.0, give_up_after_s=15.0)
-    except BaseException:
-        await engine.dispose()
-        raise
-
-
-@click.command("seed")
-@click.option("--inventory-url", metavar="URL", help=URL_HELP.format("inventory"))
-@click.option("--payments-url", metavar="URL", help=URL_HELP.format("payments"))
-@click.option(
-    "--customers", type=click.IntRange(min=0), default=DEFAULT_CUSTOMERS, show_default=True,
-    help="Customers c-1 … c-N.",
-)
-@click.option(
-    "--credit-cents", type=click.IntRange(min=0, max=10**15), default=DEFAULT_CREDIT_CENTS,
-    show_default=True, help="Starting credit of each customer.",
-)
-@click.option(
-    "--skus", type=click.IntRange(min=0), default=DEFAULT_SKUS, show_default=True,
-    help="Skus sku-1 … sku-N.",
-)
-@click.option(
-    "--units", type=click.IntRange(min=0, max=10**15), default=DEFAULT_UNITS,
-    show_default=True, help="Starting stock of each sku.",
-)
-@click.option(
-    "--migrate/--no-migrate", default=True, show_default=True,
-    help="Bring both databases to the latest schema first.",
-)
-@click.pass_obj
-def seed_command(
-    settings: Settings,
-    inventory_url: str | None,
-    payments_url: str | None,
-    customers: int,
-    credit_cents: int,
-    skus: int,
-    units: int,
-    migrate: bool,
-) -> None:
-    """Create the example customers (with credit) and skus (with stock); idempotent."""
-    inventory = _url(settings, "inventory", inventory_url)
-    payments = _url(settings, "payments", payments_url)
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
-
-    async def run() -> list[SeedResult]:
-        results = []
-        for url, seed in (
-            (payments, lambda e: seed_payments(e, customers, credit_cents)),
-            (inventory, lambda e: seed_inventory(e, skus, units)),
-        ):
-            engine = await _engine(url, must_exist=False)
-            try:
-                if migrate:
-                    await asyncio.to_thread(upgrade, url)
-                results.append(await seed(engine))
-            finally:
-                await engine.dispose()
-        return results
-
-    for result in _database_errors_as_click(lambda: asyncio.run(run())):
-        click.echo(result.summary())
-
-
-@click.command("audit")
-@click.option("--inventory-url", metavar="URL", help=URL_HELP.format("inventory"))
-@click.option("--payments-url", metavar="URL", help=URL_HELP.format("payments"))
-@click.option("--shipping-url", metavar="URL", help=URL_HELP.format("shipping"))
-@click.option("--orchestrator-url", metavar="URL", help=URL_HELP.format("orchestrator"))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-@click.pass_obj
-def audit_command(
-    settings: Settings,
-    inventory_url: str | None,
-    payments_url: str | None,
-    shipping_url: str | None,
-    orchestrator_url: str | None,
-    as_json: bool,
-) -> None:
-    """Check the example invariants (money and stock conserved, every order completed or fully
-    compensated) and print the totals. Exits 1 on any violation."""
-    urls = {
-        service: _url(settings, service, given)
-        for service, given in (
-            ("inventory", inventory_url),
-            ("payments", payments_url),
-            ("shipping", shipping_url),
-            ("orchestrator", orchestrator_url),
-        )
-    }
-
-    async def run() -> AuditReport:
-        engines: dict[str, AsyncEngine] = {}
-        try:
-            for service, url in urls.items():
-                engines[service] = await _engine(url, must_exist=True)
-            try:
-                snapshot = await load_snapshot(
-                    engines["inventory"],
-                    engines["payments"],
-                    engines["shipping"],
-                    engines["orchestrator"],
-                )
-            except sa.exc.DBAPIError as exc:
-                raise click.ClickException(
-                    f"cannot read the example tables ({type(exc.orig).__name__}): run "
-                    f"`sagaway migrate` for every service first; databases: "
-                    + ", ".join(f"{s}={describe_database(u)}" for s, u in urls.items())
-                ) from None
-            return audit(snapshot)
-        finally:
-            for engine in engines.values():
-                await engine.dispose()
-
-    report = _database_errors_as_click(lambda: asyncio.run(run()))
-    if as_json:
-        sys.stdout.buffer.write(orjson.dumps(report.to_json()) + b"\n")
-        sys.stdout.flush()
-    else:
-        click.echo("\n".join(report.lines()))
-    if not report.clean:
-        sys.exit(1)
-
-
-__all__ = ["resolve_participant", "EXAMPLE_NAMES"]

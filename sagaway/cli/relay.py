@@ -24,7 +24,7 @@ from sagaway.outbox.choose import RelayModeError, make_relay, relay_mode
 from sagaway.outbox.lag import measure_lag
 from sagaway.outbox.models import outbox_relays
 from sagaway.outbox.poll_relay import POLL_RELAY_NAME
-from sagaway.outbox.wal_relay import RelayError, drop_slot, slot_name
+from sagaway.outbox.wal_slot import RelayError, drop_slot, slot_name
 from sagaway.settings import Settings
 from sagaway.storage.database import connect_database
 

@@ -7,11 +7,9 @@ process uses one of the machine's cores; moving the participants out lets the sy
 the data dir's files: the SQLite databases (one per service, each used by one process) and the
 embedded broker, whose cross-process wake-up keeps a hop between them as quick as within one.
 
-The parent (`ParticipantsProcess`) starts the child with a pipe on its stdin and waits for the
-line "ready" on its stdout. The child stops when that pipe closes: when the parent stops it, and
-also when the parent is killed (-9 included), so no orphan keeps consuming. A child that dies on
-its own is started again; nothing is lost either way (inbox, outbox and committed offsets are on
-disk). Run by hand (for debugging): `python -m sagaway.dev.participants --data-dir DIR`.
+This process says "ready" on its stdout once the participants have joined their groups, and
+stops when its stdin closes (sagaway/dev/second_process.py is the parent's side). Run by hand
+(for debugging): `python -m sagaway.dev.participants --data-dir DIR`.
 """
 
 from __future__ import annotations
@@ -35,120 +33,6 @@ log = logging.getLogger("sagaway.dev")
 
 PARTICIPANTS = ("inventory", "payments", "shipping")
 READY_LINE = b"ready\n"
-# How long the child may take to join its groups, and to stop before it is killed.
-START_TIMEOUT_S = 120.0
-STOP_TIMEOUT_S = 10.0
-RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
-
-
-class ParticipantsProcessError(RuntimeError):
-    """The participants' process could not be started."""
-
-
-class ParticipantsProcess:
-    """The parent's handle on the child: `await start()` returns once the participants have
-    joined their groups; `await stop()` lets them finish the batch in hand and exit. While it
-    runs, a child that exits unexpectedly is logged and started again."""
-
-    def __init__(self, settings: Settings, grace_s: float) -> None:
-        self.settings = settings
-        self.grace_s = grace_s
-        self.process: asyncio.subprocess.Process | None = None
-        self._stopping = False
-        self._supervisor: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self.process = await self._spawn()
-        self._supervisor = asyncio.create_task(self._supervise(), name="dev-participants")
-
-    async def _spawn(self) -> asyncio.subprocess.Process:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "sagaway.dev.participants",
-            "--data-dir",
-            str(self.settings.data_dir),
-            "--grace-s",
-            str(self.grace_s),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        try:
-            ready = await asyncio.wait_for(_ready(process), START_TIMEOUT_S)
-        except TimeoutError:
-            ready = None
-        except BaseException:  # cancelled (stop() while starting): no orphan left behind
-            process.kill()
-            await process.wait()
-            raise
-        if ready is None:
-            process.kill()
-            await process.wait()
-            raise ParticipantsProcessError(
-                f"the participants' process was not ready within {START_TIMEOUT_S:.0f}s"
-            )
-        if not ready:
-            code = await process.wait()
-            raise ParticipantsProcessError(
-                f"the participants' process exited with code {code} before it was ready"
-                " (its error is printed above)"
-            )
-        log.info("participants run in process %d", process.pid)
-        return process
-
-    async def _supervise(self) -> None:
-        """Start the child again when it exits while the system runs."""
-        failures = 0
-        while True:
-            assert self.process is not None
-            code = await self.process.wait()
-            if self._stopping:
-                return
-            delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
-            log.error(
-                "the participants' process %d exited with code %s; starting it again in %.1fs",
-                self.process.pid,
-                code,
-                delay,
-            )
-            await asyncio.sleep(delay)
-            try:
-                self.process = await self._spawn()
-                failures = 0
-            except (ParticipantsProcessError, OSError) as exc:
-                failures += 1
-                log.error("could not start the participants' process again: %s", exc)
-
-    async def stop(self) -> None:
-        """Close the child's stdin (its signal to stop), wait for it, kill it if it hangs."""
-        self._stopping = True
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-        process = self.process
-        if process is None or process.returncode is not None:
-            return
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            await asyncio.wait_for(process.wait(), self.grace_s + STOP_TIMEOUT_S)
-        except TimeoutError:
-            log.warning("the participants' process did not stop in time: killing it")
-            process.kill()
-            await process.wait()
-
-
-async def _ready(process: asyncio.subprocess.Process) -> bool:
-    """True once the child says "ready" on its stdout; False if it ends first."""
-    assert process.stdout is not None
-    while line := await process.stdout.readline():
-        if line == READY_LINE:
-            return True
-    return False
-
-
-# ---------------------------------------------------------------- the child
 
 
 async def _until_stdin_closes() -> None:
@@ -230,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grace-s", type=float, default=3.0)
     args = parser.parse_args(argv)
 
-    from sagaway.dev.system import dev_settings
+    from sagaway.dev.dev_settings import dev_settings
     from sagaway.observability import event_loop
     from sagaway.observability.logs import configure_logging
     from sagaway.settings import load_settings

@@ -1,0 +1,37 @@
+"""Saga modules that moved: for one release their old dotted path in SAGAWAY_SAGAS keeps loading
+the module at the new one, with a DeprecationWarning (logged too) naming the new path."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+from sagaway.settings import Settings
+
+log = logging.getLogger("sagaway.cli")
+
+# Old path → new path. An entry stays for the one release after its move, then goes.
+MOVED_SAGA_MODULES: dict[str, str] = {
+    "participants.examples.place_order": "examples.place_order.saga",
+}
+
+
+def current_saga_modules(settings: Settings) -> Settings:
+    """`settings` with each moved module of SAGAWAY_SAGAS replaced by its new path; every old
+    path found is warned about (a DeprecationWarning, and a warning in the log)."""
+    modules = []
+    for name in settings.sagas:
+        moved_to = MOVED_SAGA_MODULES.get(name)
+        if moved_to is None:
+            modules.append(name)
+            continue
+        message = (
+            f"saga module {name!r} (from SAGAWAY_SAGAS) has moved to {moved_to!r}; the old "
+            f"path still loads it in this release only: set SAGAWAY_SAGAS={moved_to}"
+        )
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        log.warning(message)
+        modules.append(moved_to)
+    if modules == settings.sagas:
+        return settings
+    return settings.model_copy(update={"sagas": modules})
