@@ -34,6 +34,7 @@ from sagaway.inbox import claim
 from sagaway.messaging.envelope import Message
 from sagaway.messaging.records import Record
 from sagaway.observability import tracing
+from sagaway.observability.backoff import RetryDelay
 from sagaway.settings import Settings
 
 log = logging.getLogger("sagaway.gateway.callbacks")
@@ -43,7 +44,7 @@ DELIVERY_HEADER = "Sagaway-Delivery"
 REQUEST_ID_HEADER = "Sagaway-Request-Id"
 BATCH = 20
 # Final replies of sagas started on Kafka with a URL as reply-to: the orchestrator puts them on
-# this topic with the URL in a `callback-url` header (orchestrator/service.py).
+# this topic with the URL in a `callback-url` header (orchestrator/messages.py).
 CALLBACK_TOPIC = "gateway.callbacks"
 CALLBACK_URL_HEADER = "callback-url"
 INTAKE_CONSUMER = "gateway.callbacks"
@@ -73,10 +74,10 @@ def verify_signature(secret: str, header: str, body: bytes, tolerance_s: float =
 
 
 def backoff_s(settings: Settings, attempts: int) -> float:
-    """Pause after the `attempts`-th failed try."""
-    return float(
-        min(settings.callback_backoff_max_s, settings.callback_backoff_s * 2 ** (attempts - 1))
-    )
+    """Pause after the `attempts`-th failed try. Each delivery keeps its own count in the
+    database, so the pause is computed from it rather than waited by one loop."""
+    delay = RetryDelay(settings.callback_backoff_s, settings.callback_backoff_max_s)
+    return delay.delay_for(attempts)
 
 
 class CallbackFailed(Exception):

@@ -12,10 +12,11 @@ from typing import Any, Literal, get_args
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from orchestrator.engine import Abort, Decision, Event, Resume, RetryStep, SkipStep
+from orchestrator.engine.effects import Decision
+from orchestrator.engine.events import Abort, Event, Resume, RetryStep, SkipStep
 from orchestrator.models import operator_actions
 from orchestrator.registry import SagaRegistry
-from orchestrator.service import SagaSession
+from orchestrator.session import SagaSession
 from sagaway.messaging.topics import TopicNames
 
 ActionName = Literal["retry", "skip", "abort", "resume"]

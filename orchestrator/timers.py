@@ -18,10 +18,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.engine import COMPENSATION, FORWARD, Kind, TimerFired, TimerKind
+from orchestrator.engine.effects import TimerKind
+from orchestrator.engine.events import TimerFired
+from orchestrator.engine.state import COMPENSATION, FORWARD, Kind
 from orchestrator.models import timers
 from orchestrator.registry import SagaRegistry
-from orchestrator.service import LoadedSaga, SagaConflict, SagaSession
+from orchestrator.saga_rows import LoadedSaga
+from orchestrator.session import SagaConflict, SagaSession
 from sagaway.messaging.topics import TopicNames
 from sagaway.observability import logs, tracing
 from sagaway.observability.backoff import RetryDelay

@@ -24,7 +24,7 @@ from orchestrator.operator_actions import (
     SagaNotFound,
     apply_action,
 )
-from orchestrator.service import SagaConflict
+from orchestrator.session import SagaConflict
 
 log = logging.getLogger(__name__)
 

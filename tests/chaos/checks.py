@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orchestrator.service import INBOX_CONSUMER, INBOX_NAMESPACE
+from orchestrator.reply_inbox import INBOX_CONSUMER, INBOX_NAMESPACE
 from tests.chaos.clients import OrderRecord
 
 Query = Callable[[str, str], list[tuple[Any, ...]]]  # (database, sql) → rows

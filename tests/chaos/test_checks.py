@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.service import INBOX_NAMESPACE
+from orchestrator.reply_inbox import INBOX_NAMESPACE
 from tests.chaos.checks import check_audit, check_once_only, check_terminal
 from tests.chaos.clients import OrderRecord, PlannedOrder
 

@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.models import requests
-from orchestrator.engine import Reply
+from orchestrator.engine.events import Reply
 from orchestrator.registry import SagaRegistry
-from orchestrator.service import SagaSession
+from orchestrator.session import SagaSession
 from sagaway.messaging.topics import TopicNames
 from tests.console.sagas import CHARGE, HOLD, ISSUE, book_trip
 

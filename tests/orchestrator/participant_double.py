@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from orchestrator.service import is_transient
+from orchestrator.transient import is_transient
 from sagaway.inbox import StoredReply, claim, store_reply
 from sagaway.messaging.envelope import Message, new_message_id, now_rfc3339, reply_to
 from sagaway.messaging.processing import RecordProcessor

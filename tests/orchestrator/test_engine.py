@@ -11,24 +11,20 @@ import pytest
 from pydantic import BaseModel
 
 from orchestrator.dsl import Backoff, SagaDefinition, compensation, parallel, saga, step
-from orchestrator.engine import (
+from orchestrator.engine.decide import decide
+from orchestrator.engine.effects import Command, Decision, Timer
+from orchestrator.engine.events import (
     Abort,
-    Command,
-    Decision,
     Event,
     Reply,
     Resume,
     RetryStep,
-    SagaState,
     SkipStep,
     Start,
-    Timer,
     TimerFired,
-    decide,
-    jitter_spread,
-    message_id_for,
-    new_saga,
 )
+from orchestrator.engine.rules import jitter_spread, message_id_for
+from orchestrator.engine.state import SagaState, new_saga
 
 
 class PlaceOrder(BaseModel):

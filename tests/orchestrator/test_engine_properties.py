@@ -21,25 +21,19 @@ from hypothesis.stateful import (
 )
 
 from orchestrator.dsl import Backoff, SagaDefinition, Step, compensation, parallel, saga, step
-from orchestrator.engine import (
-    IN_FLIGHT,
-    STATUSES,
-    TERMINAL,
+from orchestrator.engine.decide import decide
+from orchestrator.engine.effects import Command, Decision, Timer
+from orchestrator.engine.events import (
     Abort,
-    Command,
-    Decision,
     Event,
     Reply,
     Resume,
     RetryStep,
-    SagaState,
     SkipStep,
     Start,
-    Timer,
     TimerFired,
-    decide,
-    new_saga,
 )
+from orchestrator.engine.state import IN_FLIGHT, STATUSES, TERMINAL, SagaState, new_saga
 
 settings.register_profile(
     "ci",

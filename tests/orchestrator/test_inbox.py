@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from orchestrator.service import claim_replies
+from orchestrator.reply_inbox import claim_replies
 from sagaway.inbox import (
     InboxError,
     StoredReply,

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.dsl import SagaDefinitionError, saga, step
-from orchestrator.engine import Reply, Start, decide, new_saga
+from orchestrator.engine.decide import decide
+from orchestrator.engine.events import Reply, Start
+from orchestrator.engine.state import new_saga
 from orchestrator.registry import (
     SagaModuleError,
     SagaRegistry,

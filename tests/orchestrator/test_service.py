@@ -17,7 +17,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from orchestrator.engine import message_id_for
+from orchestrator.engine.rules import message_id_for
+from orchestrator.metrics import UNKNOWN_DEFINITION
 from orchestrator.models import saga_instances, saga_steps, timers
 from orchestrator.operator_actions import (
     ActionRejected,
@@ -26,12 +27,8 @@ from orchestrator.operator_actions import (
     apply_action,
 )
 from orchestrator.registry import SagaRegistry
-from orchestrator.service import (
-    UNKNOWN_DEFINITION,
-    OrchestratorService,
-    SagaConflict,
-    SagaSession,
-)
+from orchestrator.service import OrchestratorService
+from orchestrator.session import SagaConflict, SagaSession
 from sagaway.messaging.envelope import Message
 from sagaway.messaging.factory import connect_transport
 from sagaway.messaging.topics import TopicNames
