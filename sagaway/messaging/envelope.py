@@ -1,4 +1,5 @@
-"""The message envelope of DESIGN §2: commands, replies and events, to and from Kafka records.
+"""The message envelope: commands, replies and events, to and from Kafka records (the headers each
+part sends are in docs/messages.md).
 
 Parsing is strict: anything a consumer cannot trust raises `EnvelopeError`, which consumers turn
 into a dead letter instead of a crash.
@@ -23,7 +24,7 @@ MESSAGE_TYPES: frozenset[str] = frozenset({"command", "reply", "event"})
 REPLY_MODES: frozenset[str] = frozenset({"sync", "async"})
 OUTCOMES: frozenset[str] = frozenset({"success", "failure"})
 
-# Header name -> Message attribute, in the order of DESIGN §2's table.
+# Header name -> Message attribute, in the order headers are written.
 HEADER_FIELDS: tuple[tuple[str, str], ...] = (
     ("message-id", "message_id"),
     ("message-type", "message_type"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable, Sequence
 
 from sagaway.messaging.envelope import EnvelopeError, Message, now_rfc3339
@@ -15,6 +16,7 @@ from sagaway.messaging.records import Record
 from sagaway.messaging.topics import TopicNames
 from sagaway.messaging.transport import CommitFailed, Subscription, Transport, TransportError
 from sagaway.observability import logs
+from sagaway.observability.backoff import RetryDelay
 from sagaway.settings import Settings
 
 log = logging.getLogger("sagaway.processing")
@@ -29,7 +31,8 @@ DLQ_HEADERS = (
     "dlq-failed-at",
 )
 MAX_ERROR_TEXT = 4000
-# Longest pause between tries of something that must eventually succeed (a DLQ write, a fetch).
+# Pauses between tries of something that must eventually succeed (a DLQ write, a fetch).
+FIRST_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 5.0
 
 
@@ -171,17 +174,17 @@ class RecordProcessor:
             return
         try:
             self._started.set()
-            failures = 0
+            delay = RetryDelay(FIRST_BACKOFF_S, MAX_BACKOFF_S)
             while not self._stopping.is_set():
                 try:
                     records = await subscription.fetch(self.max_records, self.poll_timeout_ms)
                 except TransportError as exc:
-                    failures += 1
-                    delay = min(MAX_BACKOFF_S, 0.1 * 2**failures)
-                    log.warning("%r: fetch failed (%s); retrying in %.1fs", self, exc, delay)
-                    await self._sleep(delay)
+                    log.warning(
+                        "%r: fetch failed (%s); retrying in %.1fs", self, exc, delay.delay_s
+                    )
+                    await delay.wait(until=self._stopping)
                     continue
-                failures = 0
+                delay.reset()
                 if not records:
                     continue
                 try:
@@ -193,7 +196,7 @@ class RecordProcessor:
 
     async def _join(self) -> Subscription | None:
         """A started group member, retried with backoff while the broker refuses; None on stop()."""
-        failures = 0
+        delay = RetryDelay(FIRST_BACKOFF_S, MAX_BACKOFF_S)
         while not self._stopping.is_set():
             subscription = self.transport.subscribe(self.group_id, self.topics)
             self.subscription = subscription
@@ -202,12 +205,13 @@ class RecordProcessor:
                 return subscription
             except TransportError as exc:
                 await subscription.close()
-                failures += 1
-                delay = min(MAX_BACKOFF_S, 0.1 * 2**failures)
                 log.warning(
-                    "%r: joining the group failed (%s); retrying in %.1fs", self, exc, delay
+                    "%r: joining the group failed (%s); retrying in %.1fs",
+                    self,
+                    exc,
+                    delay.delay_s,
                 )
-                await self._sleep(delay)
+                await delay.wait(until=self._stopping)
         return None
 
     # -- one batch ----------------------------------------------------------------------------
@@ -277,11 +281,12 @@ class RecordProcessor:
         self, record: Record, message: Message, first_error: Exception | None
     ) -> Exception | None:
         tries = 1 + self.settings.handler_retries
-        backoff = self.settings.handler_retry_backoff_ms / 1000
+        # Uncapped: the number of retries bounds it.
+        delay = RetryDelay(self.settings.handler_retry_backoff_ms / 1000, math.inf)
         error = first_error
         for attempt in range(1 if first_error is not None else 0, tries):
             if attempt > 0:
-                await self._sleep(backoff * 2 ** (attempt - 1))
+                await delay.wait(until=self._stopping)
                 if self._stopping.is_set():
                     raise _Stopping
             try:
@@ -306,20 +311,13 @@ class RecordProcessor:
 
     async def _until_done(self, what: str, action: Callable[[], Awaitable[None]]) -> None:
         """Retry `action` with backoff until it succeeds; abandon (raise _Stopping) on stop()."""
-        failures = 0
+        delay = RetryDelay(FIRST_BACKOFF_S, MAX_BACKOFF_S)
         while True:
             try:
                 await action()
                 return
             except TransportError as exc:
-                failures += 1
-                delay = min(MAX_BACKOFF_S, 0.1 * 2**failures)
-                log.warning("%r: %s failed (%s); retrying in %.1fs", self, what, exc, delay)
-                await self._sleep(delay)
+                log.warning("%r: %s failed (%s); retrying in %.1fs", self, what, exc, delay.delay_s)
+                await delay.wait(until=self._stopping)
                 if self._stopping.is_set():
                     raise _Stopping from exc
-
-    async def _sleep(self, seconds: float) -> None:
-        """Sleep, but wake early when stop() is called."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)

@@ -1,5 +1,5 @@
-"""Topic names of DESIGN §2: `<service>.requests`, `<service>.replies`, `<topic>.dlq`,
-under a prefix."""
+"""Topic names: `<service>.requests`, `<service>.replies`, `<topic>.dlq`, under a prefix
+(see docs/messages.md)."""
 
 from __future__ import annotations
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
+
+from sagaway.observability.backoff import RetryDelay
 
 T = TypeVar("T")
 log = logging.getLogger("sagaway.startup")
@@ -25,7 +26,7 @@ async def retry_until_up(
     jitter) between tries. Raises the last error only if `give_up_after_s` runs out."""
     loop = asyncio.get_running_loop()
     started = loop.time()
-    backoff = first_backoff_s
+    delay = RetryDelay(first_backoff_s, max_backoff_s, jitter=True)
     attempt = 1
     while True:
         try:
@@ -36,17 +37,15 @@ async def retry_until_up(
             elapsed = loop.time() - started
             if give_up_after_s is not None and elapsed >= give_up_after_s:
                 raise
-            delay = min(backoff, max_backoff_s) * (0.5 + random.random() / 2)
             log.warning(
                 "%s is unavailable (%s: %s); try %d failed, retrying in %.1fs",
                 what,
                 type(exc).__name__,
                 exc,
                 attempt,
-                delay,
+                delay.delay_s,
             )
-            await asyncio.sleep(delay)
-            backoff *= 2
+            await delay.wait()
             attempt += 1
         else:
             if attempt > 1:

@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -35,8 +35,6 @@ from sagaway.settings import Settings
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
-    from sagaway.messaging.envelope import Message
-
 log = logging.getLogger("sagaway.tracing")
 
 INSTRUMENTATION = "sagaway"
@@ -50,6 +48,29 @@ _provider: TracerProvider | None = None
 
 class TracingConfigError(ValueError):
     """The tracing settings cannot be used (e.g. an unknown exporter)."""
+
+
+class TracedMessage(Protocol):
+    """What a message span records of a message (a `messaging.envelope.Message` is one)."""
+
+    @property
+    def traceparent(self) -> str | None: ...
+    @property
+    def message_id(self) -> str: ...
+    @property
+    def correlation_id(self) -> str | None: ...
+    @property
+    def command(self) -> str | None: ...
+    @property
+    def saga_id(self) -> str | None: ...
+    @property
+    def saga_type(self) -> str | None: ...
+    @property
+    def saga_step(self) -> str | None: ...
+    @property
+    def attempt(self) -> int | None: ...
+    @property
+    def outcome(self) -> str | None: ...
 
 
 # ---------------------------------------------------------------- set-up
@@ -170,7 +191,7 @@ def _set_attributes(span: Span, attributes: Iterable[tuple[str, Any]]) -> None:
 
 
 def message_span(
-    service: str, message: Message, name: str, topic: str | None = None
+    service: str, message: TracedMessage, name: str, topic: str | None = None
 ) -> Span | None:
     """Start the span of handling `message` in `service`, a child of its traceparent; None when
     tracing is off. End it with `end_span` once the handling committed (or failed)."""
@@ -303,6 +324,7 @@ def ending(spans: Iterable[Span]) -> Iterator[None]:
 
 __all__ = [
     "Span",
+    "TracedMessage",
     "TracingConfigError",
     "child_traceparent",
     "configure_tracing",

@@ -1,5 +1,5 @@
 """How far behind a relay is: unpublished rows, age of the oldest, slot lag in bytes, and the
-commit → broker time of a heartbeat row written on a timer (DESIGN §4).
+commit → broker time of a heartbeat row written on a timer (see docs/outbox.md).
 
 `measure_lag` is what the console and `/metrics` read; the relays call `record_heartbeat` when a
 heartbeat row they wrote comes back through their own publish path.

@@ -1,7 +1,7 @@
 """`add_to_outbox`: messages become outbox rows inside the caller's own database transaction.
 
 Nothing here commits: the rows exist, and are published, only if the caller's transaction commits
-(DESIGN §3–§4). Both relays read the rows this writes.
+(see docs/outbox.md). Both relays read the rows this writes.
 """
 
 from __future__ import annotations

@@ -37,6 +37,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_
 
+from sagaway.observability.backoff import RetryDelay
+
 SQLITE_BUSY = 5
 SQLITE_LOCKED = 6
 FIRST_BACKOFF_S = 0.0005
@@ -62,18 +64,20 @@ async def call_when_unlocked(
     transaction open when COMMIT is busy, to be retried)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    backoff = FIRST_BACKOFF_S
+    # Made only once the lock was found busy: most calls never wait.
+    delay: RetryDelay | None = None
     if wait_first:
-        await asyncio.sleep(backoff)
-        backoff *= 2
+        delay = RetryDelay(FIRST_BACKOFF_S, MAX_BACKOFF_S)
+        await delay.wait()
     while True:
         try:
             return fn()
         except sqlite3.OperationalError as exc:
             if not is_busy(exc) or loop.time() >= deadline:
                 raise
-        await asyncio.sleep(backoff)
-        backoff = min(backoff * 2, MAX_BACKOFF_S)
+        if delay is None:
+            delay = RetryDelay(FIRST_BACKOFF_S, MAX_BACKOFF_S)
+        await delay.wait()
 
 
 def _when_unlocked(fn: Callable[[], Any], timeout_s: float) -> Any:

@@ -17,8 +17,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from sagaway.messaging.crossbell import MAX_TOPICS_BYTES, bells_dir
-from sagaway.messaging.embedded import BrokerFile, EmbeddedTransport
+from sagaway.messaging.embedded import EmbeddedTransport
+from sagaway.messaging.embedded.crossbell import MAX_TOPICS_BYTES, bells_dir
+from sagaway.messaging.embedded.store import BrokerFile
 from sagaway.messaging.records import Record
 from sagaway.messaging.transport import Subscription
 from sagaway.settings import Settings

@@ -10,13 +10,11 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sagaway.messaging.embedded import (
-    EmbeddedTransport,
-    UnknownTopic,
-    _Bell,
-    assign,
-    default_partition,
-)
+from sagaway.messaging.embedded import EmbeddedTransport
+from sagaway.messaging.embedded.bell import Bell
+from sagaway.messaging.embedded.membership import assign
+from sagaway.messaging.embedded.partitioner import default_partition
+from sagaway.messaging.embedded.store import UnknownTopic
 from sagaway.messaging.records import Record
 from sagaway.messaging.transport import CommitFailed
 from sagaway.settings import Settings
@@ -147,7 +145,7 @@ def test_a_later_member_sorts_after_an_earlier_one_even_in_the_same_millisecond(
 
 
 async def test_a_produce_wakes_the_readers_of_its_topic_and_no_others() -> None:
-    bell = _Bell()
+    bell = Bell()
     orders, payments = frozenset({"orders"}), frozenset({"payments", "refunds"})
     loop = asyncio.get_running_loop()
     seen = bell.generation(payments)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import orjson
 import pytest
 
-from sagaway.messaging.embedded import default_partition
+from sagaway.messaging.embedded.partitioner import default_partition
 from sagaway.messaging.envelope import Message, command
 from sagaway.messaging.processing import RecordProcessor
 from sagaway.messaging.records import Record

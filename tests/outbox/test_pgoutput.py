@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from sagaway.outbox import pgoutput
-from sagaway.outbox.wal_relay import parse_timestamp
+from sagaway.outbox.wal_stream import parse_timestamp
 
 
 def relation(rel_id: int, columns: list[str]) -> bytes:

@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sagaway.messaging.kafka import KafkaTransport
 from sagaway.messaging.records import Record
 from sagaway.outbox.models import outbox
-from sagaway.outbox.wal_relay import WalRelay, drop_slot, slot_name
+from sagaway.outbox.wal_relay import WalRelay
+from sagaway.outbox.wal_slot import drop_slot, slot_name
 from sagaway.outbox.writer import add_to_outbox
 from sagaway.settings import Settings
 from tests.outbox.broker_reader import BrokerReader
@@ -154,7 +155,7 @@ async def test_idle_relay_confirms_progress_so_the_slot_does_not_pin_wal(
 async def test_drop_slot_removes_slot_and_publication_and_refuses_while_active(
     relay_kafka_settings: Settings, pg_engine: AsyncEngine, kafka: KafkaTransport
 ) -> None:
-    from sagaway.outbox.wal_relay import SlotInUse
+    from sagaway.outbox.wal_slot import SlotInUse
 
     relay = WalRelay(relay_kafka_settings, "orders", pg_engine, kafka, heartbeat=False)
     async with running(relay):

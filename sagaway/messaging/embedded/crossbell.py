@@ -59,7 +59,7 @@ class CrossProcessBell:
 
     One socket per loop, not per process, because the reader belongs to the loop that registered
     it (pytest, for one, may run a loop per test); datagrams go to other processes only, since
-    `_Bell` already wakes every loop of this one.
+    `bell.Bell` already wakes every loop of this one.
 
     A sender's datagram refused because the peer's queue is full (EAGAIN) is dropped; its topics
     are lost, but the peer then reads a full queue, and a full queue rings every topic."""
