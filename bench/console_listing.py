@@ -2,8 +2,8 @@
 statement) and prints one JSON line with the time to render the sagas page — the whole HTTP
 request through the console app, template included — for several filters and pages.
 
-The goal (DESIGN §8): every page under 200 ms. PostgreSQL runs with fsync and synchronous_commit
-on (never the test shortcuts).
+The goal (docs/console.md): every page under 200 ms. PostgreSQL runs with fsync and
+synchronous_commit on (never the test shortcuts).
 Usage: `.venv/bin/python bench/console_listing.py [--rows 1000000] [--repeat 20]`.
 """
 
@@ -28,7 +28,8 @@ import httpx  # noqa: E402
 
 from console.app import console_lifespan, create_console_app  # noqa: E402
 from console.auth import hash_password  # noqa: E402
-from sagaway.settings import ConsoleSettings, Settings  # noqa: E402
+from sagaway.settings import ConsoleSettings  # noqa: E402
+from sagaway.settings.composed import Settings, load_settings  # noqa: E402
 from sagaway.storage.migrate import upgrade  # noqa: E402
 from tests.servers.postgres import PostgresServer  # noqa: E402
 
@@ -77,7 +78,12 @@ OLDER = re.compile(r'href="([^"]+)" rel="next"')
 
 
 async def measure(settings: Settings, password: str, repeat: int) -> dict[str, Any]:
-    app = create_console_app(settings, background=False)
+    app = create_console_app(
+        settings.console,
+        messaging=settings.messaging,
+        storage=settings.storage,
+        background=False,
+    )
     async with console_lifespan(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://console") as client:
@@ -149,7 +155,7 @@ def main() -> None:
         url = server.async_url(database)
         upgrade(url)
         seed_s = seed(server, database, args.rows)
-        settings = Settings(
+        settings = load_settings(
             database_url=url,
             console=ConsoleSettings.model_validate(
                 {

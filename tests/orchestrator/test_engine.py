@@ -1,4 +1,4 @@
-"""The saga engine's rules, one behaviour per test (DESIGN §5)."""
+"""The saga engine's rules, one behaviour per test (docs/sagas.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Stateful property tests of the saga engine: random sagas, random interleavings of replies,
-duplicates, reorderings, stale replies, timers and operator actions; the invariants of DESIGN §5.
+duplicates, reorderings, stale replies, timers and operator actions; the invariants of
+docs/sagas.md.
 
 The profile is chosen with HYPOTHESIS_PROFILE (`ci`, the default, stays well under a minute;
 `thorough` runs ten times more examples)."""
