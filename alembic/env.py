@@ -16,7 +16,7 @@ from alembic import context
 from alembic.autogenerate.api import AutogenContext
 
 from sagaway.cli.schema import all_metadata
-from sagaway.settings import load_settings
+from sagaway.settings.composed import load_settings
 from sagaway.storage.database import sqlite_path, sync_url
 from sagaway.storage.models import UtcDateTime
 
@@ -31,7 +31,7 @@ def _configured_url() -> str:
     arguments = context.get_x_argument(as_dictionary=True)
     url = arguments.get("url") or config.get_main_option("sqlalchemy.url")
     if not url:
-        url = load_settings().database_url_for(arguments.get("service", "orchestrator"))
+        url = load_settings().storage.database_url_for(arguments.get("service", "orchestrator"))
     return sync_url(url)
 
 

@@ -31,7 +31,7 @@ from sagaway.outbox.poll_relay import PollRelay  # noqa: E402
 from sagaway.outbox.rows import OutboxRow  # noqa: E402
 from sagaway.outbox.wal_relay import WalRelay  # noqa: E402
 from sagaway.outbox.writer import add_to_outbox  # noqa: E402
-from sagaway.settings import Settings  # noqa: E402
+from sagaway.settings.composed import load_settings  # noqa: E402
 from sagaway.storage.database import create_database_engine  # noqa: E402
 from sagaway.storage.migrate import upgrade  # noqa: E402
 from tests.servers.postgres import PostgresServer  # noqa: E402
@@ -94,7 +94,7 @@ async def run_mode(mode: str, pg: PostgresServer, bootstrap: str, args: argparse
     pg.create_database(db)
     url = pg.async_url(db)
     upgrade(url)
-    settings = Settings(
+    settings = load_settings(
         kafka_bootstrap=bootstrap,
         producer_idempotence=False,
         topic_prefix=f"{mode}.",
@@ -102,9 +102,9 @@ async def run_mode(mode: str, pg: PostgresServer, bootstrap: str, args: argparse
         relay_poll_interval_ms=args.poll_ms,
         producer_batch_bytes=args.producer_batch_kib * 1024,
     )
-    topic = settings.topic_prefix + TOPIC
+    topic = settings.messaging.topic_prefix + TOPIC
     engine = create_database_engine(url)
-    kafka = KafkaTransport(settings)
+    kafka = KafkaTransport(settings.messaging)
     await kafka.start()
     await kafka.create_topics({topic: args.partitions})
     acked: dict[str, float] = {}
@@ -119,7 +119,9 @@ async def run_mode(mode: str, pg: PostgresServer, bootstrap: str, args: argparse
 
     def make() -> WalRelay | PollRelay:
         cls = WalRelay if mode == "wal" else PollRelay
-        return cls(settings, "bench", engine, kafka, on_published=on_published, heartbeat=False)
+        return cls(
+            settings.relay, "bench", engine, kafka, on_published=on_published, heartbeat=False
+        )
 
     async def until(n: int) -> None:
         deadline = time.monotonic() + 120

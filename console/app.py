@@ -1,6 +1,7 @@
 """The operator console: a Starlette app of server-rendered pages (Jinja2), refreshed in place by
 htmx, mountable anywhere (`sagaway dev` mounts it at /console; every link comes from url_for).
-`create_console_app(settings)` is the whole public surface: the routes, session and lifespan."""
+`create_console_app(settings, messaging=..., storage=...)` is the whole public surface: the routes,
+session and lifespan."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from console.views.saga_detail import saga_detail, saga_panel
 from console.views.sagas import saga_list
 from orchestrator.registry import SagaRegistry
 from sagaway.messaging.transport import Transport
-from sagaway.settings import Settings
+from sagaway.settings import ConsoleSettings, MessagingSettings, StorageSettings
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,10 @@ async def console_lifespan(app: Starlette) -> AsyncIterator[None]:
 
 
 def create_console_app(
-    settings: Settings,
+    settings: ConsoleSettings,
     *,
+    messaging: MessagingSettings,
+    storage: StorageSettings,
     registry: SagaRegistry | None = None,
     transport: Transport | None = None,
     orchestrator_engine: AsyncEngine | None = None,
@@ -58,12 +61,16 @@ def create_console_app(
 ) -> Starlette:
     """The console as a Starlette app, to serve alone (`sagaway console`) or mount (`/console`).
 
-    `registry` (default: the settings' saga modules) is needed to act on sagas; `transport` (a
-    started one, owned by the caller) to collect and replay dead letters — without it the app
-    connects its own. `orchestrator_engine` shares a process's engine; `background=False` skips
-    the lag sampler and the dead-letter collector (tests)."""
+    `messaging` names the broker whose DLQs and consumer lag it reads; `storage` the services'
+    databases (`storage.database_url_for(service)`, unless `settings.service_database_urls` names
+    one). `registry` holds the sagas operators may act on (None: none, every action is refused);
+    `transport` (a started one, owned by the caller) collects and replays dead letters — without
+    it the app connects its own. `orchestrator_engine` shares a process's engine;
+    `background=False` skips the lag sampler and the dead-letter collector (tests)."""
     console = Console(
         settings,
+        messaging=messaging,
+        storage=storage,
         registry=registry,
         transport=transport,
         orchestrator_engine=orchestrator_engine,

@@ -11,7 +11,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from sagaway.settings import Settings
+from sagaway.settings import MessagingSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +54,12 @@ def _embedded(path: Path) -> list[GroupLag]:
     return [GroupLag(g, t, int(lag), int(n)) for g, t, lag, n in rows]
 
 
-async def _kafka(settings: Settings) -> list[GroupLag]:
+async def _kafka(bootstrap: str) -> list[GroupLag]:
     from aiokafka import AIOKafkaConsumer
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=5000)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
-    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
         await admin.start()
         await consumer.start()
@@ -78,7 +76,7 @@ async def _kafka(settings: Settings) -> list[GroupLag]:
         ends = await consumer.end_offsets([TopicPartition(t, p) for t, p in partitions])
         end_by = {(tp.topic, tp.partition): off for tp, off in ends.items()}
     except Exception as exc:  # noqa: BLE001 - any admin failure means "cannot tell now"
-        raise ConsumerLagUnavailable(f"Kafka at {settings.kafka_bootstrap}: {exc!r}") from exc
+        raise ConsumerLagUnavailable(f"Kafka at {bootstrap}: {exc!r}") from exc
     finally:
         await consumer.stop()
         await admin.close()
@@ -93,7 +91,8 @@ async def _kafka(settings: Settings) -> list[GroupLag]:
     return sorted(out, key=lambda g: (g.topic, g.group))
 
 
-async def consumer_lag(settings: Settings) -> list[GroupLag]:
-    if settings.kafka_bootstrap:
-        return await asyncio.wait_for(_kafka(settings), timeout=10)
-    return await asyncio.to_thread(_embedded, Path(settings.data_dir) / "broker.db")
+async def consumer_lag(messaging: MessagingSettings) -> list[GroupLag]:
+    """Every group's lag on the broker `messaging` names (Kafka, or the embedded one)."""
+    if messaging.kafka_bootstrap:
+        return await asyncio.wait_for(_kafka(messaging.kafka_bootstrap), timeout=10)
+    return await asyncio.to_thread(_embedded, Path(messaging.data_dir) / "broker.db")

@@ -21,7 +21,7 @@ from sagaway.messaging.records import Record
 from sagaway.messaging.topics import TopicNames
 from sagaway.messaging.transport import Subscription, Transport
 from sagaway.observability.backoff import RetryDelay
-from sagaway.settings import Settings
+from sagaway.settings import ConsoleSettings
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +37,12 @@ class DeadLetterResolved(RuntimeError):
     """Already replayed or discarded: nothing done again."""
 
 
-def dead_letter_topics(settings: Settings) -> list[str]:
-    """The `<topic>.dlq` topics the console reads."""
-    topics = TopicNames(settings.topic_prefix)
-    sources = settings.console.dead_letter_topics or [
+def dead_letter_topics(config: ConsoleSettings, topic_prefix: str) -> list[str]:
+    """The `<topic>.dlq` topics the console reads (topic names start with `topic_prefix`)."""
+    topics = TopicNames(topic_prefix)
+    sources = config.dead_letter_topics or [
         name
-        for service in settings.console.services
+        for service in config.services
         for name in (topics.requests(service), topics.replies(service))
     ]
     return [TopicNames.dlq(t) for t in dict.fromkeys(sources)]
@@ -102,22 +102,22 @@ async def store(engine: AsyncEngine, records: Sequence[Record]) -> int:
 
 
 class DeadLetterCollector:
-    """Reads every configured DLQ topic in the console's own consumer group into the table."""
+    """Reads the DLQ `topics` in the console's own consumer group into the table."""
 
-    def __init__(self, settings: Settings, transport: Transport, engine: AsyncEngine) -> None:
-        self.settings = settings
+    def __init__(self, topics: Sequence[str], transport: Transport, engine: AsyncEngine) -> None:
         self.transport = transport
         self.engine = engine
-        self.topics = dead_letter_topics(settings)
+        self.topics = list(topics)
         self.subscription: Subscription | None = None
 
     async def run(self) -> None:
-        await self.transport.create_topics({t: self.settings.partitions for t in self.topics})
+        messaging = self.transport.settings
+        await self.transport.create_topics({t: messaging.partitions for t in self.topics})
         self.subscription = self.transport.subscribe(GROUP_ID, self.topics)
         await self.subscription.start()
         try:
             while True:
-                records = await self.subscription.fetch(self.settings.consumer_max_records, 500)
+                records = await self.subscription.fetch(messaging.consumer_max_records, 500)
                 if not records:
                     continue
                 await store(self.engine, records)

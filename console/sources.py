@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from console.queries.overview import OutboxFigures, outbox_figures
-from sagaway.settings import Settings
+from sagaway.settings import ConsoleSettings, StorageSettings
 from sagaway.storage.database import create_database_engine, is_sqlite, read_only, sqlite_path
 
 log = logging.getLogger(__name__)
@@ -48,13 +48,18 @@ def _exists(url: str) -> bool:
     return path is not None and path.exists()
 
 
-def open_sources(settings: Settings, orchestrator: AsyncEngine | None = None) -> ConsoleSources:
-    """Engines for every configured database, one per distinct URL."""
+def open_sources(
+    config: ConsoleSettings, storage: StorageSettings, orchestrator: AsyncEngine | None = None
+) -> ConsoleSources:
+    """Engines for every configured database, one per distinct URL: a service's URL from
+    `config.service_database_urls`, else `storage.database_url_for(service)`."""
     engines: dict[str, AsyncEngine] = {}
     owned: list[AsyncEngine] = []
-    orchestrator_url = settings.console.service_database_urls.get(
-        "orchestrator", settings.database_url_for("orchestrator")
-    )
+
+    def url_of(service: str) -> str:
+        return config.service_database_urls.get(service, storage.database_url_for(service))
+
+    orchestrator_url = url_of("orchestrator")
 
     def engine_for(url: str) -> AsyncEngine | None:
         if url in engines:
@@ -76,15 +81,10 @@ def open_sources(settings: Settings, orchestrator: AsyncEngine | None = None) ->
         )
         engines[orchestrator_url] = orchestrator
         owned.append(orchestrator)
-    gateway_url = (
-        settings.console.gateway_database_url
-        or settings.console.service_database_urls.get(
-            "gateway", settings.database_url_for("gateway")
-        )
-    )
+    gateway_url = config.gateway_database_url or url_of("gateway")
     services = []
-    for name in dict.fromkeys(["orchestrator", *settings.console.services]):
-        url = settings.console.service_database_urls.get(name, settings.database_url_for(name))
+    for name in dict.fromkeys(["orchestrator", *config.services]):
+        url = url_of(name)
         services.append(ServiceSource(name, url, engine_for(url)))
     return ConsoleSources(orchestrator, engine_for(gateway_url), services, owned)
 

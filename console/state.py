@@ -17,14 +17,14 @@ from console.auth import ConsoleConfigError, UserDirectory, current_user
 from console.consumer_lag import ConsumerLagUnavailable, GroupLag, consumer_lag
 from console.csrf import FIELD as CSRF_FIELD
 from console.csrf import csrf_token
-from console.dead_letters import DeadLetterCollector, run_collector
+from console.dead_letters import DeadLetterCollector, dead_letter_topics, run_collector
 from console.links import path_of
 from console.sources import ConsoleSources, LagHistory, open_sources
 from console.templating import environment
-from orchestrator.registry import SagaRegistry, load_registry
+from orchestrator.registry import SagaRegistry
 from sagaway.messaging.topics import TopicNames
 from sagaway.messaging.transport import Transport
-from sagaway.settings import Settings
+from sagaway.settings import ConsoleSettings, MessagingSettings, StorageSettings
 
 ACTION_LABELS = {
     "retry": "Retry step now",
@@ -40,23 +40,28 @@ class Console:
 
     def __init__(
         self,
-        settings: Settings,
+        config: ConsoleSettings,
         *,
+        messaging: MessagingSettings,
+        storage: StorageSettings,
         registry: SagaRegistry | None,
         transport: Transport | None,
         orchestrator_engine: AsyncEngine | None,
         background: bool,
     ) -> None:
-        self.settings = settings
-        self.config = settings.console
+        self.config = config
+        self.messaging = messaging
+        self.storage = storage
         self.users = UserDirectory(self.config.users)
         if not len(self.users):
             raise ConsoleConfigError(
                 "no console users are configured: add [[console.users]] with a name, a role and "
                 "a password_hash (from `sagaway console --hash-password`)"
             )
-        self.registry = registry
-        self.topics = TopicNames(settings.topic_prefix)
+        # No registry: every saga is shown, and acting on one is refused as "not loaded here".
+        self.registry = registry if registry is not None else SagaRegistry()
+        self.topics = TopicNames(messaging.topic_prefix)
+        self.dead_letter_topics = dead_letter_topics(config, messaging.topic_prefix)
         self._given_transport = transport
         self.transport: Transport | None = transport
         self._given_engine = orchestrator_engine
@@ -75,9 +80,7 @@ class Console:
     async def start(self) -> None:
         if self.sources is not None:
             return
-        self.sources = open_sources(self.settings, self._given_engine)
-        if self.registry is None:
-            self.registry = load_registry(self.settings)
+        self.sources = open_sources(self.config, self.storage, self._given_engine)
         if not self.background:
             return
         self.tasks.append(asyncio.create_task(self.history.run(self.sources), name="console-lag"))
@@ -85,13 +88,16 @@ class Console:
             from sagaway.messaging.factory import connect_transport
 
             async def connect_then_collect() -> None:
-                self.transport = await connect_transport(self.settings)
-                await run_collector(DeadLetterCollector(self.settings, self.transport, self.db))
+                self.transport = await connect_transport(self.messaging)
+                await run_collector(self._collector(self.transport))
 
             self.tasks.append(asyncio.create_task(connect_then_collect(), name="console-dlq"))
         else:
-            collector = DeadLetterCollector(self.settings, self.transport, self.db)
+            collector = self._collector(self.transport)
             self.tasks.append(asyncio.create_task(run_collector(collector), name="console-dlq"))
+
+    def _collector(self, transport: Transport) -> DeadLetterCollector:
+        return DeadLetterCollector(self.dead_letter_topics, transport, self.db)
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -109,12 +115,12 @@ class Console:
     async def consumer_lag(self) -> list[GroupLag] | str:
         loop = asyncio.get_running_loop()
         # Kafka's admin round trips are worth caching; the embedded broker's file is cheap to read.
-        ttl = CONSUMER_LAG_CACHE_S if self.settings.kafka_bootstrap else 0.5
+        ttl = CONSUMER_LAG_CACHE_S if self.messaging.kafka_bootstrap else 0.5
         if self._lag_cache and loop.time() - self._lag_cache[0] < ttl:
             return self._lag_cache[1]
         result: list[GroupLag] | str
         try:
-            result = await consumer_lag(self.settings)
+            result = await consumer_lag(self.messaging)
         except (ConsumerLagUnavailable, TimeoutError) as exc:
             result = str(exc) or "timed out"
         self._lag_cache = (loop.time(), result)

@@ -47,8 +47,8 @@ from orchestrator.registry import SagaRegistry
 from sagaway.messaging.processing import RecordProcessor
 from sagaway.messaging.topics import TopicNames
 from sagaway.messaging.transport import Transport, TransportError
-from sagaway.outbox.choose import make_relay, relay_mode
-from sagaway.settings import Settings
+from sagaway.outbox.choose import Relay, relay_mode
+from sagaway.settings import GatewaySettings
 from sagaway.storage.database import read_only
 
 log = logging.getLogger("sagaway.gateway")
@@ -66,23 +66,26 @@ class Gateway:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: GatewaySettings,
         registry: SagaRegistry,
         engine: AsyncEngine,
         transport: Transport,
         *,
+        relay: Relay | None = None,
         instance_id: str | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.engine = engine
         self.transport = transport
+        self.relay = relay
         self.instance_id = (instance_id or settings.gateway_instance_id or default_instance_id())[
             :100
         ]
-        topics = TopicNames(settings.topic_prefix)
+        prefix = transport.settings.topic_prefix
+        topics = TopicNames(prefix)
         self.requests_topic = topics.requests("orchestrator")
-        self.reply_topic = reply_topic(settings)
+        self.reply_topic = reply_topic(prefix)
         self.store = RequestStore(engine)
         self.pending = PendingRequests()
         self.metrics = GatewayMetrics()
@@ -92,7 +95,6 @@ class Gateway:
         self.broker_health = BrokerHealth(transport)
         self.callback_sender = CallbackSender(settings, engine, self.metrics)
         self.replier = Replier(
-            settings,
             transport,
             self.store,
             self.pending,
@@ -103,8 +105,8 @@ class Gateway:
         self.callback_topic = topics.named(CALLBACK_TOPIC)
         self.callback_intake = RecordProcessor(
             transport,
-            settings,
-            f"{settings.topic_prefix}gateway.callback-intake",
+            transport.settings,
+            f"{prefix}gateway.callback-intake",
             [self.callback_topic],
             CallbackIntake(settings, engine, self.callback_sender.wake).handle_batch,
             poll_timeout_ms=200,
@@ -112,14 +114,14 @@ class Gateway:
         self.poller = PendingPoller(
             self.pending, self.store.terminal_among, settings.gateway_pending_poll_ms / 1000
         )
-        self.relay_mode = relay_mode(engine, settings.gateway_relay_mode)
-        # Measured (docs/gateway.md): publishing at once saves a polling relay's interval when
-        # that relay runs elsewhere; a relay in this process is woken by the commit itself, and
-        # the WAL relay is as fast, so there a direct produce would only double the traffic.
+        mode = relay_mode(engine, settings.gateway_relay_mode)
+        # Publishing at once saves a polling relay's interval when that relay runs elsewhere
+        # (docs/gateway.md); a relay in this process is woken by the commit itself, and the WAL
+        # relay is as fast, so there a direct produce would only double the traffic.
         self.direct_produce = (
             settings.gateway_direct_produce
             if settings.gateway_direct_produce is not None
-            else self.relay_mode == "poll" and not settings.gateway_run_relay
+            else mode == "poll" and relay is None
         )
         self.routes = GatewayRoutes(self)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -143,8 +145,8 @@ class Gateway:
         self._run_in_background(self.broker_health.run(), "gateway-broker-health")
         self._run_in_background(self.callback_sender.run(), "gateway-callbacks")
         self._run_in_background(self._housekeeping(), "gateway-housekeeping")
-        if self.settings.gateway_run_relay:
-            self._run_in_background(self._relay(), "gateway-relay")
+        if self.relay is not None:
+            self._run_in_background(self.relay.run(), "gateway-relay")
         self.started = True
         log.info(
             "gateway %s started: replies on %s, commands to %s",
@@ -166,10 +168,11 @@ class Gateway:
         self.started = False
 
     async def _create_topics(self) -> None:
+        partitions = self.transport.settings.partitions
         topics = {
-            self.requests_topic: self.settings.partitions,
-            self.reply_topic: self.settings.partitions,
-            self.callback_topic: self.settings.partitions,
+            self.requests_topic: partitions,
+            self.reply_topic: partitions,
+            self.callback_topic: partitions,
         }
         while True:
             try:
@@ -191,10 +194,6 @@ class Gateway:
     def _on_stored(self, stored: list[RequestState]) -> None:
         if any(state.callback_url for state in stored):
             self.callback_sender.wake()
-
-    async def _relay(self) -> None:
-        relay = make_relay(self.settings, SERVICE, self.engine, self.transport, self.relay_mode)
-        await relay.run()
 
     async def _housekeeping(self) -> None:
         retention = self.settings.idempotency_retention_s
@@ -270,18 +269,20 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
 
 
 def create_gateway_app(
-    settings: Settings,
+    settings: GatewaySettings,
     registry: SagaRegistry,
     engine: AsyncEngine,
     transport: Transport,
     *,
+    relay: Relay | None = None,
     instance_id: str | None = None,
     manage_lifecycle: bool = True,
 ) -> Starlette:
     """The public gateway app. Its lifespan starts and stops the Gateway (`app.state.gateway`)
     unless `manage_lifecycle` is False (then call `await gateway.start()` / `stop()` yourself,
-    e.g. when the app is mounted inside another one whose lifespan runs instead)."""
-    gateway = Gateway(settings, registry, engine, transport, instance_id=instance_id)
+    e.g. when the app is mounted inside another one whose lifespan runs instead). `relay`, when
+    given, publishes the gateway database's outbox and runs as one of the gateway's tasks."""
+    gateway = Gateway(settings, registry, engine, transport, relay=relay, instance_id=instance_id)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

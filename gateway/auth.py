@@ -20,7 +20,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from starlette.requests import Request
 
 from gateway.problems import Forbidden, Unauthenticated
-from sagaway.settings import ApiKeyConfig, Settings
+from sagaway.settings import ApiKeyConfig, GatewaySettings
 
 ANONYMOUS = "anonymous"
 
@@ -68,7 +68,7 @@ class Authenticator:
     """Checks credentials against the settings; verified API keys are remembered (by their
     SHA-256) so argon2 runs once per key, not once per request."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: GatewaySettings) -> None:
         self.keys: dict[str, ApiKeyConfig] = dict(settings.api_keys)
         self.secret = settings.bearer_secret.get_secret_value() if settings.bearer_secret else None
         self.enabled = bool(self.keys) or self.secret is not None

@@ -35,7 +35,7 @@ from sagaway.messaging.envelope import Message
 from sagaway.messaging.records import Record
 from sagaway.observability import tracing
 from sagaway.observability.backoff import RetryDelay
-from sagaway.settings import Settings
+from sagaway.settings import GatewaySettings
 
 log = logging.getLogger("sagaway.gateway.callbacks")
 
@@ -73,7 +73,7 @@ def verify_signature(secret: str, header: str, body: bytes, tolerance_s: float =
     return hmac.compare_digest(expected, parts.get("v1", ""))
 
 
-def backoff_s(settings: Settings, attempts: int) -> float:
+def backoff_s(settings: GatewaySettings, attempts: int) -> float:
     """Pause after the `attempts`-th failed try. Each delivery keeps its own count in the
     database, so the pause is computed from it rather than waited by one loop."""
     delay = RetryDelay(settings.callback_backoff_s, settings.callback_backoff_max_s)
@@ -111,7 +111,7 @@ class CallbackSender:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: GatewaySettings,
         engine: AsyncEngine,
         metrics: GatewayMetrics,
         *,
@@ -287,7 +287,7 @@ class CallbackIntake:
     """Turns the final replies on `gateway.callbacks` into callback deliveries: one transaction
     per batch, deduplicated on the message id through the inbox."""
 
-    def __init__(self, settings: Settings, engine: AsyncEngine, wake: Any) -> None:
+    def __init__(self, settings: GatewaySettings, engine: AsyncEngine, wake: Any) -> None:
         self.settings = settings
         self.engine = engine
         self.wake = wake

@@ -8,7 +8,7 @@ from typing import Any
 from orchestrator.dsl import SagaDefinition
 from orchestrator.registry import SagaRegistry
 from sagaway import __version__
-from sagaway.settings import Settings
+from sagaway.settings import GatewaySettings
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
@@ -87,7 +87,7 @@ def _start_operation(
     }
 
 
-def openapi_document(settings: Settings, registry: SagaRegistry) -> dict[str, Any]:
+def openapi_document(settings: GatewaySettings, registry: SagaRegistry) -> dict[str, Any]:
     components: dict[str, Any] = {
         "Problem": {
             "type": "object",

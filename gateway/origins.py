@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from gateway.problems import BadRequest, CallbackRefused, SagaDidNotComplete
 from gateway.store import RequestState
-from sagaway.settings import Settings
+from sagaway.settings import GatewaySettings
 
 STATUS_PATH = "/api/v1/requests/{id}"
 # What a client holding a 202 is told to wait before polling the status URL.
@@ -56,7 +56,7 @@ def parse_prefer(value: str | None) -> tuple[bool, float | None]:
     return respond_async, wait
 
 
-def choose_origin(headers: Headers, settings: Settings) -> Origin:
+def choose_origin(headers: Headers, settings: GatewaySettings) -> Origin:
     respond_async, wait = parse_prefer(headers.get("prefer"))
     wait_s = min(
         settings.gateway_max_wait_s, settings.gateway_default_wait_s if wait is None else wait

@@ -23,7 +23,6 @@ from sagaway.messaging.records import Record
 from sagaway.messaging.topics import TopicNames
 from sagaway.messaging.transport import Transport
 from sagaway.observability import tracing
-from sagaway.settings import Settings
 
 log = logging.getLogger("sagaway.gateway.replier")
 
@@ -34,12 +33,12 @@ class MalformedFinalReply(ValueError):
     """A record on the reply topic is not a final reply (it is dead-lettered)."""
 
 
-def reply_topic(settings: Settings) -> str:
-    return TopicNames(settings.topic_prefix).named(REPLY_TOPIC)
+def reply_topic(topic_prefix: str) -> str:
+    return TopicNames(topic_prefix).named(REPLY_TOPIC)
 
 
-def replier_group(settings: Settings) -> str:
-    return f"{settings.topic_prefix}gateway.replier"
+def replier_group(topic_prefix: str) -> str:
+    return f"{topic_prefix}gateway.replier"
 
 
 def parse_final_reply(message: Message, traceparent: str | None = None) -> FinalResult:
@@ -78,7 +77,6 @@ class Replier:
 
     def __init__(
         self,
-        settings: Settings,
         transport: Transport,
         store: RequestStore,
         pending: PendingRequests,
@@ -86,17 +84,17 @@ class Replier:
         callback_body: Callable[[RequestState], Any],
         on_stored: Callable[[list[RequestState]], None] | None = None,
     ) -> None:
-        self.settings = settings
         self.store = store
         self.pending = pending
         self.metrics = metrics
         self.callback_body = callback_body
         self.on_stored = on_stored
-        self.topic = reply_topic(settings)
+        prefix = transport.settings.topic_prefix
+        self.topic = reply_topic(prefix)
         self.processor = RecordProcessor(
             transport,
-            settings,
-            replier_group(settings),
+            transport.settings,
+            replier_group(prefix),
             [self.topic],
             self.handle_batch,
             poll_timeout_ms=100,

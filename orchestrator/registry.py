@@ -7,10 +7,9 @@ version N after N+1 is deployed; new sagas start on the latest version.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from orchestrator.dsl import SagaDefinition, SagaDefinitionError
-from sagaway.settings import Settings
 
 
 class UnknownSagaType(LookupError):
@@ -127,6 +126,6 @@ class SagaRegistry:
         return registry
 
 
-def load_registry(settings: Settings) -> SagaRegistry:
-    """The registry of the modules configured in `settings.sagas` (SAGAWAY_SAGAS)."""
-    return SagaRegistry.from_modules(settings.sagas)
+def load_registry(modules: Sequence[str]) -> SagaRegistry:
+    """The registry of these saga modules (dotted names, as SAGAWAY_SAGAS lists them)."""
+    return SagaRegistry.from_modules(modules)

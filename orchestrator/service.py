@@ -1,5 +1,6 @@
 """The orchestrator service: the consumer of start commands (`orchestrator.requests`) and
-participant replies (`orchestrator.replies`), with the timer loop and, optionally, the outbox relay.
+participant replies (`orchestrator.replies`), with the timer loop and, optionally, the outbox relay
+its caller built.
 
 Each consumed batch is ONE database transaction: replies are deduplicated through the inbox,
 starts are idempotent on the correlation id, the sagas the batch touches are loaded in one query,
@@ -33,8 +34,8 @@ from sagaway.messaging.topics import TopicNames
 from sagaway.messaging.transport import Transport
 from sagaway.observability import logs, tracing
 from sagaway.observability.backoff import RetryDelay
-from sagaway.outbox.choose import Relay, make_relay
-from sagaway.settings import Settings
+from sagaway.outbox.choose import Relay
+from sagaway.settings import OrchestratorSettings
 
 log = logging.getLogger("sagaway.orchestrator")
 
@@ -51,40 +52,41 @@ class OrchestratorService:
         ...
         await service.stop()
 
+    The topic prefix and partition count are the transport's (`transport.settings`). A `relay`
+    (of this service's outbox in `engine`) runs as one of the service's tasks and stops with it.
     Several instances share the work through the consumer group `<prefix>orchestrator`.
     """
 
     def __init__(
         self,
-        settings: Settings,
+        settings: OrchestratorSettings,
         registry: SagaRegistry,
         engine: AsyncEngine,
         transport: Transport,
         *,
+        relay: Relay | None = None,
         with_timers: bool = True,
-        with_relay: bool = False,
         group_id: str | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.engine = engine
         self.transport = transport
-        self.topics = TopicNames(settings.topic_prefix)
+        self.relay = relay
+        self.topics = TopicNames(transport.settings.topic_prefix)
         self.requests_topic = self.topics.requests(SERVICE)
         self.replies_topic = self.topics.replies(SERVICE)
         self.group_id = group_id or self.topics.named(SERVICE)
         self.with_timers = with_timers
-        self.with_relay = with_relay
         self.processor = RecordProcessor(
             transport,
-            settings,
+            transport.settings,
             self.group_id,
             [self.requests_topic, self.replies_topic],
             self.handle_batch,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.timer_loop: TimerLoop | None = None
-        self.relay: Relay | None = None
 
     def topics_to_create(self) -> dict[str, int]:
         """Every topic the orchestrator reads or writes: its own, and each participant's
@@ -95,15 +97,16 @@ class OrchestratorService:
                 for command in (spec.command, spec.compensation_command):
                     if command:
                         names.add(self.topics.requests(command.split(".", 1)[0]))
-        return {name: self.settings.partitions for name in sorted(names)}
+        partitions = self.transport.settings.partitions
+        return {name: partitions for name in sorted(names)}
 
     async def start(self) -> None:
         """Create the topics, join the consumer group, start the timer loop (and relay)."""
         await self.transport.create_topics(self.topics_to_create())
-        if self.with_relay:
-            self._tasks.append(asyncio.create_task(self._run_relay(), name="orchestrator-relay"))
+        if self.relay is not None:
+            self._tasks.append(asyncio.create_task(self.relay.run(), name="orchestrator-relay"))
         if self.with_timers:
-            timer_loop = TimerLoop(self.settings, self.registry, self.engine)
+            timer_loop = TimerLoop(self.settings, self.registry, self.engine, self.topics)
             self.timer_loop = timer_loop
             self._tasks.append(asyncio.create_task(timer_loop.run(), name="orchestrator-timers"))
         await self.processor.start()
@@ -141,11 +144,6 @@ class OrchestratorService:
                     ", ".join(f"{t}[{p}]" for t, p in sorted(current)) or "none",
                 )
             await asyncio.sleep(0.5)
-
-    async def _run_relay(self) -> None:
-        relay = make_relay(self.settings, SERVICE, self.engine, self.transport)
-        self.relay = relay
-        await relay.run()
 
     async def stop(self) -> None:
         """Finish the batch in hand, leave the group, stop the timer loop and relay."""

@@ -28,20 +28,27 @@ from orchestrator.session import SagaConflict, SagaSession
 from sagaway.messaging.topics import TopicNames
 from sagaway.observability import logs, tracing
 from sagaway.observability.backoff import RetryDelay
-from sagaway.settings import Settings
+from sagaway.settings import OrchestratorSettings
 from sagaway.storage.database import read_only
 
 log = logging.getLogger("sagaway.orchestrator.timers")
 
 
 class TimerLoop:
-    """Fires due timers until cancelled: `await loop.run()`, or one batch with `fire_due()`."""
+    """Fires due timers until cancelled: `await loop.run()`, or one batch with `fire_due()`.
+    `topics` names the topics the commands a timer causes are written to."""
 
-    def __init__(self, settings: Settings, registry: SagaRegistry, engine: AsyncEngine) -> None:
+    def __init__(
+        self,
+        settings: OrchestratorSettings,
+        registry: SagaRegistry,
+        engine: AsyncEngine,
+        topics: TopicNames,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.engine = engine
-        self.topics = TopicNames(settings.topic_prefix)
+        self.topics = topics
         self.postgres = engine.dialect.name == "postgresql"
         self.fired = 0
 

@@ -37,7 +37,7 @@ from sagaway.messaging.topics import TopicNames
 from sagaway.messaging.transport import Transport
 from sagaway.observability import logs, tracing
 from sagaway.outbox.writer import add_to_outbox
-from sagaway.settings import Settings
+from sagaway.settings import ParticipantSettings
 
 log = logging.getLogger("sagaway.participant")
 
@@ -81,9 +81,9 @@ class BatchReplies:
         return cls(stored={}, outbox=[], claimed=set())
 
 
-def group_id_for(settings: Settings, participant: str) -> str:
+def group_id_for(topic_prefix: str, participant: str) -> str:
     """The consumer group of a participant's instances (they share its partitions)."""
-    return f"{settings.topic_prefix}participant.{participant}"
+    return f"{topic_prefix}participant.{participant}"
 
 
 def _json_object(value: Any, *, lenient: bool) -> dict[str, Any]:
@@ -106,30 +106,37 @@ class ParticipantRunner:
 
     `await start()` / `await stop()`; `wait_assigned()` waits for the group join. The replies go
     to the outbox of `engine`: run a relay on that database too (`ParticipantService` does).
+    The topic prefix and partition count are the transport's (`transport.settings`). Handlers
+    get `participant_settings` as `ctx.settings`; without it, start() builds the participant's
+    own (`participant.settings()`).
     """
 
     def __init__(
         self,
         participant: Participant,
-        settings: Settings,
+        settings: ParticipantSettings,
         engine: AsyncEngine,
         transport: Transport,
         *,
         group_id: str | None = None,
+        participant_settings: Any = None,
     ) -> None:
         self.participant = participant
         self.settings = settings
         self.engine = engine
         self.transport = transport
-        topics = TopicNames(settings.topic_prefix)
+        self.participant_settings = participant_settings
+        self._settings_built = participant_settings is not None
+        topic_prefix = transport.settings.topic_prefix
+        topics = TopicNames(topic_prefix)
         self.requests_topic = topics.requests(participant.name)
         self.default_reply_topic = topics.replies(ORCHESTRATOR)
         self.consumer = participant.name
         self.stats = RunnerStats()
         self.processor = RecordProcessor(
             transport,
-            settings,
-            group_id or group_id_for(settings, participant.name),
+            transport.settings,
+            group_id or group_id_for(topic_prefix, participant.name),
             [self.requests_topic],
             self.handle_batch,
         )
@@ -138,14 +145,22 @@ class ParticipantRunner:
         return f"ParticipantRunner({self.participant.name!r}, topic={self.requests_topic!r})"
 
     async def start(self) -> None:
-        """Create the topics it reads and answers on (if missing), then join the group."""
+        """Build the participant's settings (unless given), create the topics it reads and
+        answers on (if missing), then join the group."""
+        self._handler_settings()
+        partitions = self.transport.settings.partitions
         await self.transport.create_topics(
-            {
-                self.requests_topic: self.settings.partitions,
-                self.default_reply_topic: self.settings.partitions,
-            }
+            {self.requests_topic: partitions, self.default_reply_topic: partitions}
         )
         await self.processor.start()
+
+    def _handler_settings(self) -> Any:
+        """The participant's own settings, built once (a bad value fails start(), not a
+        command)."""
+        if not self._settings_built:
+            self.participant_settings = self.participant.settings()
+            self._settings_built = True
+        return self.participant_settings
 
     async def stop(self, grace_s: float = 10.0) -> None:
         await self.processor.stop(grace_s)
@@ -283,7 +298,9 @@ class ParticipantRunner:
         except Rejection as rejection:
             stats.rejected += 1
             return reply_to(message, "failure", _json_object(rejection.to_payload(), lenient=True))
-        context = CommandContext(message, conn, self.settings, self.participant.name)
+        context = CommandContext(
+            message, conn, self._handler_settings(), self.participant.name
+        )
         savepoint = await conn.begin_nested() if savepoints else None
         try:
             result = await spec.handler(context, payload)

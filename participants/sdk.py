@@ -10,6 +10,9 @@
 
 A handler returns a JSON object (success), raises `Rejection` (a business "no": failure reply),
 or raises anything else (transient: the command is retried with backoff, then dead-lettered).
+
+A participant with settings of its own declares their model, `Participant("shipping",
+settings=ShippingSettings)`: the runner builds it once, and handlers read it as `ctx.settings`.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sagaway.messaging.envelope import Message
-from sagaway.settings import Settings
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 VERB_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -60,11 +62,12 @@ class Rejection(Exception):
 
 @dataclass(frozen=True, slots=True)
 class CommandContext:
-    """What a handler gets besides its payload: the command and the transaction to write in."""
+    """What a handler gets besides its payload: the command, the transaction to write in, and
+    the participant's own settings (an instance of the model it declared; None without one)."""
 
     message: Message
     conn: AsyncConnection
-    settings: Settings
+    settings: Any
     participant: str
 
     @property
@@ -120,16 +123,28 @@ class HandlerSpec:
 
 
 class Participant:
-    """A service that handles commands `<name>.<verb>` sent to its topic `<name>.requests`."""
+    """A service that handles commands `<name>.<verb>` sent to its topic `<name>.requests`.
 
-    def __init__(self, name: str, description: str = "") -> None:
+    `settings`: the model of its own settings (a pydantic settings class, which reads its values
+    from the environment when built without arguments), or None when it has none."""
+
+    def __init__(
+        self, name: str, description: str = "", *, settings: type[BaseModel] | None = None
+    ) -> None:
         if not isinstance(name, str) or not NAME_PATTERN.match(name):
             raise ParticipantDefinitionError(
                 f"participant name {name!r} is not valid: use letters, digits, '-' or '_' "
                 "(it names the topic <name>.requests)"
             )
+        if settings is not None and not (
+            isinstance(settings, type) and issubclass(settings, BaseModel)
+        ):
+            raise ParticipantDefinitionError(
+                f"participant {name!r}: settings= must be a pydantic model class, got {settings!r}"
+            )
         self.name = name
         self.description = description
+        self.settings_model = settings
         self._handlers: dict[str, HandlerSpec] = {}
 
     def __repr__(self) -> str:
@@ -138,6 +153,13 @@ class Participant:
     @property
     def commands(self) -> list[str]:
         return sorted(self._handlers)
+
+    def settings(self) -> Any:
+        """A new instance of the participant's settings model, read from the environment (and
+        the TOML file); None when it declares none."""
+        if self.settings_model is None:
+            return None
+        return self.settings_model()
 
     def handles(
         self, command: str, *, payload: type[ModelT] | None = None

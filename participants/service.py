@@ -2,10 +2,13 @@
 that publishes its replies — on its own database. `sagaway participant NAME` and `sagaway dev` run
 it; tests run it in-process.
 
-    service = ParticipantService(example("inventory"), settings, transport=transport)
-    await service.start()      # connects (waiting for a database that is down), joins the group
+    relay = make_relay(relay_settings, "inventory", engine, transport)
+    service = ParticipantService(
+        example("inventory"), settings, engine=engine, transport=transport, relay=relay
+    )
+    await service.start()      # checks the schema, starts the relay, joins the group
     ...
-    await service.stop()
+    await service.stop()       # the engine and transport stay open: they are the caller's
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,12 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from participants.runner import ParticipantRunner
 from participants.sdk import Participant
 from sagaway.inbox import prune_inbox
-from sagaway.messaging.factory import connect_transport
 from sagaway.messaging.transport import Transport
-from sagaway.outbox.choose import Relay, RelayMode, make_relay
+from sagaway.outbox.choose import Relay
 from sagaway.outbox.wal_relay import WalRelay
-from sagaway.settings import Settings
-from sagaway.storage.database import connect_database, describe_database
+from sagaway.settings import ParticipantSettings
+from sagaway.storage.database import describe_database
 from sagaway.storage.migrate import head_revision, upgrade
 
 log = logging.getLogger("sagaway.participant")
@@ -54,39 +57,37 @@ async def check_migrated(engine: AsyncEngine, service: str) -> None:
 
 class ParticipantService:
     """Runs `participant` until stopped: the runner on `<name>.requests`, a task that prunes
-    inbox rows older than `inbox_retention_s`, and, unless `relay=False`, the outbox relay of
-    its database (WAL on PostgreSQL, polling on SQLite).
+    inbox rows older than `inbox_retention_s`, and, when given, the `relay` of its database's
+    outbox (which publishes its replies).
 
-    `engine` and `transport` may be given (shared with the caller, who closes them); otherwise
-    the service connects with `settings` — the database of service `participant.name` — and
-    closes them on stop(). `migrate=True` brings the database to Alembic head first (for a
-    single process such as `sagaway dev`; with several instances, migrate once beforehand).
+    `engine` (the participant's database) and `transport` are the caller's: it opens them
+    before and closes them after. `migrate=True` brings the database to Alembic head first (for
+    a single process such as `sagaway dev`; with several instances, migrate once beforehand).
+    Handlers get `participant_settings` as `ctx.settings`; without it, the participant's own
+    are built at start (`participant.settings()`).
     """
 
     def __init__(
         self,
         participant: Participant,
-        settings: Settings,
+        settings: ParticipantSettings,
         *,
-        engine: AsyncEngine | None = None,
-        transport: Transport | None = None,
-        relay: bool = True,
-        relay_mode: RelayMode | None = None,
+        engine: AsyncEngine,
+        transport: Transport,
+        relay: Relay | None = None,
         check_schema: bool = True,
         migrate: bool = False,
+        participant_settings: Any = None,
     ) -> None:
         self.participant = participant
         self.settings = settings
         self.engine = engine
         self.transport = transport
-        self.relay_enabled = relay
-        self.relay_mode = relay_mode
+        self.relay = relay
         self.check_schema = check_schema
         self.migrate = migrate
+        self.participant_settings = participant_settings
         self.runner: ParticipantRunner | None = None
-        self.relay: Relay | None = None
-        self._own_engine = engine is None
-        self._own_transport = transport is None
         self._relay_task: asyncio.Task[None] | None = None
         self._prune_task: asyncio.Task[None] | None = None
 
@@ -95,24 +96,25 @@ class ParticipantService:
         return self.participant.name
 
     async def start(self) -> None:
-        """Connect, check the schema, start the relay and join the consumer group."""
+        """Migrate or check the schema, start the relay and join the consumer group."""
         try:
-            if self.engine is None:
-                self.engine = await connect_database(self.settings, self.name)
             if self.migrate:
                 url = self.engine.url.render_as_string(hide_password=False)
                 await asyncio.to_thread(upgrade, url)
             if self.check_schema:
                 await check_migrated(self.engine, self.name)
-            if self.transport is None:
-                self.transport = await connect_transport(self.settings)
-            if self.relay_enabled:
-                self.relay = self._make_relay(self.engine, self.transport)
+            if self.participant_settings is None:
+                self.participant_settings = self.participant.settings()
+            if self.relay is not None:
                 self._relay_task = asyncio.create_task(
                     self.relay.run(), name=f"relay-{self.name}"
                 )
             self.runner = ParticipantRunner(
-                self.participant, self.settings, self.engine, self.transport
+                self.participant,
+                self.settings,
+                self.engine,
+                self.transport,
+                participant_settings=self.participant_settings,
             )
             await self.runner.start()
             self._prune_task = asyncio.create_task(self._prune_inbox(), name=f"inbox-{self.name}")
@@ -128,7 +130,6 @@ class ParticipantService:
 
     async def prune_inbox_once(self) -> int:
         """Forget the message ids handled longer than `inbox_retention_s` ago."""
-        assert self.engine is not None
         cutoff = datetime.now(UTC) - timedelta(seconds=self.settings.inbox_retention_s)
         async with self.engine.begin() as conn:
             return await prune_inbox(conn, cutoff)
@@ -143,9 +144,6 @@ class ParticipantService:
                     log.debug("%s: pruned %d inbox rows", self.name, pruned)
             except Exception as exc:  # noqa: BLE001 - the next round tries again
                 log.warning("%s: inbox pruning failed: %s", self.name, exc)
-
-    def _make_relay(self, engine: AsyncEngine, transport: Transport) -> Relay:
-        return make_relay(self.settings, self.name, engine, transport, self.relay_mode)
 
     async def wait_ready(self, timeout_s: float = 30.0) -> None:
         """Wait until the runner owns partitions (and a WAL relay holds its slot)."""
@@ -171,7 +169,7 @@ class ParticipantService:
             await self.stop()
 
     async def stop(self, grace_s: float = 10.0) -> None:
-        """Finish the batch in hand, stop the relay, close what this service opened."""
+        """Finish the batch in hand, stop the inbox pruning and the relay."""
         if self.runner is not None:
             await self.runner.stop(grace_s)
         if self._prune_task is not None:
@@ -184,12 +182,6 @@ class ParticipantService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._relay_task
             self._relay_task = None
-        if self._own_transport and self.transport is not None:
-            await self.transport.close()
-            self.transport = None
-        if self._own_engine and self.engine is not None:
-            await self.engine.dispose()
-            self.engine = None
 
     async def __aenter__(self) -> ParticipantService:
         await self.start()

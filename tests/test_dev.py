@@ -27,7 +27,7 @@ from sagaway.dev import DevError
 from sagaway.dev.banner import dev_banner
 from sagaway.dev.data_dir import data_files, reset_data_dir
 from sagaway.dev.dev_settings import dev_settings
-from sagaway.settings import Settings
+from sagaway.settings.composed import load_settings
 from tests.servers.postgres import free_port
 
 SAGAWAY = str(Path(sys.executable).with_name("sagaway"))
@@ -442,13 +442,16 @@ def test_a_saga_module_that_does_not_import_is_a_one_line_error(tmp_path: Path) 
 
 
 def test_dev_settings_keep_the_session_timeouts_a_user_chose(tmp_path: Path) -> None:
-    chosen = dev_settings(Settings(session_timeout_ms=20_000, heartbeat_interval_ms=4000))
-    assert (chosen.session_timeout_ms, chosen.heartbeat_interval_ms) == (20_000, 4000)
-    default = dev_settings(Settings(data_dir=tmp_path, kafka_bootstrap="k:9092"))
-    assert default.session_timeout_ms < Settings().session_timeout_ms
-    assert default.heartbeat_interval_ms * 3 <= default.session_timeout_ms
-    assert default.kafka_bootstrap is None and default.database_url is None
-    assert default.data_dir.is_absolute()
+    chosen = dev_settings(load_settings(session_timeout_ms=20_000, heartbeat_interval_ms=4000))
+    messaging = chosen.messaging
+    assert (messaging.session_timeout_ms, messaging.heartbeat_interval_ms) == (20_000, 4000)
+    default = dev_settings(load_settings(data_dir=tmp_path, kafka_bootstrap="k:9092"))
+    messaging = default.messaging
+    assert messaging.session_timeout_ms < load_settings().messaging.session_timeout_ms
+    assert messaging.heartbeat_interval_ms * 3 <= messaging.session_timeout_ms
+    assert messaging.kafka_bootstrap is None and default.storage.database_url is None
+    assert default.storage.data_dir.is_absolute()
+    assert default.messaging.data_dir == default.storage.data_dir
 
 
 def test_banner_with_api_keys_puts_the_key_in_the_curl(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 import uvloop
 
 from sagaway.observability import event_loop
-from sagaway.settings import Settings
+from sagaway.settings import ObservabilitySettings
 
 
 async def loop_module() -> str:
@@ -21,6 +21,6 @@ def test_the_chosen_loop_runs_the_coroutine(choice: str, module: str) -> None:
 
 
 def test_asyncio_is_the_default() -> None:
-    assert Settings().event_loop == "asyncio"
-    assert event_loop.loop_factory(Settings().event_loop) is None
+    assert ObservabilitySettings().event_loop == "asyncio"
+    assert event_loop.loop_factory(ObservabilitySettings().event_loop) is None
     assert event_loop.loop_factory("uvloop") is uvloop.new_event_loop

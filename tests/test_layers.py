@@ -67,6 +67,7 @@ def test_the_tree_keeps_every_contract() -> None:
         ("sagaway/messaging/topics.py", "import sagaway.storage.models", "Imports point down"),
         ("orchestrator/dsl.py", "import asyncio", "The engine and the DSL are pure"),
         ("orchestrator/dsl.py", "import sagaway.settings", "The engine and the DSL are pure"),
+        ("gateway/auth.py", "import sagaway.settings.composed", "Each component gets its own"),
     ],
 )
 def test_an_import_against_the_rules_breaks_a_contract(

@@ -39,10 +39,12 @@ from pydantic import SecretStr
 
 from gateway.auth import hash_api_key, issue_token
 from gateway.metrics import GatewayMetrics
+from sagaway.cli.application import application
 from sagaway.dev.system import DevSystem
 from sagaway.messaging.envelope import Message
 from sagaway.observability import logs, tracing
-from sagaway.settings import ApiKeyConfig, Settings
+from sagaway.settings import ApiKeyConfig, ObservabilitySettings
+from sagaway.settings.composed import Settings
 from sagaway.storage.database import DatabaseUnavailable, connect_database
 from tests.servers.postgres import free_port
 
@@ -210,13 +212,13 @@ def system_settings(data_dir: Path) -> Settings:
 async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
     settings = system_settings(tmp_path_factory.mktemp("observability") / "data")
     stream = io.StringIO()
-    handler = logs.make_handler(settings, stream)
+    handler = logs.make_handler(settings.observability, stream, secrets=settings.secret_values())
     root, ours = logging.getLogger(), logging.getLogger("sagaway")
     levels = (root.level, ours.level)
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     ours.setLevel(logging.DEBUG)
-    system = DevSystem(settings, host="127.0.0.1", port=0)
+    system = DevSystem(application(settings), host="127.0.0.1", port=0)
     try:
         await system.start()
         async with httpx.AsyncClient(
@@ -387,7 +389,9 @@ def test_with_tracing_off_no_span_is_made_and_traceparents_pass_through() -> Non
 def test_configured_exporters_build_and_none_turns_tracing_off() -> None:
     try:
         provider = tracing.configure_tracing(
-            Settings(otel_exporter="otlp", otel_endpoint="http://127.0.0.1:9/v1/traces"),
+            ObservabilitySettings(
+                otel_exporter="otlp", otel_endpoint="http://127.0.0.1:9/v1/traces"
+            ),
             "sagaway-test",
             set_global=False,
         )
@@ -395,14 +399,16 @@ def test_configured_exporters_build_and_none_turns_tracing_off() -> None:
         assert provider.resource.attributes["service.name"] == "sagaway-test"
         provider.shutdown()
         provider = tracing.configure_tracing(
-            Settings(otel_exporter="console", otel_service_name="shop-orchestrator"),
+            ObservabilitySettings(
+                otel_exporter="console", otel_service_name="shop-orchestrator"
+            ),
             "x",
             set_global=False,
         )
         assert provider is not None
         assert provider.resource.attributes["service.name"] == "shop-orchestrator"
         provider.shutdown()
-        assert tracing.configure_tracing(Settings(otel_exporter="none"), "x") is None
+        assert tracing.configure_tracing(ObservabilitySettings(otel_exporter="none"), "x") is None
         assert not tracing.enabled()
     finally:
         tracing.disable()
@@ -437,7 +443,9 @@ def test_spans_are_exported_over_otlp_http_to_the_configured_endpoint() -> None:
     endpoint = f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
     try:
         provider = tracing.configure_tracing(
-            Settings(otel_exporter="otlp", otel_endpoint=endpoint, otel_service_name="shop"),
+            ObservabilitySettings(
+                otel_exporter="otlp", otel_endpoint=endpoint, otel_service_name="shop"
+            ),
             "x",
             set_global=False,
         )
@@ -496,7 +504,7 @@ def test_text_lines_carry_the_ids_and_json_lines_the_traceback() -> None:
     )
     for log_format in ("text", "json"):
         stream = io.StringIO()
-        handler = logs.make_handler(Settings(log_format=log_format), stream)
+        handler = logs.make_handler(ObservabilitySettings(log_format=log_format), stream)
         logger = logging.getLogger(f"tests.observability.{log_format}")
         logger.addHandler(handler)
         logger.propagate = False
@@ -532,7 +540,7 @@ def test_redactor_hides_credentials_and_configured_secrets() -> None:
         bearer_secret=SecretStr(BEARER_SECRET),
         callback_secret=SecretStr("callback-secret-value"),
     )
-    redact = logs.Redactor(logs.configured_secrets(settings))
+    redact = logs.Redactor(settings.secret_values())
     text = redact(
         f"cannot reach postgresql://sagaway:{DB_PASSWORD}@db/x; password={DB_PASSWORD}; "
         f"X-API-Key: {API_KEY}; Authorization: Bearer abc.def.ghi; signed with {BEARER_SECRET}; "
@@ -562,13 +570,11 @@ async def test_api_keys_tokens_and_the_database_password_never_reach_the_logs(
             response = await unauthenticated.post("/api/v1/orders", json=ORDER, headers=headers)
             assert response.status_code == status, response.text
     # A database that is down is retried and logged: its URL's password must not be.
-    settings = running.system.settings.model_copy(
-        update={
-            "database_url": f"postgresql+asyncpg://sagaway:{DB_PASSWORD}@127.0.0.1:{free_port()}/x"
-        }
+    settings = running.system.settings.replace(
+        database_url=f"postgresql+asyncpg://sagaway:{DB_PASSWORD}@127.0.0.1:{free_port()}/x"
     )
     with pytest.raises(DatabaseUnavailable) as refused:
-        await connect_database(settings, "orchestrator", give_up_after_s=0.5)
+        await connect_database(settings.storage, "orchestrator", give_up_after_s=0.5)
     logging.getLogger("sagaway.tests").error("start-up failed: %s", refused.value)
     captured = running.log.getvalue()
     assert "PostgreSQL at 127.0.0.1" in captured  # the retries were logged

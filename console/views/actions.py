@@ -79,7 +79,6 @@ async def _apply(
     result: dict[str, Any] | None,
     reason: str | None,
 ) -> None:
-    assert console.registry is not None
     for attempt in range(3):
         try:
             await apply_action(

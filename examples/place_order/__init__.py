@@ -9,6 +9,11 @@ from __future__ import annotations
 import importlib
 
 from participants.sdk import Participant
+from sagaway.settings import RouteConfig
+
+# What a deployment runs when SAGAWAY_SAGAS is unset: this saga, and its route.
+SAGA_MODULES = ("examples.place_order.saga",)
+ROUTES = (RouteConfig(method="POST", path="/api/v1/orders", saga="place-order"),)
 
 EXAMPLE_MODULES = {
     "inventory": "examples.place_order.inventory",
@@ -34,4 +39,4 @@ def example(name: str) -> Participant:
     return participant
 
 
-__all__ = ["EXAMPLE_NAMES", "UnknownParticipant", "example"]
+__all__ = ["EXAMPLE_NAMES", "ROUTES", "SAGA_MODULES", "UnknownParticipant", "example"]

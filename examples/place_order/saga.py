@@ -36,8 +36,8 @@ class PlaceOrder(BaseModel):
     customer_id: Identifier
     items: Annotated[list[OrderLine], Field(min_length=1, max_length=MAX_ITEMS)]
     total_cents: Cents
-    # The Field before the validator: after it, pydantic leaves the pattern out of the JSON
-    # schema, and /openapi.json then said "any string".
+    # The Field comes before the validator: after it, pydantic leaves the pattern out of the
+    # JSON schema that /openapi.json publishes.
     country: Annotated[
         StrictStr,
         Field(

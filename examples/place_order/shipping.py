@@ -1,8 +1,9 @@
 """The `shipping` example service: schedule an order's shipment, unless the country is refused.
 
 Rules: `shipping.schedule` creates one shipment per order (a repeated command returns the same
-one) and rejects the countries in `Settings.shipping_blocked_countries` (`AQ` by default). It is
-the pivot of `place-order`: once scheduled, the order only goes forward, so it has no undo.
+one) and rejects the countries in `ShippingSettings.shipping_blocked_countries` (`AQ` by
+default, SAGAWAY_SHIPPING_BLOCKED_COUNTRIES). It is the pivot of `place-order`: once scheduled,
+the order only goes forward, so it has no undo.
 The order id is the saga id (the `saga-id` header).
 """
 
@@ -18,9 +19,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr
 from examples.place_order.countries import is_country_code
 from examples.place_order.models import shipments
 from examples.place_order.order_lines import MAX_ITEMS, Identifier, OrderLine, units_by_sku
+from examples.place_order.settings import ShippingSettings
 from participants.sdk import CommandContext, Participant, Rejection
 
-participant = Participant("shipping", "Shipments: schedule an order's delivery.")
+participant = Participant(
+    "shipping", "Shipments: schedule an order's delivery.", settings=ShippingSettings
+)
 
 # Built once, run with parameters: building a statement per call (and its cache key) cost SQLAlchemy
 # more than the SQL it sends.
@@ -53,7 +57,8 @@ async def schedule(ctx: CommandContext, payload: ScheduleShipment) -> dict[str, 
     existing = (await conn.execute(_SHIPMENT, {"order_id": order_id})).first()
     if existing is not None:
         return {"shipment_id": existing.shipment_id, "country": existing.country}
-    blocked = {code.upper() for code in ctx.settings.shipping_blocked_countries}
+    settings: ShippingSettings = ctx.settings
+    blocked = {code.upper() for code in settings.shipping_blocked_countries}
     if payload.country in blocked:
         raise Rejection(f"we do not ship to {payload.country}", country=payload.country)
     lines = units_by_sku(payload.items)

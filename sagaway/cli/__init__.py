@@ -1,6 +1,2 @@
-"""The composition root: the `sagaway` verbs, the only modules that import every face and build
-each role from its settings (docs/architecture.md)."""
-
-from sagaway.cli.main import main
-
-__all__ = ["main"]
+"""The composition root: the `sagaway` verbs (`sagaway.cli.main`), the only modules that import
+every face and build each role from its own part of the settings (docs/architecture.md)."""

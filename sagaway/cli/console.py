@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from console.auth import ConsoleConfigError, hash_password
-from sagaway.cli.moved_saga_modules import current_saga_modules
-from sagaway.settings import Settings
+from orchestrator.registry import SagaModuleError, load_registry
+from sagaway.settings.composed import Settings
 
 
 @click.command("console")
@@ -42,8 +42,13 @@ def console_command(
     from console.app import create_console_app
 
     try:
-        app = create_console_app(current_saga_modules(settings))
-    except ConsoleConfigError as exc:
+        app = create_console_app(
+            settings.console,
+            messaging=settings.messaging,
+            storage=settings.storage,
+            registry=load_registry(settings.orchestrator.sagas or []),
+        )
+    except (ConsoleConfigError, SagaModuleError) as exc:
         raise click.ClickException(str(exc)) from None
     listen_host = host or settings.console.host
     listen_port = settings.console.port if port is None else port
@@ -52,6 +57,6 @@ def console_command(
         app,
         host=listen_host,
         port=listen_port,
-        log_level=settings.log_level.lower(),
+        log_level=settings.observability.log_level.lower(),
         log_config=None,  # our handler formats uvicorn's lines too
     )

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import click
 
-from sagaway.cli.moved_saga_modules import current_saga_modules
 from sagaway.dev import DevError
 from sagaway.dev.data_dir import reset_data_dir
 from sagaway.dev.dev_settings import dev_settings, ignored_settings
 from sagaway.dev.system import run_dev
 from sagaway.observability import event_loop
-from sagaway.settings import Settings
+from sagaway.settings.composed import Settings
 
 log = logging.getLogger("sagaway.dev")
 
@@ -73,16 +72,16 @@ def dev_command(
     """
     for name in ignored_settings(settings):
         log.warning("%s is set but `sagaway dev` runs on embedded SQLite and broker: ignored", name)
-    settings = current_saga_modules(dev_settings(settings, data_dir))
+    settings = dev_settings(settings, data_dir)
     if reset:
         try:
-            removed = reset_data_dir(settings.data_dir)
+            removed = reset_data_dir(settings.storage.data_dir)
         except DevError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(
-            f"--reset: deleted {len(removed)} file(s) from {settings.data_dir}"
+            f"--reset: deleted {len(removed)} file(s) from {settings.storage.data_dir}"
             if removed
-            else f"--reset: nothing to delete in {settings.data_dir}",
+            else f"--reset: nothing to delete in {settings.storage.data_dir}",
             err=True,
         )
 
@@ -99,7 +98,7 @@ def dev_command(
                     echo=echo,
                     participants_process=processes == 2,
                 ),
-                settings.event_loop,
+                settings.observability.event_loop,
             )
     except DevError as exc:
         raise click.ClickException(str(exc)) from None

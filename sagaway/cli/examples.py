@@ -27,7 +27,7 @@ from examples.place_order.seed import (
     seed_payments,
 )
 from sagaway.cli.database_errors import database_errors_as_click
-from sagaway.settings import Settings
+from sagaway.settings.composed import Settings
 from sagaway.storage.database import (
     create_database_engine,
     describe_database,
@@ -41,7 +41,7 @@ URL_HELP = "SQLAlchemy URL of the {} database (default: the configured one for t
 
 
 def _url(settings: Settings, service: str, given: str | None) -> str:
-    return given or settings.database_url_for(service)
+    return given or settings.storage.database_url_for(service)
 
 
 async def _engine(url: str, *, must_exist: bool) -> AsyncEngine:

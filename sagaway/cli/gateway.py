@@ -16,10 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.app import SERVICE, create_gateway_app, create_internal_app
 from gateway.models import callbacks, requests
 from orchestrator.registry import SagaModuleError, load_registry
-from sagaway.cli.moved_saga_modules import current_saga_modules
 from sagaway.messaging.factory import connect_transport
 from sagaway.observability import event_loop
-from sagaway.settings import Settings
+from sagaway.outbox.choose import RelayModeError, make_relay, relay_mode
+from sagaway.settings.composed import Settings
 from sagaway.storage.database import connect_database
 
 log = logging.getLogger("sagaway.gateway")
@@ -47,27 +47,37 @@ async def check_migrated(engine: AsyncEngine) -> None:
 
 async def serve_gateway(settings: Settings) -> None:
     """Connect (waiting for a database or broker that is down), then serve until signalled."""
+    gateway_settings = settings.gateway
     try:
-        registry = load_registry(current_saga_modules(settings))
+        registry = load_registry(settings.orchestrator.sagas or [])
     except SagaModuleError as exc:
         raise click.ClickException(str(exc)) from None
     if not len(registry):
         log.warning("no saga modules are configured (SAGAWAY_SAGAS): every start answers 404")
-    engine = await connect_database(settings, SERVICE)
+    engine = await connect_database(settings.storage, SERVICE)
     try:
         await check_migrated(engine)
-        transport = await connect_transport(settings)
+        transport = await connect_transport(settings.messaging)
         try:
-            app = create_gateway_app(settings, registry, engine, transport, manage_lifecycle=False)
+            relay = None
+            if gateway_settings.gateway_run_relay:
+                try:
+                    mode = relay_mode(engine, gateway_settings.gateway_relay_mode)
+                except RelayModeError as exc:
+                    raise click.ClickException(f"gateway_relay_mode: {exc}") from None
+                relay = make_relay(settings.relay, SERVICE, engine, transport, mode)
+            app = create_gateway_app(
+                gateway_settings, registry, engine, transport, relay=relay, manage_lifecycle=False
+            )
             gateway = app.state.gateway
             await gateway.start()
-            level = settings.log_level.lower()
+            level = settings.observability.log_level.lower()
             servers = [
                 _Server(
                     uvicorn.Config(
                         app,
-                        host=settings.gateway_host,
-                        port=settings.gateway_port,
+                        host=gateway_settings.gateway_host,
+                        port=gateway_settings.gateway_port,
                         lifespan="off",
                         log_level=level,
                         access_log=False,
@@ -75,13 +85,13 @@ async def serve_gateway(settings: Settings) -> None:
                     )
                 )
             ]
-            if settings.gateway_internal_port:
+            if gateway_settings.gateway_internal_port:
                 servers.append(
                     _Server(
                         uvicorn.Config(
                             create_internal_app(gateway),
-                            host=settings.gateway_internal_host,
-                            port=settings.gateway_internal_port,
+                            host=gateway_settings.gateway_internal_host,
+                            port=gateway_settings.gateway_internal_port,
                             lifespan="off",
                             log_level=level,
                             access_log=False,
@@ -98,12 +108,12 @@ async def serve_gateway(settings: Settings) -> None:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop)
             click.echo(
-                f"gateway {gateway.instance_id} on http://{settings.gateway_host}:"
-                f"{settings.gateway_port}"
+                f"gateway {gateway.instance_id} on http://{gateway_settings.gateway_host}:"
+                f"{gateway_settings.gateway_port}"
                 + (
-                    f" (metrics on http://{settings.gateway_internal_host}:"
-                    f"{settings.gateway_internal_port}/metrics)"
-                    if settings.gateway_internal_port
+                    f" (metrics on http://{gateway_settings.gateway_internal_host}:"
+                    f"{gateway_settings.gateway_internal_port}/metrics)"
+                    if gateway_settings.gateway_internal_port
                     else ""
                 ),
                 err=True,
@@ -115,8 +125,8 @@ async def serve_gateway(settings: Settings) -> None:
                 except SystemExit:  # uvicorn exits when it cannot bind
                     log.error(
                         "the internal listener %s:%d could not start: /metrics is not served",
-                        settings.gateway_internal_host,
-                        settings.gateway_internal_port,
+                        gateway_settings.gateway_internal_host,
+                        gateway_settings.gateway_internal_port,
                     )
 
             try:
@@ -156,8 +166,8 @@ def gateway_command(
         "gateway_internal_port": internal_port,
         "gateway_instance_id": instance_id,
     }
-    settings = settings.model_copy(
-        update={name: value for name, value in overrides.items() if value is not None}
+    settings = settings.replace(
+        **{name: value for name, value in overrides.items() if value is not None}
     )
     with contextlib.suppress(KeyboardInterrupt):
-        event_loop.run(serve_gateway(settings), settings.event_loop)
+        event_loop.run(serve_gateway(settings), settings.observability.event_loop)

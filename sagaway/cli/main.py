@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from sagaway import __version__
+from sagaway.cli.application import application
 from sagaway.cli.console import console_command
 from sagaway.cli.dev import dev_command
 from sagaway.cli.examples import audit_command, seed_command
@@ -14,25 +15,26 @@ from sagaway.cli.migrate import migrate_command
 from sagaway.cli.orchestrator import orchestrator_command
 from sagaway.cli.participant import participant_command
 from sagaway.cli.relay import relay
-from sagaway.settings import Settings, load_settings
+from sagaway.settings.composed import Settings, load_settings
 
 
 def configure_logging(settings: Settings) -> None:
-    """Root logging as `log_format` says (text or JSON lines), secrets redacted."""
+    """Root logging as `log_format` says (text or JSON lines), every configured secret
+    redacted."""
     from sagaway.observability.logs import configure_logging as configure
 
-    configure(settings)
+    configure(settings.observability, secrets=settings.secret_values())
 
 
 def configure_tracing(ctx: click.Context, settings: Settings) -> None:
     """OpenTelemetry for the verb being run (its name is the default service.name); buffered
     spans are exported when the command ends."""
-    if settings.otel_exporter == "none":
+    if settings.observability.otel_exporter == "none":
         return
     from sagaway.observability.tracing import configure_tracing as configure
     from sagaway.observability.tracing import shutdown_tracing
 
-    configure(settings, f"sagaway-{ctx.invoked_subcommand or 'cli'}")
+    configure(settings.observability, f"sagaway-{ctx.invoked_subcommand or 'cli'}")
     ctx.call_on_close(shutdown_tracing)
 
 
@@ -48,7 +50,7 @@ def main(ctx: click.Context) -> None:
     settings = load_settings()
     configure_logging(settings)
     configure_tracing(ctx, settings)
-    ctx.obj = settings
+    ctx.obj = application(settings)
 
 
 COMMANDS: tuple[click.Command, ...] = (

@@ -9,7 +9,7 @@ import click
 import sqlalchemy as sa
 from alembic.util import CommandError
 
-from sagaway.settings import Settings
+from sagaway.settings.composed import Settings
 from sagaway.storage.database import (
     DatabaseMisconfigured,
     DatabaseUnavailable,
@@ -56,12 +56,13 @@ def migrate_command(
     settings: Settings, service: str, database_url: str | None, revision: str, wait_s: float
 ) -> None:
     """Create or upgrade the tables of a service's database (SQLite or PostgreSQL)."""
-    url = database_url or settings.database_url_for(service)
+    url = database_url or settings.storage.database_url_for(service)
     # The summary line below says what happened; Alembic's per-connection chatter is noise.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         database = describe_database(url)
-        asyncio.run(_wait(url, wait_s, min(settings.startup_retry_max_s, max(wait_s / 4, 0.5))))
+        retry_max_s = min(settings.storage.startup_retry_max_s, max(wait_s / 4, 0.5))
+        asyncio.run(_wait(url, wait_s, retry_max_s))
         result = upgrade(url, revision)
     except (
         UnsupportedDatabase,

@@ -6,8 +6,6 @@ from __future__ import annotations
 import logging
 import warnings
 
-from sagaway.settings import Settings
-
 log = logging.getLogger("sagaway.cli")
 
 # Old path → new path. An entry stays for the one release after its move, then goes.
@@ -16,14 +14,14 @@ MOVED_SAGA_MODULES: dict[str, str] = {
 }
 
 
-def current_saga_modules(settings: Settings) -> Settings:
-    """`settings` with each moved module of SAGAWAY_SAGAS replaced by its new path; every old
+def current_saga_modules(modules: list[str]) -> list[str]:
+    """`modules` (from SAGAWAY_SAGAS) with each moved module replaced by its new path; every old
     path found is warned about (a DeprecationWarning, and a warning in the log)."""
-    modules = []
-    for name in settings.sagas:
+    current = []
+    for name in modules:
         moved_to = MOVED_SAGA_MODULES.get(name)
         if moved_to is None:
-            modules.append(name)
+            current.append(name)
             continue
         message = (
             f"saga module {name!r} (from SAGAWAY_SAGAS) has moved to {moved_to!r}; the old "
@@ -31,7 +29,5 @@ def current_saga_modules(settings: Settings) -> Settings:
         )
         warnings.warn(message, DeprecationWarning, stacklevel=2)
         log.warning(message)
-        modules.append(moved_to)
-    if modules == settings.sagas:
-        return settings
-    return settings.model_copy(update={"sagas": modules})
+        current.append(moved_to)
+    return current

@@ -18,11 +18,11 @@ from orchestrator.messages import SERVICE
 from orchestrator.models import saga_instances
 from orchestrator.registry import SagaModuleError, load_registry
 from orchestrator.service import OrchestratorService
-from sagaway.cli.moved_saga_modules import current_saga_modules
 from sagaway.messaging.factory import connect_transport
 from sagaway.observability import event_loop
 from sagaway.observability.metrics import serve_metrics
-from sagaway.settings import Settings
+from sagaway.outbox.choose import make_relay
+from sagaway.settings.composed import Settings
 from sagaway.storage.database import connect_database, describe_database
 
 log = logging.getLogger("sagaway.orchestrator")
@@ -31,15 +31,15 @@ log = logging.getLogger("sagaway.orchestrator")
 async def run_orchestrator(settings: Settings, *, with_relay: bool) -> None:
     """Connect (waiting for a database or broker that is down), then serve until cancelled."""
     try:
-        registry = load_registry(current_saga_modules(settings))
+        registry = load_registry(settings.orchestrator.sagas or [])
     except SagaModuleError as exc:
         raise click.ClickException(str(exc)) from None
     if not len(registry):
         raise click.ClickException(
             "no saga definitions are loaded: set SAGAWAY_SAGAS to the modules declaring them"
         )
-    serve_metrics(settings.metrics_port, "orchestrator")
-    engine = await connect_database(settings, SERVICE)
+    serve_metrics(settings.observability.metrics_port, "orchestrator")
+    engine = await connect_database(settings.storage, SERVICE)
     try:
         try:
             async with engine.connect() as conn:
@@ -49,10 +49,11 @@ async def run_orchestrator(settings: Settings, *, with_relay: bool) -> None:
                 f"{describe_database(engine.url)} has no saga tables ({type(exc.orig).__name__}): "
                 "run `sagaway migrate` first"
             ) from None
-        transport = await connect_transport(settings)
+        transport = await connect_transport(settings.messaging)
         try:
+            relay = make_relay(settings.relay, SERVICE, engine, transport) if with_relay else None
             service = OrchestratorService(
-                settings, registry, engine, transport, with_relay=with_relay
+                settings.orchestrator, registry, engine, transport, relay=relay
             )
             await service.start()
             log.info(
@@ -96,4 +97,4 @@ def orchestrator_command(settings: Settings, with_relay: bool) -> None:
         await run_orchestrator(settings, with_relay=with_relay)
 
     with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
-        event_loop.run(runner(), settings.event_loop)
+        event_loop.run(runner(), settings.observability.event_loop)

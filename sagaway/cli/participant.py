@@ -18,9 +18,12 @@ from examples.place_order import UnknownParticipant, example
 from participants.sdk import Participant
 from participants.service import ParticipantService
 from sagaway.cli.database_errors import database_errors_as_click
+from sagaway.messaging.factory import connect_transport
 from sagaway.observability import event_loop
 from sagaway.observability.metrics import serve_metrics
-from sagaway.settings import Settings
+from sagaway.outbox.choose import RelayModeError, make_relay
+from sagaway.settings.composed import Settings
+from sagaway.storage.database import connect_database
 from sagaway.storage.migrate import upgrade
 
 
@@ -85,15 +88,38 @@ def participant_command(
     on its own database: SAGAWAY_DATABASE_URL, or <data_dir>/NAME.db in embedded mode."""
     participant = resolve_participant(name)
     if migrate_first:
-        url = settings.database_url_for(participant.name)
+        url = settings.storage.database_url_for(participant.name)
         click.echo(database_errors_as_click(lambda: upgrade(url)).summary())
-    serve_metrics(settings.metrics_port, f"participant {participant.name}")
-    service = ParticipantService(
-        participant,
-        settings,
-        relay=relay,
-        relay_mode=relay_mode,  # type: ignore[arg-type]
-    )
+    serve_metrics(settings.observability.metrics_port, f"participant {participant.name}")
     database_errors_as_click(
-        lambda: _run_until_signalled(service.run_forever, settings.event_loop)
+        lambda: _run_until_signalled(
+            lambda: run_participant(settings, participant, relay, relay_mode),
+            settings.observability.event_loop,
+        )
     )
+
+
+async def run_participant(
+    settings: Settings, participant: Participant, relay_on: bool, relay_mode: str | None
+) -> None:
+    """Connect (waiting for a database or broker that is down), then run until cancelled."""
+    engine = await connect_database(settings.storage, participant.name)
+    try:
+        transport = await connect_transport(settings.messaging)
+        try:
+            relay = None
+            if relay_on:
+                try:
+                    relay = make_relay(
+                        settings.relay, participant.name, engine, transport, relay_mode
+                    )
+                except RelayModeError as exc:
+                    raise click.ClickException(f"--relay-mode {relay_mode}: {exc}") from None
+            service = ParticipantService(
+                participant, settings.participant, engine=engine, transport=transport, relay=relay
+            )
+            await service.run_forever()
+        finally:
+            await transport.close()
+    finally:
+        await engine.dispose()

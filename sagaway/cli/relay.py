@@ -25,7 +25,7 @@ from sagaway.outbox.lag import measure_lag
 from sagaway.outbox.models import outbox_relays
 from sagaway.outbox.poll_relay import POLL_RELAY_NAME
 from sagaway.outbox.wal_slot import RelayError, drop_slot, slot_name
-from sagaway.settings import Settings
+from sagaway.settings.composed import Settings
 from sagaway.storage.database import connect_database
 
 log = logging.getLogger("sagaway.relay")
@@ -58,16 +58,16 @@ async def _check_migrated(engine: AsyncEngine) -> None:
 
 async def run_relay(settings: Settings, service: str, mode: str | None) -> None:
     """Connect (waiting for a database or broker that is down) and relay until cancelled."""
-    engine = await connect_database(settings, service)
+    engine = await connect_database(settings.storage, service)
     try:
         await _check_migrated(engine)
         try:
             chosen = relay_mode(engine, mode)
         except RelayModeError as exc:
             raise click.ClickException(f"--mode {mode}: {exc}") from None
-        transport = await connect_transport(settings)
+        transport = await connect_transport(settings.messaging)
         try:
-            relay = make_relay(settings, service, engine, transport, chosen)
+            relay = make_relay(settings.relay, service, engine, transport, chosen)
             log.info("relaying the outbox of %s (%s mode)", service, chosen)
             await relay.run()
         finally:
@@ -83,14 +83,14 @@ def _run_until_signalled(settings: Settings, service: str, mode: str | None) -> 
         assert task is not None
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
-        if settings.relay_metrics_port:
+        if settings.relay.relay_metrics_port:
             from prometheus_client import start_http_server
 
-            start_http_server(settings.relay_metrics_port)
+            start_http_server(settings.relay.relay_metrics_port)
         await run_relay(settings, service, mode)
 
     with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
-        event_loop.run(runner(), settings.event_loop)
+        event_loop.run(runner(), settings.observability.event_loop)
 
 
 @click.group("relay", invoke_without_command=True)
@@ -127,9 +127,9 @@ def drop_slot_command(settings: Settings, service: str) -> None:
     """
 
     async def drop() -> list[str]:
-        engine = await connect_database(settings, service, give_up_after_s=10)
+        engine = await connect_database(settings.storage, service, give_up_after_s=10)
         try:
-            return await drop_slot(engine, settings, service)
+            return await drop_slot(engine, settings.relay, service)
         finally:
             await engine.dispose()
 
@@ -140,7 +140,7 @@ def drop_slot_command(settings: Settings, service: str) -> None:
     if dropped:
         click.echo("dropped " + ", ".join(dropped))
     else:
-        click.echo(f"nothing to drop: no slot or publication {slot_name(settings, service)}")
+        click.echo(f"nothing to drop: no slot or publication {slot_name(settings.relay, service)}")
 
 
 @relay.command("lag")
@@ -150,10 +150,10 @@ def lag_command(settings: Settings, service: str) -> None:
     """Print the relay's lag figures as one JSON line."""
 
     async def measure() -> bytes:
-        engine = await connect_database(settings, service, give_up_after_s=10)
+        engine = await connect_database(settings.storage, service, give_up_after_s=10)
         try:
             postgres = engine.dialect.name == "postgresql"
-            name = slot_name(settings, service) if postgres else POLL_RELAY_NAME
+            name = slot_name(settings.relay, service) if postgres else POLL_RELAY_NAME
             lag = await measure_lag(engine, name, name if postgres else None)
             return orjson.dumps({"service": service, "relay": name, **lag.to_json()})
         finally:

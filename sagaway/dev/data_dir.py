@@ -16,7 +16,7 @@ from typing import IO
 from sagaway.dev import DevError
 from sagaway.dev.participants import PARTICIPANTS
 from sagaway.messaging.embedded.crossbell import bells_dir
-from sagaway.settings import Settings
+from sagaway.settings import StorageSettings
 from sagaway.storage.migrate import current_revision, head_revision, upgrade
 
 log = logging.getLogger("sagaway.dev")
@@ -138,7 +138,7 @@ def dev_credentials(data_dir: Path) -> DevCredentials:
     return DevCredentials(user, password, secret, path, created=True)
 
 
-def migrate_all(settings: Settings) -> list[str]:
+def migrate_all(settings: StorageSettings) -> list[str]:
     """Bring every service's database to head; returns what changed (empty on a restart)."""
     head = head_revision()
     changed = []

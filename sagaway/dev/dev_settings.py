@@ -9,7 +9,8 @@ from typing import Any
 from pydantic import SecretStr
 
 from sagaway.dev.data_dir import DevCredentials
-from sagaway.settings import ConsoleUser, Settings
+from sagaway.settings import ConsoleUser
+from sagaway.settings.composed import Settings
 
 # Group membership on the embedded broker expires after session_timeout_ms: after a kill, the
 # dead process's members hold their partitions that long. One process owns everything here, so
@@ -21,14 +22,15 @@ DEV_HEARTBEAT_INTERVAL_MS = 500
 def dev_settings(settings: Settings, data_dir: Path | None = None) -> Settings:
     """The settings `sagaway dev` runs on: embedded mode in an absolute data_dir, and shorter
     group sessions unless the user chose their own."""
+    messaging = settings.messaging
     update: dict[str, Any] = {
-        "data_dir": (data_dir or settings.data_dir).expanduser().resolve(),
+        "data_dir": (data_dir or settings.storage.data_dir).expanduser().resolve(),
         "database_url": None,
         "kafka_bootstrap": None,
     }
-    chosen = settings.model_fields_set
+    chosen = messaging.model_fields_set
     heartbeat = (
-        settings.heartbeat_interval_ms
+        messaging.heartbeat_interval_ms
         if "heartbeat_interval_ms" in chosen
         else DEV_HEARTBEAT_INTERVAL_MS
     )
@@ -36,9 +38,9 @@ def dev_settings(settings: Settings, data_dir: Path | None = None) -> Settings:
         # A member is dead after a session without heartbeats: keep room for three of them.
         update["session_timeout_ms"] = max(DEV_SESSION_TIMEOUT_MS, 3 * heartbeat)
     if "heartbeat_interval_ms" not in chosen:
-        session = update.get("session_timeout_ms", settings.session_timeout_ms)
+        session = update.get("session_timeout_ms", messaging.session_timeout_ms)
         update["heartbeat_interval_ms"] = max(1, min(DEV_HEARTBEAT_INTERVAL_MS, session // 3))
-    return settings.model_copy(update=update)
+    return settings.replace(**update)
 
 
 def ignored_settings(settings: Settings) -> list[str]:
@@ -46,8 +48,8 @@ def ignored_settings(settings: Settings) -> list[str]:
     return [
         name
         for name, value in (
-            ("SAGAWAY_DATABASE_URL", settings.database_url),
-            ("SAGAWAY_KAFKA_BOOTSTRAP", settings.kafka_bootstrap),
+            ("SAGAWAY_DATABASE_URL", settings.storage.database_url),
+            ("SAGAWAY_KAFKA_BOOTSTRAP", settings.messaging.kafka_bootstrap),
         )
         if value
     ]

@@ -27,7 +27,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sagaway.messaging.transport import Transport
-from sagaway.settings import Settings
+from sagaway.settings.composed import Settings
 
 log = logging.getLogger("sagaway.dev")
 
@@ -70,14 +70,15 @@ async def start_example_participants(
     transport; `stack` stops them, each finishing its batch within `grace_s`."""
     from examples.place_order import example
     from participants.service import ParticipantService
+    from sagaway.outbox.choose import make_relay
 
     for name in PARTICIPANTS:
         participant = ParticipantService(
             example(name),
-            settings,
+            settings.participant,
             engine=engines[name],
             transport=transport,
-            relay=True,
+            relay=make_relay(settings.relay, name, engines[name], transport),
             check_schema=False,
         )
         await participant.start()
@@ -94,11 +95,11 @@ async def run_participants(settings: Settings, grace_s: float) -> None:
     stop = asyncio.ensure_future(_until_stdin_closes())
     loop.add_signal_handler(signal.SIGTERM, stop.cancel)
     async with contextlib.AsyncExitStack() as stack:
-        transport = await connect_transport(settings)
+        transport = await connect_transport(settings.messaging)
         stack.push_async_callback(transport.close)
         engines: dict[str, AsyncEngine] = {}
         for name in PARTICIPANTS:
-            engines[name] = await connect_database(settings, name)
+            engines[name] = await connect_database(settings.storage, name)
             stack.push_async_callback(engines[name].dispose)
         await start_example_participants(settings, engines, transport, stack, grace_s)
         sys.stdout.buffer.write(READY_LINE)
@@ -117,21 +118,22 @@ def main(argv: list[str] | None = None) -> int:
     from sagaway.dev.dev_settings import dev_settings
     from sagaway.observability import event_loop
     from sagaway.observability.logs import configure_logging
-    from sagaway.settings import load_settings
+    from sagaway.settings.composed import load_settings
 
     settings = dev_settings(load_settings(), args.data_dir)
-    configure_logging(settings)
-    if settings.otel_exporter != "none":
+    observability = settings.observability
+    configure_logging(observability, secrets=settings.secret_values())
+    if observability.otel_exporter != "none":
         from sagaway.observability.tracing import configure_tracing, shutdown_tracing
 
-        configure_tracing(settings, "sagaway-dev-participants")
+        configure_tracing(observability, "sagaway-dev-participants")
     # Ctrl-C reaches the whole process group; the parent decides when we stop (it closes our
     # stdin after the gateway and the orchestrator have stopped).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        event_loop.run(run_participants(settings, args.grace_s), settings.event_loop)
+        event_loop.run(run_participants(settings, args.grace_s), observability.event_loop)
     finally:
-        if settings.otel_exporter != "none":
+        if observability.otel_exporter != "none":
             shutdown_tracing()
     return 0
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sagaway.dev.participants import PARTICIPANTS, READY_LINE
-from sagaway.settings import Settings
+from sagaway.settings.composed import Settings
 
 log = logging.getLogger("sagaway.dev")
 
@@ -55,7 +55,7 @@ class ParticipantsProcess:
             "-m",
             "sagaway.dev.participants",
             "--data-dir",
-            str(self.settings.data_dir),
+            str(self.settings.storage.data_dir),
             "--grace-s",
             str(self.grace_s),
             stdin=asyncio.subprocess.PIPE,

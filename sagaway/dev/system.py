@@ -38,7 +38,8 @@ from sagaway.dev.second_process import (
 )
 from sagaway.messaging.factory import connect_transport
 from sagaway.messaging.transport import Transport
-from sagaway.settings import Settings
+from sagaway.outbox.choose import make_relay
+from sagaway.settings.composed import Settings
 from sagaway.storage.database import connect_database
 
 log = logging.getLogger("sagaway.dev")
@@ -79,7 +80,7 @@ class DevSystem:
 
     @property
     def data_dir(self) -> Path:
-        return self.settings.data_dir
+        return self.settings.storage.data_dir
 
     @property
     def url(self) -> str:
@@ -115,23 +116,23 @@ class DevSystem:
         from console.auth import UserDirectory
 
         UserDirectory(settings.console.users)
-        registry = load_registry(settings)
+        registry = load_registry(settings.orchestrator.sagas or [])
 
         # Alembic narrates every revision at INFO; the summary lines say enough.
         alembic_log = logging.getLogger("alembic")
         alembic_log.setLevel(max(logging.WARNING, logging.getLogger().level))
-        self.migrations = await asyncio.to_thread(migrate_all, settings)
+        self.migrations = await asyncio.to_thread(migrate_all, settings.storage)
         for line in self.migrations:
             log.info(line)
         self._phase("migrate")
         for service in SERVICES:
-            engine = await connect_database(settings, service)
+            engine = await connect_database(settings.storage, service)
             stack.push_async_callback(engine.dispose)
             self.engines[service] = engine
         await self._seed()
         self._phase("seed")
 
-        transport = await connect_transport(settings)
+        transport = await connect_transport(settings.messaging)
         stack.push_async_callback(transport.close)
         self.transport = transport
 
@@ -146,16 +147,38 @@ class DevSystem:
 
         from orchestrator.service import OrchestratorService
 
+        orchestrator_engine = self.engines["orchestrator"]
         orchestrator = OrchestratorService(
-            settings, registry, self.engines["orchestrator"], transport, with_relay=True
+            settings.orchestrator,
+            registry,
+            orchestrator_engine,
+            transport,
+            relay=make_relay(settings.relay, "orchestrator", orchestrator_engine, transport),
         )
         await orchestrator.start()
         stack.push_async_callback(orchestrator.stop)
 
         from gateway.app import create_gateway_app
 
+        gateway_engine, gateway_settings = self.engines["gateway"], settings.gateway
+        gateway_relay = (
+            make_relay(
+                settings.relay,
+                "gateway",
+                gateway_engine,
+                transport,
+                gateway_settings.gateway_relay_mode,
+            )
+            if gateway_settings.gateway_run_relay
+            else None
+        )
         gateway_app = create_gateway_app(
-            settings, registry, self.engines["gateway"], transport, manage_lifecycle=False
+            gateway_settings,
+            registry,
+            gateway_engine,
+            transport,
+            relay=gateway_relay,
+            manage_lifecycle=False,
         )
         gateway = gateway_app.state.gateway
         self.auth_enabled = gateway.auth.enabled
@@ -165,7 +188,9 @@ class DevSystem:
         from console.app import console_lifespan, create_console_app
 
         console_app = create_console_app(
-            settings,
+            settings.console,
+            messaging=settings.messaging,
+            storage=settings.storage,
             registry=registry,
             transport=transport,
             orchestrator_engine=self.engines["orchestrator"],
@@ -190,7 +215,7 @@ class DevSystem:
         self._stack.push_async_callback(self.participants.stop)
         lag = asyncio.create_task(
             export_participant_lag(
-                self.engines, max(self.settings.relay_heartbeat_interval_s, 1.0)
+                self.engines, max(self.settings.relay.relay_heartbeat_interval_s, 1.0)
             ),
             name="dev-participant-lag",
         )
@@ -213,7 +238,8 @@ class DevSystem:
 
     async def _serve(self, listener: socket.socket) -> None:
         assert self.app is not None
-        server = dev_server(self.app, log_level=self.settings.log_level, grace_s=SHUTDOWN_GRACE_S)
+        log_level = self.settings.observability.log_level
+        server = dev_server(self.app, log_level=log_level, grace_s=SHUTDOWN_GRACE_S)
         self.server = server
         self._serve_task = asyncio.create_task(server.serve(sockets=[listener]), name="dev-http")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sagaway.messaging.transport import Transport
 from sagaway.observability.startup import retry_until_up
-from sagaway.settings import Settings
+from sagaway.settings import MessagingSettings
 
 
-def make_transport(settings: Settings) -> Transport:
+def make_transport(settings: MessagingSettings) -> Transport:
     """Kafka when `settings.kafka_bootstrap` is set, else the embedded broker in data_dir."""
     if settings.kafka_bootstrap:
         from sagaway.messaging.kafka import KafkaTransport
@@ -18,7 +18,7 @@ def make_transport(settings: Settings) -> Transport:
     return EmbeddedTransport(settings)
 
 
-def describe_broker(settings: Settings) -> str:
+def describe_broker(settings: MessagingSettings) -> str:
     """How the logs name the broker: "Kafka broker at host:port" or the embedded file."""
     if settings.kafka_bootstrap:
         return f"Kafka broker at {settings.kafka_bootstrap}"
@@ -26,7 +26,7 @@ def describe_broker(settings: Settings) -> str:
 
 
 async def connect_transport(
-    settings: Settings, *, give_up_after_s: float | None = None
+    settings: MessagingSettings, *, give_up_after_s: float | None = None
 ) -> Transport:
     """A started transport; while the broker is down, log which one and retry with backoff."""
 

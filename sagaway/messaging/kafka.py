@@ -25,7 +25,7 @@ from aiokafka.errors import (
 
 from sagaway.messaging.records import Record
 from sagaway.messaging.transport import CommitFailed, Subscription, Transport, TransportError
-from sagaway.settings import Settings
+from sagaway.settings import MessagingSettings
 
 log = logging.getLogger("sagaway.kafka")
 
@@ -37,7 +37,7 @@ REQUEST_TIMEOUT_MS = 15_000
 class KafkaTransport(Transport):
     """A producer and an admin client shared by a process; consumers are made per subscription."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: MessagingSettings) -> None:
         if not settings.kafka_bootstrap:
             raise ValueError("KafkaTransport needs settings.kafka_bootstrap")
         self.settings = settings
@@ -161,7 +161,7 @@ class KafkaTransport(Transport):
 class KafkaSubscription(Subscription):
     """One aiokafka consumer in a group; offsets are committed only by `commit`."""
 
-    def __init__(self, settings: Settings, group_id: str, topics: Sequence[str]) -> None:
+    def __init__(self, settings: MessagingSettings, group_id: str, topics: Sequence[str]) -> None:
         assert settings.kafka_bootstrap
         self.settings = settings
         self.group_id = group_id

@@ -17,7 +17,7 @@ from sagaway.messaging.topics import TopicNames
 from sagaway.messaging.transport import CommitFailed, Subscription, Transport, TransportError
 from sagaway.observability import logs
 from sagaway.observability.backoff import RetryDelay
-from sagaway.settings import Settings
+from sagaway.settings import MessagingSettings
 
 log = logging.getLogger("sagaway.processing")
 
@@ -79,7 +79,7 @@ class RecordProcessor:
     def __init__(
         self,
         transport: Transport,
-        settings: Settings,
+        settings: MessagingSettings,
         group_id: str,
         topics: Sequence[str],
         handle_batch: BatchHandler,

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 
 from sagaway.messaging.records import Record
+from sagaway.settings import MessagingSettings
 
 
 class TransportError(RuntimeError):
@@ -47,7 +48,12 @@ class Subscription(ABC):
 
 
 class Transport(ABC):
-    """A broker connection shared by a process's producers and consumers."""
+    """A broker connection shared by a process's producers and consumers.
+
+    `settings` are the messaging settings it was built with: whoever holds a transport finds
+    there the topic prefix, the partition count and the consumers' limits."""
+
+    settings: MessagingSettings
 
     @abstractmethod
     async def start(self) -> None:

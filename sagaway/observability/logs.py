@@ -2,7 +2,7 @@
 carrying the correlation id, saga id and message id being handled — set by the consuming loops
 and the gateway through a context variable — and neither ever showing a secret.
 
-    configure_logging(settings)              # once, at start-up (the CLI does it)
+    configure_logging(settings.observability, secrets=settings.secret_values())  # the CLI, once
     token = bind(message)                    # while handling one message (or a RequestContext)
     ...
     reset(token)
@@ -13,16 +13,15 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any, Protocol
 
 import orjson
-from sqlalchemy.engine import make_url
 
-from sagaway.settings import Settings
+from sagaway.settings import ObservabilitySettings
 
 CONTEXT_FIELDS = ("correlation_id", "saga_id", "message_id")
 REDACTED = "***"
@@ -99,32 +98,6 @@ class Redactor:
         return _KEY_VALUE.sub(rf"\g<keep>{REDACTED}", text)
 
 
-def _url_password(url: str | None) -> str | None:
-    if not url:
-        return None
-    try:
-        return make_url(url).password  # type: ignore[return-value]
-    except Exception:  # noqa: BLE001 - an unparsable URL has no password we can find
-        return None
-
-
-def configured_secrets(settings: Settings) -> list[str]:
-    """Every secret value `settings` hold: database passwords and signing keys."""
-    values: list[str | None] = [
-        _url_password(settings.database_url),
-        _url_password(settings.console.gateway_database_url),
-        *(_url_password(url) for url in settings.console.service_database_urls.values()),
-    ]
-    for secret in (
-        settings.bearer_secret,
-        settings.callback_secret,
-        settings.console.session_secret,
-    ):
-        if secret is not None:
-            values.append(secret.get_secret_value())
-    return [v for v in values if v]
-
-
 # ---------------------------------------------------------------- formatting
 
 
@@ -195,9 +168,15 @@ class TextFormatter(logging.Formatter):
         return self.redact(text)
 
 
-def make_handler(settings: Settings, stream: IO[str] | None = None) -> logging.Handler:
-    """A stream handler (stderr by default) formatting as `settings.log_format` says."""
-    redactor = Redactor(configured_secrets(settings))
+def make_handler(
+    settings: ObservabilitySettings,
+    stream: IO[str] | None = None,
+    *,
+    secrets: Sequence[str] = (),
+) -> logging.Handler:
+    """A stream handler (stderr by default) formatting as `settings.log_format` says, that never
+    prints any of `secrets` (the composition root passes every configured one)."""
+    redactor = Redactor(list(secrets))
     handler = logging.StreamHandler(stream or sys.stderr)
     formatter: logging.Formatter = (
         JsonFormatter(redactor) if settings.log_format == "json" else TextFormatter(redactor)
@@ -208,13 +187,18 @@ def make_handler(settings: Settings, stream: IO[str] | None = None) -> logging.H
     return handler
 
 
-def configure_logging(settings: Settings, stream: IO[str] | None = None) -> logging.Handler:
+def configure_logging(
+    settings: ObservabilitySettings,
+    stream: IO[str] | None = None,
+    *,
+    secrets: Sequence[str] = (),
+) -> logging.Handler:
     """Send the root logger's records to one handler of ours (replacing an earlier one) at
     `settings.log_level`; returns the handler."""
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_sagaway", False)]:
         root.removeHandler(old)
-    handler = make_handler(settings, stream)
+    handler = make_handler(settings, stream, secrets=secrets)
     root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
     return handler
@@ -229,7 +213,6 @@ __all__ = [
     "TextFormatter",
     "bind",
     "configure_logging",
-    "configured_secrets",
     "current",
     "make_handler",
     "reset",

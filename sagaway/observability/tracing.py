@@ -30,7 +30,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from sagaway.settings import Settings
+from sagaway.settings import ObservabilitySettings
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -77,7 +77,7 @@ class TracedMessage(Protocol):
 
 
 def configure_tracing(
-    settings: Settings, default_service_name: str, *, set_global: bool = True
+    settings: ObservabilitySettings, default_service_name: str, *, set_global: bool = True
 ) -> TracerProvider | None:
     """Set tracing up as `settings` say; returns the provider, or None when tracing is off.
 

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sagaway.messaging.transport import Transport
 from sagaway.outbox.poll_relay import PollRelay
 from sagaway.outbox.wal_relay import WalRelay
-from sagaway.settings import Settings
+from sagaway.settings import RelaySettings
 
 RelayMode = Literal["wal", "poll"]
 Relay = WalRelay | PollRelay
@@ -33,7 +33,7 @@ def relay_mode(engine: AsyncEngine, requested: str | None = None) -> RelayMode:
 
 
 def make_relay(
-    settings: Settings,
+    settings: RelaySettings,
     service: str,
     engine: AsyncEngine,
     transport: Transport,

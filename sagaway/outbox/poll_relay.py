@@ -34,7 +34,7 @@ from sagaway.outbox.lag import (
 )
 from sagaway.outbox.models import outbox
 from sagaway.outbox.rows import OutboxRow
-from sagaway.settings import Settings
+from sagaway.settings import RelaySettings
 from sagaway.storage.database import read_only
 
 log = logging.getLogger("sagaway.relay.poll")
@@ -90,7 +90,7 @@ class PollRelay:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: RelaySettings,
         service: str,
         engine: AsyncEngine,
         transport: Transport,
@@ -104,7 +104,7 @@ class PollRelay:
         self.transport = transport
         self.on_published = on_published
         self.heartbeat = heartbeat
-        self.heartbeat_topic = heartbeat_topic(TopicNames(settings.topic_prefix))
+        self.heartbeat_topic = heartbeat_topic(TopicNames(transport.settings.topic_prefix))
         self.postgres = engine.dialect.name == "postgresql"
         self.published = 0
         self.doorbell = doorbell_for(engine)

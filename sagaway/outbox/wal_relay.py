@@ -65,7 +65,7 @@ from sagaway.outbox.wal_slot import (
     slot_name,
 )
 from sagaway.outbox.wal_stream import ReplicationSession
-from sagaway.settings import Settings
+from sagaway.settings import RelaySettings
 
 log = logging.getLogger("sagaway.relay.wal")
 
@@ -79,7 +79,7 @@ class WalRelay:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: RelaySettings,
         service: str,
         engine: AsyncEngine,
         transport: Transport,
@@ -97,7 +97,7 @@ class WalRelay:
         self.heartbeat = heartbeat
         self.slot = slot_name(settings, service)
         self.publication = self.slot
-        self.heartbeat_topic = heartbeat_topic(TopicNames(settings.topic_prefix))
+        self.heartbeat_topic = heartbeat_topic(TopicNames(transport.settings.topic_prefix))
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.dsn = replication_dsn(engine.url.render_as_string(hide_password=False))
         self.published = 0

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sagaway.outbox.lag import save_relay_state
 from sagaway.outbox.models import outbox_relays
-from sagaway.settings import Settings
+from sagaway.settings import RelaySettings
 from sagaway.storage.database import sync_url
 
 log = logging.getLogger("sagaway.relay.wal")
@@ -34,7 +34,7 @@ class SlotInUse(RelayError):
     """The replication slot is being read by a running relay (so it cannot be dropped)."""
 
 
-def slot_name(settings: Settings, service: str) -> str:
+def slot_name(settings: RelaySettings, service: str) -> str:
     """The slot (and publication) of `service`: `sagaway_<service>`, or the configured name;
     folded to what PostgreSQL allows in slot names (lower case, digits, underscore)."""
     raw = settings.relay_slot_name or f"sagaway_{service}"
@@ -140,7 +140,7 @@ async def ensure_slot(
     return parse_lsn(consistent_point)
 
 
-async def drop_slot(engine: AsyncEngine, settings: Settings, service: str) -> list[str]:
+async def drop_slot(engine: AsyncEngine, settings: RelaySettings, service: str) -> list[str]:
     """Drop the service's replication slot, publication and relay state (`sagaway relay
     drop-slot`). Refuses while a relay is reading the slot. Returns what was dropped."""
     name = slot_name(settings, service)

@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from sagaway.observability.startup import retry_until_up
-from sagaway.settings import Settings
+from sagaway.settings import StorageSettings
 from sagaway.sqlite import checkpointer
 from sagaway.sqlite.inline import InlineAsyncEngine, InlineSQLite, inline_connector
 
@@ -271,7 +271,7 @@ async def wait_for_database(
 
 
 async def connect_database(
-    settings: Settings, service: str, *, give_up_after_s: float | None = None
+    settings: StorageSettings, service: str, *, give_up_after_s: float | None = None
 ) -> AsyncEngine:
     """The engine of `service`'s database, once it is up (waits forever unless told otherwise)."""
     engine = create_database_engine(

@@ -12,11 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from console.app import create_console_app
 from console.auth import hash_password
-from sagaway.settings import ConsoleSettings, ConsoleUser, Settings
+from orchestrator.registry import load_registry
+from sagaway.settings import ConsoleSettings, ConsoleUser
+from sagaway.settings.composed import Settings, load_settings
 from sagaway.storage.database import create_database_engine
 from sagaway.storage.migrate import upgrade
 from tests.console import seeding
@@ -35,11 +38,21 @@ def console_settings(data_dir: Path, **console: Any) -> Settings:
         "services": ["orchestrator", "gateway", "seats", "cards"],
     }
     values.update(console)
-    return Settings(
+    return load_settings(
         data_dir=data_dir,
-        sagas=["tests.console.sagas"],
         embedded_poll_interval_ms=20,
         console=ConsoleSettings.model_validate(values),
+    )
+
+
+def console_app(settings: Settings, *, background: bool = False) -> Starlette:
+    """The console over these settings' broker and databases, acting on tests.console.sagas."""
+    return create_console_app(
+        settings.console,
+        messaging=settings.messaging,
+        storage=settings.storage,
+        registry=load_registry(["tests.console.sagas"]),
+        background=background,
     )
 
 
@@ -56,7 +69,7 @@ class Seeded:
         """Run a coroutine against the orchestrator database, on a loop of its own."""
 
         async def wrapped() -> Any:
-            engine = create_database_engine(self.settings.database_url_for("orchestrator"))
+            engine = create_database_engine(self.settings.storage.database_url_for("orchestrator"))
             try:
                 return await coro(engine)
             finally:
@@ -80,8 +93,8 @@ def seeded(tmp_path: Path, _migrated_sqlite: Path) -> Seeded:
         shutil.copyfile(_migrated_sqlite, tmp_path / f"{service}.db")
 
     async def seed() -> Seeded:
-        engine = create_database_engine(settings.database_url_for("orchestrator"))
-        gateway = create_database_engine(settings.database_url_for("gateway"))
+        engine = create_database_engine(settings.storage.database_url_for("orchestrator"))
+        gateway = create_database_engine(settings.storage.database_url_for("gateway"))
         try:
             done = await seeding.completed(engine)
             waiting = await seeding.waiting_at_charge(engine)
@@ -123,8 +136,8 @@ def make_client(seeded: Seeded) -> Iterator[Any]:
     def make(user: str | None = "olga", *, background: bool = False, **settings: Any) -> TestClient:
         config = seeded.settings
         if settings:
-            config = console_settings(seeded.settings.data_dir, **settings)
-        app = create_console_app(config, background=background)
+            config = console_settings(seeded.settings.storage.data_dir, **settings)
+        app = console_app(config, background=background)
         client = TestClient(app, base_url="https://testserver")
         client.__enter__()
         clients.append(client)

@@ -15,7 +15,7 @@ from orchestrator.models import operator_actions
 from sagaway.messaging.embedded import EmbeddedTransport
 from sagaway.messaging.processing import dead_letter
 from sagaway.messaging.records import Record
-from sagaway.settings import Settings
+from sagaway.settings.composed import Settings
 from tests.console import seeding
 from tests.console.conftest import Seeded, csrf_of
 
@@ -33,7 +33,7 @@ def poison(n: int) -> Record:
 
 def send_to_dlq(settings: Settings, records: list[Record]) -> None:
     async def produce() -> None:
-        transport = EmbeddedTransport(settings)
+        transport = EmbeddedTransport(settings.messaging)
         await transport.start()
         try:
             await transport.create_topics({"cards.requests": 1, "cards.requests.dlq": 1})
@@ -48,7 +48,7 @@ def send_to_dlq(settings: Settings, records: list[Record]) -> None:
 
 def read_topic(settings: Settings, topic: str, expect: int) -> list[Record]:
     async def consume() -> list[Record]:
-        transport = EmbeddedTransport(settings)
+        transport = EmbeddedTransport(settings.messaging)
         await transport.start()
         subscription = transport.subscribe("test-reader", [topic])
         await subscription.start()

@@ -12,10 +12,17 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from console.app import console_lifespan, create_console_app
+from console.app import console_lifespan
 from console.auth import ConsoleConfigError
 from tests.console import seeding
-from tests.console.conftest import PASSWORDS, Seeded, console_settings, csrf_of, log_in
+from tests.console.conftest import (
+    PASSWORDS,
+    Seeded,
+    console_app,
+    console_settings,
+    csrf_of,
+    log_in,
+)
 from tests.console.sagas import CHARGE, HOLD
 
 
@@ -97,11 +104,11 @@ def test_login_never_redirects_off_site(make_client: Any) -> None:
 
 def test_a_console_without_users_or_with_a_plain_password_does_not_start(seeded: Seeded) -> None:
     with pytest.raises(ConsoleConfigError, match="no console users"):
-        create_console_app(console_settings(seeded.settings.data_dir, users=[]))
+        console_app(console_settings(seeded.settings.storage.data_dir, users=[]))
     with pytest.raises(ConsoleConfigError, match="not an argon2 hash"):
-        create_console_app(
+        console_app(
             console_settings(
-                seeded.settings.data_dir,
+                seeded.settings.storage.data_dir,
                 users=[{"name": "x", "role": "operator", "password_hash": "secret"}],
             )
         )
@@ -225,15 +232,15 @@ def test_unknown_saga_is_404(viewer: TestClient) -> None:
 
 
 def test_console_mounted_under_a_prefix_links_within_it(seeded: Seeded) -> None:
-    console_app = create_console_app(seeded.settings, background=False)
+    mounted = console_app(seeded.settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Starlette does not run a mounted app's lifespan: the host enters it (as `sagaway dev`).
-        async with console_lifespan(console_app):
+        async with console_lifespan(mounted):
             yield
 
-    outer = Starlette(routes=[Mount("/console", app=console_app)], lifespan=lifespan)
+    outer = Starlette(routes=[Mount("/console", app=mounted)], lifespan=lifespan)
     with TestClient(outer, base_url="https://testserver") as client:
         response = client.get("/console/", follow_redirects=False)
         assert response.headers["location"] == "/console/login?next=%2Fconsole%2F"

@@ -20,9 +20,12 @@ import yaml
 from click.testing import CliRunner
 
 from examples.place_order import EXAMPLE_NAMES
+from examples.place_order.settings import ShippingSettings
 from orchestrator.registry import load_registry
+from sagaway.cli.application import application
 from sagaway.cli.main import main
-from sagaway.settings import CONFIG_FILE_VARIABLE, ConsoleSettings, Settings
+from sagaway.settings import CONFIG_FILE_VARIABLE, ConsoleSettings
+from sagaway.settings.composed import COMPONENTS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
@@ -297,13 +300,14 @@ def test_every_command_is_a_sagaway_verb_that_accepts_its_options(
 def test_sagaway_environment_names_only_real_settings(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    fields = set(Settings.model_fields)
+    fields = {name for model in COMPONENTS.values() for name in model.model_fields}
+    fields |= {"console"} | set(ShippingSettings.model_fields)
     for name, spec in sagaway_services(services).items():
         for key, value in environment_of(spec).items():
             if not key.startswith("SAGAWAY_") or key == CONFIG_FILE_VARIABLE:
                 continue
             field = key.removeprefix("SAGAWAY_").lower()
-            assert field in fields, f"{name}: {key} is not a setting (Settings.{field})"
+            assert field in fields, f"{name}: {key} is not a setting ({field})"
             if field == "console":
                 unknown = set(json.loads(value)) - set(ConsoleSettings.model_fields)
                 assert not unknown, f"{name}: SAGAWAY_CONSOLE has unknown keys {unknown}"
@@ -329,7 +333,7 @@ def container_settings(spec: dict[str, Any], monkeypatch: pytest.MonkeyPatch) ->
                 assert host is not None and host.is_file(), f"{value} is not mounted from a file"
                 value = str(host)
             patch.setenv(key, value)
-        yield Settings()
+        yield application(Settings())
 
 
 def test_each_container_loads_valid_settings_for_kafka_and_postgres(
@@ -337,14 +341,14 @@ def test_each_container_loads_valid_settings_for_kafka_and_postgres(
 ) -> None:
     for name, spec in sagaway_services(services).items():
         with container_settings(spec, monkeypatch) as settings:
-            assert not settings.embedded, name
+            assert not settings.messaging.embedded, name
             if "SAGAWAY_DATABASE_URL" in environment_of(spec):
-                assert settings.database_url is not None
-                assert settings.database_url.startswith("postgresql+asyncpg://"), name
+                assert settings.storage.database_url is not None
+                assert settings.storage.database_url.startswith("postgresql+asyncpg://"), name
             if name in {"orchestrator", "gateway", "console"}:
-                registry = load_registry(settings)
+                registry = load_registry(settings.orchestrator.sagas or [])
                 assert len(registry), f"{name} loads no saga (SAGAWAY_SAGAS)"
-                for route in settings.routes:
+                for route in settings.gateway.routes:
                     assert route.saga in {d.saga_type for d in registry}, route
             if name == "console":
                 assert settings.console.users, "the console has no [[console.users]]"

@@ -29,6 +29,7 @@ from schemathesis.checks import (
 )
 
 from gateway.auth import hash_api_key
+from tests.gateway.conftest import ORDERS_ROUTE, routes_variable
 from tests.servers.readiness import wait_until_ready
 from tests.servers.tansu import free_port
 
@@ -106,6 +107,7 @@ def pg_gateway_url(tmp_path: Path, kafka_bootstrap: str, migrated_pg_url: str) -
         kafka_bootstrap=kafka_bootstrap,
         topic_prefix=f"fz{port}.",
         sagas="examples.place_order.saga",
+        routes=routes_variable([ORDERS_ROUTE]),
         producer_idempotence="false",
         relay_slot_name=f"fz_{port}",
         gateway_port=str(port),

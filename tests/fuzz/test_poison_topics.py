@@ -31,13 +31,13 @@ from examples.place_order.audit import audit, load_snapshot
 from examples.place_order.models import charges, reservations, shipments
 from gateway.app import Gateway, create_gateway_app
 from orchestrator.models import saga_instances, saga_steps
-from orchestrator.registry import SagaRegistry
+from orchestrator.registry import load_registry
 from sagaway.messaging.envelope import EnvelopeError, Message
 from sagaway.messaging.factory import connect_transport
 from sagaway.messaging.records import Record
 from sagaway.messaging.topics import TopicNames
 from sagaway.storage.database import create_database_engine
-from tests.gateway.conftest import order
+from tests.gateway.conftest import ORDERS_ROUTE, gateway_relay, order
 from tests.gateway.system import gateway_database
 from tests.participants.conftest import sqlite_template  # noqa: F401
 from tests.participants.system import System, open_system_for
@@ -227,24 +227,24 @@ def generate(strategy: st.SearchStrategy[Any], count: int) -> list[Any]:
 @contextlib.asynccontextmanager
 async def running_gateway(system: System, database_url: str) -> AsyncIterator[tuple[Gateway, Any]]:
     """A gateway on its own database, joined to the system's broker and topics."""
-    settings = system.settings.model_copy(
-        update={
-            "database_url": database_url,
-            "sagas": SAGA_MODULES,
-            "gateway_pending_poll_ms": 50,
-            "rate_limit_per_s": 0,
-            "callback_secret": SecretStr("poison-secret"),
-            "callback_allowed_hosts": ["127.0.0.1"],
-            "relay_slot_name": f"gw_{uuid.uuid4().hex[:12]}",
-        }
+    settings = system.settings.replace(
+        database_url=database_url,
+        sagas=SAGA_MODULES,
+        routes=[ORDERS_ROUTE],
+        gateway_pending_poll_ms=50,
+        rate_limit_per_s=0,
+        callback_secret=SecretStr("poison-secret"),
+        callback_allowed_hosts=["127.0.0.1"],
+        relay_slot_name=f"gw_{uuid.uuid4().hex[:12]}",
     )
     engine = create_database_engine(database_url, pool_size=4)
-    transport = await connect_transport(settings)
+    transport = await connect_transport(settings.messaging)
     app = create_gateway_app(
-        settings,
-        SagaRegistry.from_modules(SAGA_MODULES),
+        settings.gateway,
+        load_registry(SAGA_MODULES),
         engine,
         transport,
+        relay=gateway_relay(settings, engine, transport),
         manage_lifecycle=False,
     )
     gateway: Gateway = app.state.gateway
@@ -260,7 +260,9 @@ async def running_gateway(system: System, database_url: str) -> AsyncIterator[tu
 
 async def read_all(system: System, topics: list[str], want: int, timeout_s: float) -> list[Record]:
     """Every record on `topics` (a fresh consumer group), once `want` have arrived or time is up."""
-    subscription = system.client.subscribe(f"{system.settings.topic_prefix}dlq-reader", topics)
+    subscription = system.client.subscribe(
+        f"{system.settings.messaging.topic_prefix}dlq-reader", topics
+    )
     await subscription.start()
     found: list[Record] = []
     try:
@@ -284,7 +286,7 @@ async def poisoned_system(
     system = await open_system_for(request.param, tmp_path / "data", request)
     try:
         gateway_url = gateway_database(system, request)
-        await system.start_orchestrator(SagaRegistry.from_modules(SAGA_MODULES))
+        await system.start_orchestrator(load_registry(SAGA_MODULES))
         await system.start_examples()
         yield system, gateway_url
     finally:
@@ -296,7 +298,7 @@ async def test_poison_on_every_topic_is_dead_lettered_or_ignored_and_real_sagas_
     poisoned_system: tuple[System, str],
 ) -> None:
     system, gateway_url = poisoned_system
-    topics = TopicNames(system.settings.topic_prefix)
+    topics = TopicNames(system.settings.messaging.topic_prefix)
     targets = {
         "orchestrator.requests": (topics.requests("orchestrator"), "orchestrator.start"),
         "orchestrator.replies": (topics.replies("orchestrator"), "orchestrator.start"),

@@ -4,26 +4,35 @@ SQLite, and Kafka protocol (tansu) + PostgreSQL — with the scripted orchestrat
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.app import Gateway, create_gateway_app
-from orchestrator.registry import SagaRegistry
+from gateway.app import SERVICE, Gateway, create_gateway_app
+from orchestrator.registry import load_registry
 from sagaway.messaging.factory import make_transport
 from sagaway.messaging.transport import Transport
-from sagaway.settings import Settings
+from sagaway.outbox.choose import Relay, make_relay
+from sagaway.settings import GatewaySettings, RouteConfig
+from sagaway.settings.composed import Settings
 from sagaway.storage.database import create_database_engine
 from tests.fixtures.broker import tuned_settings
 from tests.gateway.orchestrator_double import OrchestratorDouble
 
 SAGA_MODULES = ["examples.place_order.saga"]
+ORDERS_ROUTE = RouteConfig(method="POST", path="/api/v1/orders", saga="place-order")
 CALLBACK_SECRET = "test-callback-secret"
+
+
+def routes_variable(routes: Sequence[RouteConfig]) -> str:
+    """SAGAWAY_ROUTES for a subprocess that serves `routes`."""
+    return orjson.dumps([route.model_dump() for route in routes]).decode()
 
 
 def order(customer: str = "c-1", country: str = "FR", total: int = 1200) -> dict[str, Any]:
@@ -41,6 +50,7 @@ def gateway_test_settings(
     values: dict[str, Any] = {
         "database_url": database_url,
         "sagas": SAGA_MODULES,
+        "routes": [ORDERS_ROUTE],
         "gateway_pending_poll_ms": 50,
         "gateway_default_wait_s": 10.0,
         "callback_secret": CALLBACK_SECRET,
@@ -80,11 +90,20 @@ class RunningGateway:
     engine: AsyncEngine
 
     @property
-    def settings(self) -> Settings:
+    def settings(self) -> GatewaySettings:
         return self.gateway.settings
 
 
 MakeGateway = Callable[..., Awaitable[RunningGateway]]
+
+
+def gateway_relay(settings: Settings, engine: AsyncEngine, transport: Transport) -> Relay | None:
+    """The relay `sagaway gateway` would run beside the gateway (None: gateway_run_relay off)."""
+    if not settings.gateway.gateway_run_relay:
+        return None
+    return make_relay(
+        settings.relay, SERVICE, engine, transport, settings.gateway.gateway_relay_mode
+    )
 
 
 @pytest.fixture
@@ -94,18 +113,20 @@ async def make_gateway(gateway_settings: Settings) -> AsyncIterator[MakeGateway]
     async def make(
         instance_id: str | None = None, *, start: bool = True, **overrides: Any
     ) -> RunningGateway:
-        settings = (
-            Settings(**{**gateway_settings.model_dump(), **overrides})
-            if overrides
-            else gateway_settings
-        )
-        assert settings.database_url is not None
-        engine = create_database_engine(settings.database_url, pool_size=5)
-        transport = make_transport(settings)
+        settings = gateway_settings.replace(**overrides) if overrides else gateway_settings
+        assert settings.storage.database_url is not None
+        engine = create_database_engine(settings.storage.database_url, pool_size=5)
+        transport = make_transport(settings.messaging)
         await transport.start()
-        registry = SagaRegistry.from_modules(settings.sagas)
+        registry = load_registry(settings.orchestrator.sagas or [])
         app = create_gateway_app(
-            settings, registry, engine, transport, instance_id=instance_id, manage_lifecycle=False
+            settings.gateway,
+            registry,
+            engine,
+            transport,
+            relay=gateway_relay(settings, engine, transport),
+            instance_id=instance_id,
+            manage_lifecycle=False,
         )
         gateway: Gateway = app.state.gateway
         client = httpx.AsyncClient(
@@ -134,9 +155,9 @@ async def gw(make_gateway: MakeGateway) -> RunningGateway:
 
 @pytest.fixture
 async def double(gateway_settings: Settings) -> AsyncIterator[OrchestratorDouble]:
-    transport = make_transport(gateway_settings)
+    transport = make_transport(gateway_settings.messaging)
     await transport.start()
-    orchestrator = OrchestratorDouble(gateway_settings, transport)
+    orchestrator = OrchestratorDouble(transport)
     await orchestrator.start()
     yield orchestrator
     await orchestrator.stop()

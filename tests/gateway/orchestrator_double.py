@@ -18,7 +18,6 @@ from sagaway.messaging.processing import RecordProcessor
 from sagaway.messaging.records import Record
 from sagaway.messaging.topics import TopicNames
 from sagaway.messaging.transport import Transport
-from sagaway.settings import Settings
 
 
 def final_reply(start: Message, status: str, result: Any, failure: Any) -> Message:
@@ -44,18 +43,18 @@ def final_reply(start: Message, status: str, result: Any, failure: Any) -> Messa
 
 
 class OrchestratorDouble:
-    def __init__(self, settings: Settings, transport: Transport, *, slow_s: float = 2.0) -> None:
-        self.settings = settings
+    def __init__(self, transport: Transport, *, slow_s: float = 2.0) -> None:
         self.transport = transport
         self.slow_s = slow_s
         self.starts: Counter[str] = Counter()
         self.sagas: Counter[str] = Counter()
         self.messages: list[Message] = []
-        self.topic = TopicNames(settings.topic_prefix).requests("orchestrator")
+        prefix = transport.settings.topic_prefix
+        self.topic = TopicNames(prefix).requests("orchestrator")
         self.processor = RecordProcessor(
             transport,
-            settings,
-            f"{settings.topic_prefix}orchestrator-double",
+            transport.settings,
+            f"{prefix}orchestrator-double",
             [self.topic],
             self.handle,
             poll_timeout_ms=50,
@@ -63,7 +62,7 @@ class OrchestratorDouble:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        await self.transport.create_topics({self.topic: self.settings.partitions})
+        await self.transport.create_topics({self.topic: self.transport.settings.partitions})
         await self.processor.start()
         await self.processor.wait_assigned()
 

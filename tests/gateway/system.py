@@ -12,7 +12,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sagaway.settings import Settings
+from sagaway.settings.composed import COMPONENTS, Settings
+from tests.gateway.conftest import routes_variable
 from tests.participants.system import System
 from tests.servers.readiness import wait_until_ready
 from tests.servers.tansu import free_port
@@ -29,7 +30,7 @@ def gateway_database(system: System, request: Any) -> str:
         system.cleanup.append(lambda: server.drop_database(name))
         return str(server.async_url(name))
     template = request.getfixturevalue("sqlite_template")
-    path = system.settings.data_dir / "gateway.db"
+    path = system.settings.storage.data_dir / "gateway.db"
     shutil.copyfile(template, path)
     return f"sqlite+aiosqlite:///{path}"
 
@@ -56,14 +57,19 @@ def environment(settings: Settings, **extra: object) -> dict[str, str]:
         "rate_limit_per_s",
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAGAWAY_")}
-    values = settings.model_dump()
+    values = {
+        name: value
+        for component in COMPONENTS
+        for name, value in getattr(settings, component).model_dump().items()
+    }
     for name in names:
         value = values.get(name)
         if value is not None:
             env[f"SAGAWAY_{name.upper()}"] = (
                 str(value).lower() if isinstance(value, bool) else str(value)
             )
-    env["SAGAWAY_SAGAS"] = ",".join(settings.sagas)
+    env["SAGAWAY_SAGAS"] = ",".join(settings.orchestrator.sagas or [])
+    env["SAGAWAY_ROUTES"] = routes_variable(settings.gateway.routes)
     for name, value in extra.items():
         env[f"SAGAWAY_{name.upper()}"] = str(value)
     return env

@@ -18,7 +18,7 @@ from gateway.callbacks import SIGNATURE_HEADER, verify_signature
 from gateway.models import requests
 from orchestrator.models import saga_instances
 from orchestrator.registry import SagaRegistry
-from sagaway.settings import Settings
+from sagaway.settings.composed import Settings
 from sagaway.storage.database import create_database_engine
 from tests.gateway.conftest import CALLBACK_SECRET, MakeGateway, RunningGateway, order
 from tests.gateway.receiver import CallbackReceiver, start_receiver, stop_receiver
@@ -51,22 +51,21 @@ async def system(
 @pytest.fixture
 def gateway_settings(system: System, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     """The gateway joins the system's broker and topics, on a database of its own."""
-    from tests.gateway.conftest import SAGA_MODULES
+    from tests.gateway.conftest import ORDERS_ROUTE, SAGA_MODULES
 
     url = gateway_database(system, request)
-    return system.settings.model_copy(
-        update={
-            "database_url": url,
-            "sagas": SAGA_MODULES,
-            "gateway_pending_poll_ms": 50,
-            "gateway_default_wait_s": 20.0,
-            "callback_secret": __import__("pydantic").SecretStr(CALLBACK_SECRET),
-            "callback_allowed_hosts": ["127.0.0.1"],
-            "callback_backoff_s": 0.2,
-            "callback_timeout_s": 3.0,
-            "rate_limit_per_s": 0.0,
-            "relay_slot_name": f"gate_{__import__('uuid').uuid4().hex[:12]}",
-        }
+    return system.settings.replace(
+        database_url=url,
+        sagas=SAGA_MODULES,
+        routes=[ORDERS_ROUTE],
+        gateway_pending_poll_ms=50,
+        gateway_default_wait_s=20.0,
+        callback_secret=__import__("pydantic").SecretStr(CALLBACK_SECRET),
+        callback_allowed_hosts=["127.0.0.1"],
+        callback_backoff_s=0.2,
+        callback_timeout_s=3.0,
+        rate_limit_per_s=0.0,
+        relay_slot_name=f"gate_{__import__('uuid').uuid4().hex[:12]}",
     )
 
 
@@ -198,7 +197,8 @@ async def test_kill_9_while_100_sync_requests_wait_loses_nothing_and_starts_noth
                 await asyncio.sleep(0.2)
 
     clients = [asyncio.create_task(client(i)) for i in range(100)]
-    engine = create_database_engine(gateway_settings.database_url, pool_size=1)
+    assert gateway_settings.storage.database_url is not None
+    engine = create_database_engine(gateway_settings.storage.database_url, pool_size=1)
     try:
         for _ in range(300):
             async with engine.connect() as conn:

@@ -15,7 +15,7 @@ from gateway.origins import choose_origin, parse_prefer
 from gateway.problems import BadRequest, CallbackRefused, RateLimited
 from gateway.ratelimit import RateLimiter
 from gateway.ssrf import CallbackTarget, check_callback_url, parse_callback_url
-from sagaway.settings import ApiKeyConfig, Settings
+from sagaway.settings import ApiKeyConfig, GatewaySettings
 
 
 def test_prefer_header_parsing() -> None:
@@ -28,7 +28,7 @@ def test_prefer_header_parsing() -> None:
 
 
 def test_sync_wait_is_capped_by_the_configured_maximum() -> None:
-    settings = Settings(gateway_default_wait_s=30, gateway_max_wait_s=60)
+    settings = GatewaySettings(gateway_default_wait_s=30, gateway_max_wait_s=60)
     assert choose_origin(Headers({}), settings).wait_s == 30
     assert choose_origin(Headers({"prefer": "wait=5"}), settings).wait_s == 5
     assert choose_origin(Headers({"prefer": "wait=3600"}), settings).wait_s == 60
@@ -37,9 +37,10 @@ def test_sync_wait_is_capped_by_the_configured_maximum() -> None:
 
 def test_callback_needs_a_configured_secret() -> None:
     with pytest.raises(CallbackRefused):
-        choose_origin(Headers({"callback-url": "https://example.com/x"}), Settings())
+        choose_origin(Headers({"callback-url": "https://example.com/x"}), GatewaySettings())
     origin = choose_origin(
-        Headers({"callback-url": "https://example.com/x"}), Settings(callback_secret=SecretStr("s"))
+        Headers({"callback-url": "https://example.com/x"}),
+        GatewaySettings(callback_secret=SecretStr("s")),
     )
     assert (origin.mode, origin.reply_mode) == ("callback", "async")
 
@@ -133,7 +134,7 @@ def test_signature_round_trip_and_tampering() -> None:
 
 
 def test_backoff_doubles_up_to_the_cap() -> None:
-    settings = Settings(callback_backoff_s=1, callback_backoff_max_s=5)
+    settings = GatewaySettings(callback_backoff_s=1, callback_backoff_max_s=5)
     assert [backoff_s(settings, n) for n in (1, 2, 3, 4)] == [1, 2, 4, 5]
 
 
@@ -143,7 +144,7 @@ def test_api_key_hashes_and_tokens() -> None:
 
     from gateway.auth import Authenticator
 
-    settings = Settings(
+    settings = GatewaySettings(
         api_keys={
             "a": ApiKeyConfig(hash=hash_api_key("ka")),
             "b": ApiKeyConfig(hash=PasswordHasher().hash("kb")),

@@ -23,7 +23,7 @@ async def test_connect_waits_for_a_kafka_broker_that_comes_up_later(
     port = free_port()
     settings = tuned_settings(tmp_path, f"127.0.0.1:{port}", startup_retry_max_s=0.5)
     caplog.set_level(logging.WARNING, logger="sagaway.startup")
-    connecting = asyncio.create_task(connect_transport(settings))
+    connecting = asyncio.create_task(connect_transport(settings.messaging))
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 20
@@ -40,14 +40,14 @@ async def test_connect_waits_for_a_kafka_broker_that_comes_up_later(
         try:
             assert isinstance(transport, KafkaTransport)
             await transport.ping()
-            await transport.create_topics({settings.topic_prefix + "up.requests": 1})
+            await transport.create_topics({settings.messaging.topic_prefix + "up.requests": 1})
         finally:
             await transport.close()
 
 
 async def test_starting_against_a_missing_broker_raises_a_transport_error(tmp_path: Path) -> None:
     settings = tuned_settings(tmp_path, f"127.0.0.1:{free_port()}")
-    transport = make_transport(settings)
+    transport = make_transport(settings.messaging)
     with pytest.raises(TransportError, match="unavailable"):
         await transport.start()
     await transport.close()
@@ -55,7 +55,7 @@ async def test_starting_against_a_missing_broker_raises_a_transport_error(tmp_pa
 
 async def test_without_kafka_the_embedded_broker_is_chosen(tmp_path: Path) -> None:
     settings = tuned_settings(tmp_path / "data")
-    transport = await connect_transport(settings)
+    transport = await connect_transport(settings.messaging)
     try:
         await transport.ping()
         assert (tmp_path / "data" / "broker.db").exists()

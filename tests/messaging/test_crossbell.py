@@ -22,7 +22,7 @@ from sagaway.messaging.embedded.crossbell import MAX_TOPICS_BYTES, bells_dir
 from sagaway.messaging.embedded.store import BrokerFile
 from sagaway.messaging.records import Record
 from sagaway.messaging.transport import Subscription
-from sagaway.settings import Settings
+from sagaway.settings.composed import Settings
 from tests.fixtures.broker import tuned_settings
 
 pytestmark = pytest.mark.timeout(120)
@@ -36,12 +36,12 @@ CHILD = textwrap.dedent(
     """
     import asyncio, sys, time
     import orjson
-    from sagaway.settings import Settings
+    from sagaway.settings import MessagingSettings
     from sagaway.messaging.embedded import EmbeddedTransport
     from sagaway.messaging.records import Record
 
     async def main(settings_json, listen, answer):
-        transport = EmbeddedTransport(Settings(**orjson.loads(settings_json)))
+        transport = EmbeddedTransport(MessagingSettings(**orjson.loads(settings_json)))
         await transport.start()
         subscription = transport.subscribe("child", [listen])
         await subscription.start()
@@ -81,7 +81,7 @@ async def spawn(settings: Settings, listen: str, answer: str = "") -> asyncio.su
         sys.executable,
         "-c",
         CHILD,
-        orjson.dumps(settings.model_dump(mode="json")).decode(),
+        orjson.dumps(settings.messaging.model_dump(mode="json")).decode(),
         listen,
         answer,
         cwd=REPO,
@@ -123,15 +123,16 @@ async def first_record(subscription: Subscription) -> float:
 
 
 def sockets(settings: Settings) -> list[str]:
-    directory = bells_dir(Path(settings.data_dir) / "broker.db")
+    directory = bells_dir(Path(settings.messaging.data_dir) / "broker.db")
     return sorted(os.listdir(directory)) if directory.exists() else []
 
 
 async def test_a_record_from_another_process_wakes_a_consumer_before_its_poll_both_ways(
     settings: Settings,
 ) -> None:
-    there, back = settings.topic_prefix + "there", settings.topic_prefix + "back"
-    transport = EmbeddedTransport(settings)
+    prefix = settings.messaging.topic_prefix
+    there, back = prefix + "there", prefix + "back"
+    transport = EmbeddedTransport(settings.messaging)
     await transport.start()
     try:
         await transport.create_topics({there: 2, back: 2})
@@ -154,8 +155,8 @@ async def test_a_record_from_another_process_wakes_a_consumer_before_its_poll_bo
 
 
 async def test_a_dead_peers_socket_file_is_removed_on_the_next_produce(settings: Settings) -> None:
-    topic = settings.topic_prefix + "orders"
-    transport = EmbeddedTransport(settings)
+    topic = settings.messaging.topic_prefix + "orders"
+    transport = EmbeddedTransport(settings.messaging)
     await transport.start()
     try:
         await transport.create_topics({topic: 1})
@@ -180,9 +181,9 @@ async def test_a_dead_peers_socket_file_is_removed_on_the_next_produce(settings:
 async def test_a_produce_without_peers_works_and_too_many_topic_names_wake_every_topic(
     settings: Settings,
 ) -> None:
-    topics = [settings.topic_prefix + f"topic-{i:02d}-" + "x" * 60 for i in range(40)]
+    topics = [settings.messaging.topic_prefix + f"topic-{i:02d}-" + "x" * 60 for i in range(40)]
     assert len("\n".join(topics)) > MAX_TOPICS_BYTES
-    transport = EmbeddedTransport(settings)
+    transport = EmbeddedTransport(settings.messaging)
     await transport.start()
     try:
         await transport.create_topics(dict.fromkeys(topics, 1))
@@ -202,8 +203,8 @@ async def test_a_produce_without_peers_works_and_too_many_topic_names_wake_every
 async def test_a_full_socket_queue_wakes_every_topic_since_a_wake_up_was_lost(
     settings: Settings,
 ) -> None:
-    topic = settings.topic_prefix + "orders"
-    transport = EmbeddedTransport(settings)
+    topic = settings.messaging.topic_prefix + "orders"
+    transport = EmbeddedTransport(settings.messaging)
     await transport.start()
     try:
         await transport.create_topics({topic: 1})
@@ -238,7 +239,7 @@ async def test_a_full_socket_queue_wakes_every_topic_since_a_wake_up_was_lost(
 async def test_transports_on_one_file_share_a_socket_the_last_close_removes(
     settings: Settings,
 ) -> None:
-    first, second = EmbeddedTransport(settings), EmbeddedTransport(settings)
+    first, second = EmbeddedTransport(settings.messaging), EmbeddedTransport(settings.messaging)
     await first.start()
     await second.start()
     (ours,) = sockets(settings)
@@ -253,8 +254,8 @@ async def test_a_socket_path_too_long_leaves_polling_alone_with_one_info_line(
     short_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = tuned_settings(short_dir / ("d" * 100))
-    topic = settings.topic_prefix + "orders"
-    transport = EmbeddedTransport(settings)
+    topic = settings.messaging.topic_prefix + "orders"
+    transport = EmbeddedTransport(settings.messaging)
     with caplog.at_level(logging.INFO, logger="sagaway.embedded"):
         await transport.start()
     try:

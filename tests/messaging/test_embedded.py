@@ -17,7 +17,7 @@ from sagaway.messaging.embedded.partitioner import default_partition
 from sagaway.messaging.embedded.store import UnknownTopic
 from sagaway.messaging.records import Record
 from sagaway.messaging.transport import CommitFailed
-from sagaway.settings import Settings
+from sagaway.settings.composed import Settings
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -53,7 +53,7 @@ def test_members_only_get_partitions_of_topics_they_subscribed() -> None:
 
 
 async def test_producing_to_a_topic_nobody_created_is_refused(embedded_settings: Settings) -> None:
-    transport = EmbeddedTransport(embedded_settings)
+    transport = EmbeddedTransport(embedded_settings.messaging)
     await transport.start()
     try:
         with pytest.raises(UnknownTopic, match="create them first"):
@@ -65,11 +65,11 @@ async def test_producing_to_a_topic_nobody_created_is_refused(embedded_settings:
 async def test_a_topic_created_after_its_group_formed_is_assigned_and_committable(
     embedded_settings: Settings,
 ) -> None:
-    transport = EmbeddedTransport(embedded_settings)
+    transport = EmbeddedTransport(embedded_settings.messaging)
     await transport.start()
     try:
-        early = embedded_settings.topic_prefix + "early.requests"
-        late = embedded_settings.topic_prefix + "late.requests"
+        early = embedded_settings.messaging.topic_prefix + "early.requests"
+        late = embedded_settings.messaging.topic_prefix + "late.requests"
         await transport.create_topics({early: 1})
         member = transport.subscribe("latecomers", [early, late])
         await member.start()
@@ -92,10 +92,10 @@ async def test_a_topic_created_after_its_group_formed_is_assigned_and_committabl
 async def test_a_member_whose_partition_moved_commits_the_rest_and_is_told_about_it(
     embedded_settings: Settings,
 ) -> None:
-    transport = EmbeddedTransport(embedded_settings)
+    transport = EmbeddedTransport(embedded_settings.messaging)
     await transport.start()
     try:
-        topic = embedded_settings.topic_prefix + "moved.requests"
+        topic = embedded_settings.messaging.topic_prefix + "moved.requests"
         await transport.create_topics({topic: 2})
         await transport.produce([Record(topic=topic, value=b"%d" % i) for i in range(10)])
         old = transport.subscribe("moved", [topic])
@@ -111,7 +111,7 @@ async def test_a_member_whose_partition_moved_commits_the_rest_and_is_told_about
         assert new.assignment() == {(topic, 1)}
         with pytest.raises(CommitFailed, match=r"\[1\]"):
             await old.commit(records)
-        await asyncio.sleep(embedded_settings.heartbeat_interval_ms / 1000 * 2)
+        await asyncio.sleep(embedded_settings.messaging.heartbeat_interval_ms / 1000 * 2)
         assert old.assignment() == {(topic, 0)}
 
         # Partition 0 was committed, partition 1 was not: the newcomer reads all of 1.
@@ -138,7 +138,7 @@ async def test_a_member_whose_partition_moved_commits_the_rest_and_is_told_about
 def test_a_later_member_sorts_after_an_earlier_one_even_in_the_same_millisecond(
     embedded_settings: Settings,
 ) -> None:
-    transport = EmbeddedTransport(embedded_settings)
+    transport = EmbeddedTransport(embedded_settings.messaging)
     ids = [transport.subscribe("same-ms", ["t"]).member_id for _ in range(50)]
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)

@@ -18,7 +18,7 @@ from sagaway.messaging.embedded import EmbeddedTransport
 from sagaway.messaging.envelope import command
 from sagaway.messaging.records import Record
 from sagaway.messaging.transport import Subscription
-from sagaway.settings import Settings
+from sagaway.settings.composed import Settings
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,11 +28,11 @@ CONSUMER = textwrap.dedent(
     """
     import asyncio, sys
     import orjson
-    from sagaway.settings import Settings
+    from sagaway.settings import MessagingSettings
     from sagaway.messaging.embedded import EmbeddedTransport
 
     async def main(settings_json, topic, group, expected, commit_below):
-        settings = Settings(**orjson.loads(settings_json))
+        settings = MessagingSettings(**orjson.loads(settings_json))
         transport = EmbeddedTransport(settings)
         await transport.start()
         subscription = transport.subscribe(group, [topic])
@@ -52,12 +52,12 @@ PRODUCER = textwrap.dedent(
     """
     import asyncio, sys
     import orjson
-    from sagaway.settings import Settings
+    from sagaway.settings import MessagingSettings
     from sagaway.messaging.embedded import EmbeddedTransport
     from sagaway.messaging.records import Record
 
     async def main(settings_json, topic, count):
-        transport = EmbeddedTransport(Settings(**orjson.loads(settings_json)))
+        transport = EmbeddedTransport(MessagingSettings(**orjson.loads(settings_json)))
         await transport.start()
         for i in range(count):
             record = Record(topic=topic, key=b"child", value=orjson.dumps({"i": i}))
@@ -83,7 +83,7 @@ def python(script: str, *args: str, **kwargs: object) -> subprocess.Popen[str]:
 
 
 def settings_json(settings: Settings) -> str:
-    return orjson.dumps(settings.model_dump(mode="json")).decode()
+    return orjson.dumps(settings.messaging.model_dump(mode="json")).decode()
 
 
 async def consume(subscription: Subscription, count: int, timeout_s: float = 20.0) -> list[Record]:
@@ -99,9 +99,9 @@ async def consume(subscription: Subscription, count: int, timeout_s: float = 20.
 async def test_after_kill_9_only_the_uncommitted_records_are_delivered_again(
     embedded_settings: Settings,
 ) -> None:
-    topic = embedded_settings.topic_prefix + "kill.requests"
-    group = embedded_settings.topic_prefix + "kill-group"
-    transport = EmbeddedTransport(embedded_settings)
+    topic = embedded_settings.messaging.topic_prefix + "kill.requests"
+    group = embedded_settings.messaging.topic_prefix + "kill-group"
+    transport = EmbeddedTransport(embedded_settings.messaging)
     await transport.start()
     try:
         await transport.create_topics({topic: 2})
@@ -146,9 +146,9 @@ async def drain(subscription: Subscription, seconds: float) -> list[Record]:
 async def test_records_topics_and_offsets_survive_closing_and_reopening(
     embedded_settings: Settings,
 ) -> None:
-    topic = embedded_settings.topic_prefix + "reopen.requests"
-    group = embedded_settings.topic_prefix + "reopen-group"
-    first = EmbeddedTransport(embedded_settings)
+    topic = embedded_settings.messaging.topic_prefix + "reopen.requests"
+    group = embedded_settings.messaging.topic_prefix + "reopen-group"
+    first = EmbeddedTransport(embedded_settings.messaging)
     await first.start()
     await first.create_topics({topic: 3})
     await first.produce(
@@ -161,7 +161,8 @@ async def test_records_topics_and_offsets_survive_closing_and_reopening(
     await subscription.commit(committed)
     await first.close()
 
-    second = EmbeddedTransport(embedded_settings.data_dir / "broker.db", embedded_settings)
+    messaging = embedded_settings.messaging
+    second = EmbeddedTransport(messaging.data_dir / "broker.db", messaging)
     await second.start()
     try:
         assert await second.list_topics() == {topic: 3}
@@ -189,8 +190,8 @@ async def test_records_topics_and_offsets_survive_closing_and_reopening(
 async def test_two_processes_write_one_broker_file_without_losing_a_record(
     embedded_settings: Settings,
 ) -> None:
-    topic = embedded_settings.topic_prefix + "shared.requests"
-    transport = EmbeddedTransport(embedded_settings)
+    topic = embedded_settings.messaging.topic_prefix + "shared.requests"
+    transport = EmbeddedTransport(embedded_settings.messaging)
     await transport.start()
     try:
         await transport.create_topics({topic: 2})
@@ -201,7 +202,7 @@ async def test_two_processes_write_one_broker_file_without_losing_a_record(
             )
         _, err = await asyncio.to_thread(child.communicate, timeout=30)
         assert child.returncode == 0, err
-        subscription = transport.subscribe(embedded_settings.topic_prefix + "g", [topic])
+        subscription = transport.subscribe(embedded_settings.messaging.topic_prefix + "g", [topic])
         await subscription.start()
         records = await consume(subscription, 600)
         by_key: dict[bytes | None, list[int]] = {b"parent": [], b"child": []}
@@ -218,16 +219,16 @@ async def test_two_processes_write_one_broker_file_without_losing_a_record(
 async def test_pruning_removes_only_old_records_every_group_has_committed(
     embedded_settings: Settings,
 ) -> None:
-    topic = embedded_settings.topic_prefix + "prune.requests"
+    topic = embedded_settings.messaging.topic_prefix + "prune.requests"
     dlq = topic + ".dlq"
-    transport = EmbeddedTransport(embedded_settings)
+    transport = EmbeddedTransport(embedded_settings.messaging)
     await transport.start()
     try:
         await transport.create_topics({topic: 1, dlq: 1})
         await transport.produce([Record(topic=topic, value=b"%d" % i) for i in range(10)])
         await transport.produce([Record(topic=dlq, value=b"letter")])
-        fast = transport.subscribe(embedded_settings.topic_prefix + "fast", [topic])
-        slow = transport.subscribe(embedded_settings.topic_prefix + "slow", [topic])
+        fast = transport.subscribe(embedded_settings.messaging.topic_prefix + "fast", [topic])
+        slow = transport.subscribe(embedded_settings.messaging.topic_prefix + "slow", [topic])
         await fast.start()
         await slow.start()
         await fast.commit((await consume(fast, 10))[:8])
@@ -237,11 +238,11 @@ async def test_pruning_removes_only_old_records_every_group_has_committed(
         assert await transport.prune(retention_s=0) == 5  # below the slowest group's offset
         await fast.close()
         await slow.close()
-        again = transport.subscribe(embedded_settings.topic_prefix + "slow", [topic])
+        again = transport.subscribe(embedded_settings.messaging.topic_prefix + "slow", [topic])
         await again.start()
         assert [r.value for r in await consume(again, 5)] == [b"%d" % i for i in range(5, 10)]
         await again.close()
-        letters = transport.subscribe(embedded_settings.topic_prefix + "console", [dlq])
+        letters = transport.subscribe(embedded_settings.messaging.topic_prefix + "console", [dlq])
         await letters.start()
         assert [r.value for r in await consume(letters, 1)] == [b"letter"]
         await letters.close()

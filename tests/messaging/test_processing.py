@@ -12,7 +12,7 @@ from sagaway.messaging.embedded import EmbeddedTransport
 from sagaway.messaging.envelope import Message, command
 from sagaway.messaging.processing import DLQ_HEADERS, RecordProcessor, dead_letter
 from sagaway.messaging.records import Record
-from sagaway.settings import Settings
+from sagaway.settings.composed import Settings
 from tests.fixtures.broker import MakeTransport
 
 pytestmark = pytest.mark.timeout(60)
@@ -54,19 +54,19 @@ async def test_stopping_mid_batch_leaves_the_batch_for_the_next_member(
     make_test_transport: MakeTransport, broker_settings: Settings
 ) -> None:
     transport = await make_test_transport()
-    topic = broker_settings.topic_prefix + "stop.requests"
+    topic = broker_settings.messaging.topic_prefix + "stop.requests"
     await transport.create_topics({topic: 1})
     await transport.produce(
         [command("a.b", {"i": i}, saga_id="stop").to_record(topic) for i in range(5)]
     )
-    group_id = f"{broker_settings.topic_prefix}stop-{uuid.uuid4().hex[:6]}"
+    group_id = f"{broker_settings.messaging.topic_prefix}stop-{uuid.uuid4().hex[:6]}"
     entered = asyncio.Event()
 
     async def hang(batch: list[tuple[Record, Message]]) -> None:
         entered.set()
         await asyncio.Event().wait()
 
-    first = RecordProcessor(transport, broker_settings, group_id, [topic], hang)
+    first = RecordProcessor(transport, broker_settings.messaging, group_id, [topic], hang)
     await first.start()
     await asyncio.wait_for(entered.wait(), 30)
     await first.stop(grace_s=0.2)
@@ -78,7 +78,7 @@ async def test_stopping_mid_batch_leaves_the_batch_for_the_next_member(
     async def record_them(batch: list[tuple[Record, Message]]) -> None:
         seen.extend(m.payload["i"] for _, m in batch)
 
-    second = RecordProcessor(transport, broker_settings, group_id, [topic], record_them)
+    second = RecordProcessor(transport, broker_settings.messaging, group_id, [topic], record_them)
     await second.start()
     try:
         await wait_for(lambda: len(seen) >= 5)
@@ -88,16 +88,17 @@ async def test_stopping_mid_batch_leaves_the_batch_for_the_next_member(
 
 
 async def test_an_idle_processor_stops_promptly(embedded_settings: Settings) -> None:
-    transport = EmbeddedTransport(embedded_settings)
+    transport = EmbeddedTransport(embedded_settings.messaging)
     await transport.start()
     try:
-        topic = embedded_settings.topic_prefix + "idle.requests"
+        topic = embedded_settings.messaging.topic_prefix + "idle.requests"
         await transport.create_topics({topic: 1})
 
         async def nothing(batch: list[tuple[Record, Message]]) -> None:
             return None
 
-        processor = RecordProcessor(transport, embedded_settings, "idle", [topic], nothing)
+        messaging = embedded_settings.messaging
+        processor = RecordProcessor(transport, messaging, "idle", [topic], nothing)
         await processor.start()
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -113,10 +114,10 @@ async def test_a_dead_letter_that_cannot_be_written_is_retried_and_not_committed
 ) -> None:
     # The embedded broker refuses records for a topic that does not exist: the DLQ write fails
     # until the topic is created, and the bad record must neither be lost nor committed past.
-    transport = EmbeddedTransport(embedded_settings)
+    transport = EmbeddedTransport(embedded_settings.messaging)
     await transport.start()
     try:
-        topic = embedded_settings.topic_prefix + "nodlq.requests"
+        topic = embedded_settings.messaging.topic_prefix + "nodlq.requests"
         await transport.create_topics({topic: 1})
         await transport.produce([Record(topic=topic, value=b"garbage")])
         handled: list[Message] = []
@@ -125,7 +126,7 @@ async def test_a_dead_letter_that_cannot_be_written_is_retried_and_not_committed
             handled.extend(m for _, m in batch)
 
         processor = RecordProcessor(
-            transport, embedded_settings, "nodlq", [topic], handle, create_topics=False
+            transport, embedded_settings.messaging, "nodlq", [topic], handle, create_topics=False
         )
         await processor.start()
         await asyncio.sleep(0.5)

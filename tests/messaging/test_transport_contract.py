@@ -16,14 +16,14 @@ from sagaway.messaging.envelope import Message, command
 from sagaway.messaging.processing import RecordProcessor
 from sagaway.messaging.records import Record
 from sagaway.messaging.transport import CommitFailed, Subscription, Transport
-from sagaway.settings import Settings
+from sagaway.settings.composed import Settings
 from tests.fixtures.broker import MakeTransport
 
 pytestmark = pytest.mark.timeout(90)
 
 
 def group(settings: Settings, name: str) -> str:
-    return f"{settings.topic_prefix}{name}-{uuid.uuid4().hex[:6]}"
+    return f"{settings.messaging.topic_prefix}{name}-{uuid.uuid4().hex[:6]}"
 
 
 def message(saga_id: str, index: int) -> Message:
@@ -71,7 +71,7 @@ async def test_records_of_one_key_keep_their_order_and_their_kafka_partition(
     make_test_transport: MakeTransport, broker_settings: Settings
 ) -> None:
     transport = await make_test_transport()
-    topic = broker_settings.topic_prefix + "orders.requests"
+    topic = broker_settings.messaging.topic_prefix + "orders.requests"
     # 3, not tansu's auto-creation default of 4: the count we asked for must be the one used.
     await transport.create_topics({topic: 3})
     keys = [f"saga-{n}" for n in range(6)]
@@ -101,7 +101,7 @@ async def test_two_members_split_the_partitions_and_the_survivor_takes_them_all(
     make_test_transport: MakeTransport, broker_settings: Settings
 ) -> None:
     transport = await make_test_transport()
-    topic = broker_settings.topic_prefix + "split.requests"
+    topic = broker_settings.messaging.topic_prefix + "split.requests"
     await transport.create_topics({topic: 4})
     group_id = group(broker_settings, "split")
     everything = frozenset((topic, p) for p in range(4))
@@ -156,7 +156,7 @@ async def test_a_new_member_resumes_after_the_committed_offset_and_gets_uncommit
     make_test_transport: MakeTransport, broker_settings: Settings
 ) -> None:
     transport = await make_test_transport()
-    topic = broker_settings.topic_prefix + "resume.requests"
+    topic = broker_settings.messaging.topic_prefix + "resume.requests"
     await transport.create_topics({topic: 1})
     await transport.produce([message("r", n).to_record(topic) for n in range(10)])
     group_id = group(broker_settings, "resume")
@@ -182,7 +182,7 @@ async def test_commit_of_a_partition_the_member_does_not_own_fails(
     make_test_transport: MakeTransport, broker_settings: Settings
 ) -> None:
     transport = await make_test_transport()
-    topic = broker_settings.topic_prefix + "foreign.requests"
+    topic = broker_settings.messaging.topic_prefix + "foreign.requests"
     await transport.create_topics({topic: 1})
     subscription = transport.subscribe(group(broker_settings, "foreign"), [topic])
     await subscription.start()
@@ -239,7 +239,7 @@ async def test_poison_records_go_to_the_dlq_with_their_error_and_the_consumer_go
     make_test_transport: MakeTransport, broker_settings: Settings
 ) -> None:
     transport = await make_test_transport()
-    topic = broker_settings.topic_prefix + "poison.requests"
+    topic = broker_settings.messaging.topic_prefix + "poison.requests"
     await transport.create_topics({topic: 1})
     poison = poison_records(topic)
     first = message("poison", 100).to_record(topic)
@@ -252,7 +252,7 @@ async def test_poison_records_go_to_the_dlq_with_their_error_and_the_consumer_go
         handled.extend(m for _, m in batch)
 
     processor = RecordProcessor(
-        transport, broker_settings, group(broker_settings, "poison"), [topic], handle
+        transport, broker_settings.messaging, group(broker_settings, "poison"), [topic], handle
     )
     await processor.start()
     try:
@@ -291,7 +291,7 @@ async def test_a_transient_failure_is_retried_and_a_permanent_one_is_dead_letter
     make_test_transport: MakeTransport, broker_settings: Settings
 ) -> None:
     transport = await make_test_transport()
-    topic = broker_settings.topic_prefix + "flaky.requests"
+    topic = broker_settings.messaging.topic_prefix + "flaky.requests"
     await transport.create_topics({topic: 2})
     names = ["fine-1", "flaky", "broken", "fine-2"]
     await transport.produce(
@@ -314,9 +314,9 @@ async def test_a_transient_failure_is_retried_and_a_permanent_one_is_dead_letter
             raise ConnectionError("flaky for a while")
         done.extend(names_in_batch)
 
-    assert broker_settings.handler_retries == 2
+    assert broker_settings.messaging.handler_retries == 2
     processor = RecordProcessor(
-        transport, broker_settings, group(broker_settings, "flaky"), [topic], handle
+        transport, broker_settings.messaging, group(broker_settings, "flaky"), [topic], handle
     )
     await processor.start()
     try:
@@ -333,7 +333,7 @@ async def test_many_concurrent_producers_lose_nothing(
     make_test_transport: MakeTransport, broker_settings: Settings
 ) -> None:
     producers = [await make_test_transport() for _ in range(3)]
-    topic = broker_settings.topic_prefix + "many.requests"
+    topic = broker_settings.messaging.topic_prefix + "many.requests"
     await producers[0].create_topics({topic: 4})
 
     async def produce(transport: Transport, worker: int) -> None:

@@ -33,7 +33,7 @@ from sagaway.messaging.transport import Transport
 from sagaway.outbox.poll_relay import PollRelay
 from sagaway.outbox.wal_relay import WalRelay
 from sagaway.outbox.writer import add_to_outbox
-from sagaway.settings import Settings
+from sagaway.settings import RelaySettings
 
 SERVICES = ("alpha", "beta", "gamma")
 
@@ -54,21 +54,15 @@ class ParticipantDouble:
     """Start with `await start()`, stop with `await stop()`; counts come from its database."""
 
     def __init__(
-        self,
-        settings: Settings,
-        engine: AsyncEngine,
-        transport: Transport,
-        *,
-        relay_settings: Settings | None = None,
+        self, engine: AsyncEngine, transport: Transport, relay_settings: RelaySettings
     ) -> None:
-        self.settings = settings
         self.engine = engine
         self.transport = transport
-        self.topics = TopicNames(settings.topic_prefix)
-        self.relay_settings = relay_settings or settings
+        self.topics = TopicNames(transport.settings.topic_prefix)
+        self.relay_settings = relay_settings
         self.processor = RecordProcessor(
             transport,
-            settings,
+            transport.settings,
             self.topics.named("participant-double"),
             [self.topics.requests(s) for s in SERVICES],
             self.handle_batch,
@@ -80,7 +74,7 @@ class ParticipantDouble:
         async with self.engine.begin() as conn:
             await conn.run_sync(double_metadata.create_all)
         await self.transport.create_topics(
-            {self.topics.requests(s): self.settings.partitions for s in SERVICES}
+            {self.topics.requests(s): self.transport.settings.partitions for s in SERVICES}
         )
         relay: WalRelay | PollRelay
         if self.engine.dialect.name == "postgresql":

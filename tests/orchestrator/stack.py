@@ -22,7 +22,8 @@ from sagaway.messaging.processing import RecordProcessor
 from sagaway.messaging.records import Record
 from sagaway.messaging.topics import TopicNames
 from sagaway.messaging.transport import Transport
-from sagaway.settings import Settings
+from sagaway.outbox.choose import Relay, make_relay
+from sagaway.settings.composed import Settings
 from sagaway.storage.database import create_database_engine
 from sagaway.storage.migrate import upgrade
 from tests.fixtures.broker import tuned_settings
@@ -52,36 +53,36 @@ class Stack:
 
     @property
     def topics(self) -> TopicNames:
-        return TopicNames(self.settings.topic_prefix)
+        return TopicNames(self.settings.messaging.topic_prefix)
 
     def env(self) -> dict[str, str]:
         """SAGAWAY_* variables that make a `sagaway orchestrator` subprocess join this stack."""
-        s = self.settings
+        m, r, o = self.settings.messaging, self.settings.relay, self.settings.orchestrator
         env = {
-            "SAGAWAY_DATA_DIR": str(s.data_dir),
-            "SAGAWAY_TOPIC_PREFIX": s.topic_prefix,
+            "SAGAWAY_DATA_DIR": str(self.settings.storage.data_dir),
+            "SAGAWAY_TOPIC_PREFIX": m.topic_prefix,
             "SAGAWAY_SAGAS": "tests.orchestrator.sagas",
-            "SAGAWAY_PARTITIONS": str(s.partitions),
-            "SAGAWAY_SESSION_TIMEOUT_MS": str(s.session_timeout_ms),
-            "SAGAWAY_HEARTBEAT_INTERVAL_MS": str(s.heartbeat_interval_ms),
-            "SAGAWAY_FETCH_MAX_WAIT_MS": str(s.fetch_max_wait_ms),
+            "SAGAWAY_PARTITIONS": str(m.partitions),
+            "SAGAWAY_SESSION_TIMEOUT_MS": str(m.session_timeout_ms),
+            "SAGAWAY_HEARTBEAT_INTERVAL_MS": str(m.heartbeat_interval_ms),
+            "SAGAWAY_FETCH_MAX_WAIT_MS": str(m.fetch_max_wait_ms),
             "SAGAWAY_PRODUCER_IDEMPOTENCE": "false",
-            "SAGAWAY_EMBEDDED_POLL_INTERVAL_MS": str(s.embedded_poll_interval_ms),
-            "SAGAWAY_HANDLER_RETRIES": str(s.handler_retries),
-            "SAGAWAY_HANDLER_RETRY_BACKOFF_MS": str(s.handler_retry_backoff_ms),
-            "SAGAWAY_TIMER_POLL_INTERVAL_MS": str(s.timer_poll_interval_ms),
-            "SAGAWAY_RELAY_POLL_INTERVAL_MS": str(s.relay_poll_interval_ms),
-            "SAGAWAY_RELAY_FEEDBACK_INTERVAL_S": str(s.relay_feedback_interval_s),
-            "SAGAWAY_RELAY_PRUNE_INTERVAL_S": str(s.relay_prune_interval_s),
-            "SAGAWAY_RELAY_STANDBY_RETRY_S": str(s.relay_standby_retry_s),
-            "SAGAWAY_STARTUP_RETRY_MAX_S": str(s.startup_retry_max_s),
+            "SAGAWAY_EMBEDDED_POLL_INTERVAL_MS": str(m.embedded_poll_interval_ms),
+            "SAGAWAY_HANDLER_RETRIES": str(m.handler_retries),
+            "SAGAWAY_HANDLER_RETRY_BACKOFF_MS": str(m.handler_retry_backoff_ms),
+            "SAGAWAY_TIMER_POLL_INTERVAL_MS": str(o.timer_poll_interval_ms),
+            "SAGAWAY_RELAY_POLL_INTERVAL_MS": str(r.relay_poll_interval_ms),
+            "SAGAWAY_RELAY_FEEDBACK_INTERVAL_S": str(r.relay_feedback_interval_s),
+            "SAGAWAY_RELAY_PRUNE_INTERVAL_S": str(r.relay_prune_interval_s),
+            "SAGAWAY_RELAY_STANDBY_RETRY_S": str(r.relay_standby_retry_s),
+            "SAGAWAY_STARTUP_RETRY_MAX_S": str(r.startup_retry_max_s),
             "SAGAWAY_DATABASE_POOL_SIZE": "4",
             "SAGAWAY_LOG_LEVEL": "INFO",
         }
-        if s.relay_slot_name:
-            env["SAGAWAY_RELAY_SLOT_NAME"] = s.relay_slot_name
-        if s.kafka_bootstrap:
-            env["SAGAWAY_KAFKA_BOOTSTRAP"] = s.kafka_bootstrap
+        if r.relay_slot_name:
+            env["SAGAWAY_RELAY_SLOT_NAME"] = r.relay_slot_name
+        if m.kafka_bootstrap:
+            env["SAGAWAY_KAFKA_BOOTSTRAP"] = m.kafka_bootstrap
         if self.kind == "postgresql":
             env["SAGAWAY_DATABASE_URL"] = self.orchestrator_url
         return env
@@ -149,6 +150,10 @@ class Stack:
             assert message.saga_id is not None
             self.replies[message.saga_id].append(message)
 
+    def orchestrator_relay(self, transport: Transport) -> Relay:
+        """The relay an orchestrator service under test runs on the orchestrator's database."""
+        return make_relay(self.settings.relay, "orchestrator", self.orchestrator_engine, transport)
+
     async def close(self) -> None:
         if self.collector is not None:
             await self.collector.stop()
@@ -195,24 +200,23 @@ async def open_stack(
         await asyncio.to_thread(upgrade, double_url)
         settings = stack_settings(data_dir, None, **overrides)
     if kind == "postgresql":
-        settings = settings.model_copy(update={"database_url": orchestrator_url})
-    double_settings = settings.model_copy(
+        settings = settings.replace(database_url=orchestrator_url)
+    double_relay = settings.relay.model_copy(
         update={"relay_slot_name": f"double_{uuid.uuid4().hex[:12]}"}
     )
     orchestrator_engine = create_database_engine(orchestrator_url, pool_size=4)
     double_engine = create_database_engine(double_url, pool_size=4)
-    client = await connect_transport(settings)
-    double_transport = await connect_transport(settings)
-    double = ParticipantDouble(
-        settings, double_engine, double_transport, relay_settings=double_settings
-    )
-    topics = TopicNames(settings.topic_prefix)
+    client = await connect_transport(settings.messaging)
+    double_transport = await connect_transport(settings.messaging)
+    double = ParticipantDouble(double_engine, double_transport, double_relay)
+    topics = TopicNames(settings.messaging.topic_prefix)
     reply_topic = topics.named("client.replies")
+    partitions = settings.messaging.partitions
     await client.create_topics(
         {
-            reply_topic: settings.partitions,
-            topics.requests("orchestrator"): settings.partitions,
-            topics.replies("orchestrator"): settings.partitions,
+            reply_topic: partitions,
+            topics.requests("orchestrator"): partitions,
+            topics.replies("orchestrator"): partitions,
         }
     )
     stack = Stack(
@@ -231,7 +235,7 @@ async def open_stack(
     await double.start()
     if collect_replies:
         stack.collector = RecordProcessor(
-            client, settings, topics.named("client"), [reply_topic], stack._collect
+            client, settings.messaging, topics.named("client"), [reply_topic], stack._collect
         )
         await stack.collector.start()
     return stack

@@ -20,7 +20,7 @@ from orchestrator.registry import (
     UnknownSagaVersion,
     load_registry,
 )
-from sagaway.settings import load_settings
+from sagaway.settings import OrchestratorSettings
 
 
 def order_v1() -> object:
@@ -71,7 +71,7 @@ def test_registry_loads_every_definition_of_the_configured_modules(
     saga_modules: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SAGAWAY_SAGAS", f"{saga_modules}.orders, {saga_modules}.refunds")
-    registry = load_registry(load_settings())
+    registry = load_registry(OrchestratorSettings().sagas or [])
     assert registry.types() == ["order", "refund"]
     assert registry.versions("order") == [1, 2]
     assert registry.latest("order").version == 2
@@ -82,14 +82,14 @@ def test_registry_loads_every_definition_of_the_configured_modules(
 def test_sagas_setting_accepts_a_json_list(saga_modules: str,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SAGAWAY_SAGAS", f'["{saga_modules}.refunds"]')
-    assert load_settings().sagas == [f"{saga_modules}.refunds"]
-    assert load_registry(load_settings()).types() == ["refund"]
+    assert OrchestratorSettings().sagas == [f"{saga_modules}.refunds"]
+    assert load_registry(OrchestratorSettings().sagas or []).types() == ["refund"]
 
 
 def test_empty_sagas_setting_loads_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SAGAWAY_SAGAS", "")
-    assert load_settings().sagas == []
-    assert len(load_registry(load_settings())) == 0
+    assert OrchestratorSettings().sagas == []
+    assert len(load_registry(OrchestratorSettings().sagas or [])) == 0
 
 
 def test_module_that_cannot_be_imported_is_a_typed_error() -> None:

@@ -60,8 +60,14 @@ async def stack(
         }
     system = await open_stack(kind, data_dir, **extra)
     engine = system.orchestrator_engine
-    transport = await connect_transport(system.settings)
-    service = OrchestratorService(system.settings, REGISTRY, engine, transport, with_relay=True)
+    transport = await connect_transport(system.settings.messaging)
+    service = OrchestratorService(
+        system.settings.orchestrator,
+        REGISTRY,
+        engine,
+        transport,
+        relay=system.orchestrator_relay(transport),
+    )
     await service.start()
     await service.wait_assigned()
     try:
@@ -369,7 +375,7 @@ async def test_operator_abort_compensates_a_saga_waiting_on_a_lost_command(
     stack: tuple[Stack, OrchestratorService],
 ) -> None:
     system, service = stack
-    topics = TopicNames(system.settings.topic_prefix)
+    topics = TopicNames(system.settings.messaging.topic_prefix)
     dead_letters = service.processor.dead_lettered
     saga_id = new_id()
     # charge is dropped once: while it waits for its timeout, the operator aborts.
@@ -435,9 +441,13 @@ async def embedded_stack(tmp_path: Path) -> AsyncIterator[Stack]:
 
 
 async def run_service(system: Stack, registry: SagaRegistry) -> OrchestratorService:
-    transport = await connect_transport(system.settings)
+    transport = await connect_transport(system.settings.messaging)
     service = OrchestratorService(
-        system.settings, registry, system.orchestrator_engine, transport, with_relay=True
+        system.settings.orchestrator,
+        registry,
+        system.orchestrator_engine,
+        transport,
+        relay=system.orchestrator_relay(transport),
     )
     service.cleanup_transport = transport  # type: ignore[attr-defined]
     await service.start()

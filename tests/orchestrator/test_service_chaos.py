@@ -177,9 +177,11 @@ async def test_two_instances_share_the_load_and_one_finishes_the_others_sagas(
     system = chaos_stack
     engine = system.orchestrator_engine
     relay: PollRelay | WalRelay = (
-        WalRelay(system.settings, "orchestrator", engine, system.client, heartbeat=False)
+        WalRelay(system.settings.relay, "orchestrator", engine, system.client, heartbeat=False)
         if system.kind == "postgresql"
-        else PollRelay(system.settings, "orchestrator", engine, system.client, heartbeat=False)
+        else PollRelay(
+            system.settings.relay, "orchestrator", engine, system.client, heartbeat=False
+        )
     )
     relay_task = asyncio.create_task(relay.run())
     try:
@@ -224,9 +226,13 @@ async def test_orchestrator_rides_out_a_postgresql_restart_without_dead_letters(
         postgres_server=server,
         template=request.getfixturevalue("_migrated_template"),
     )
-    transport = await connect_transport(system.settings)
+    transport = await connect_transport(system.settings.messaging)
     service = OrchestratorService(
-        system.settings, REGISTRY, system.orchestrator_engine, transport, with_relay=True
+        system.settings.orchestrator,
+        REGISTRY,
+        system.orchestrator_engine,
+        transport,
+        relay=system.orchestrator_relay(transport),
     )
     try:
         await service.start()

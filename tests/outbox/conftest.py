@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sagaway.settings import Settings
+from sagaway.settings.composed import Settings
 from sagaway.storage.database import create_database_engine
 from tests.fixtures.broker import tuned_settings
 

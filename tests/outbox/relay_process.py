@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sagaway.settings import Settings
+from sagaway.settings.composed import Settings
 
 RELAY_SETTINGS = (
     "topic_prefix",
@@ -34,14 +34,10 @@ class RelayProcess:
         self, settings: Settings, database_url: str, service: str, log_path: Path, *args: str
     ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SAGAWAY_")}
-        for name in RELAY_SETTINGS:
-            value = getattr(settings, name)
-            env[f"SAGAWAY_{name.upper()}"] = (
-                str(value).lower() if isinstance(value, bool) else str(value)
-            )
+        env.update(settings.environment(RELAY_SETTINGS))
         env["SAGAWAY_DATABASE_URL"] = database_url
-        if settings.kafka_bootstrap:
-            env["SAGAWAY_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
+        if settings.messaging.kafka_bootstrap:
+            env["SAGAWAY_KAFKA_BOOTSTRAP"] = settings.messaging.kafka_bootstrap
         env["SAGAWAY_LOG_LEVEL"] = "INFO"
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()

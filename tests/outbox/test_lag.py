@@ -17,7 +17,7 @@ from sagaway.messaging.topics import TopicNames
 from sagaway.outbox.lag import heartbeat_topic, measure_lag
 from sagaway.outbox.poll_relay import POLL_RELAY_NAME, PollRelay
 from sagaway.outbox.wal_relay import WalRelay
-from sagaway.settings import Settings
+from sagaway.settings.composed import Settings
 from tests.outbox.broker_reader import BrokerReader
 from tests.outbox.writing import write_sequence
 
@@ -35,10 +35,10 @@ async def test_unpublished_rows_and_oldest_age_are_counted(sqlite_engine: AsyncE
 async def test_poll_relay_heartbeat_measures_commit_to_broker_seconds(
     relay_embedded_settings: Settings, sqlite_engine: AsyncEngine
 ) -> None:
-    broker = EmbeddedTransport(relay_embedded_settings)
+    broker = EmbeddedTransport(relay_embedded_settings.messaging)
     await broker.start()
-    relay = PollRelay(relay_embedded_settings, "orders", sqlite_engine, broker)
-    topic = heartbeat_topic(TopicNames(relay_embedded_settings.topic_prefix))
+    relay = PollRelay(relay_embedded_settings.relay, "orders", sqlite_engine, broker)
+    topic = heartbeat_topic(TopicNames(relay_embedded_settings.messaging.topic_prefix))
     task = asyncio.create_task(relay.run())
     try:
         await asyncio.sleep(0.2)
@@ -57,9 +57,9 @@ async def test_poll_relay_heartbeat_measures_commit_to_broker_seconds(
 async def test_wal_relay_heartbeat_and_slot_lag(
     relay_kafka_settings: Settings, pg_engine: AsyncEngine
 ) -> None:
-    kafka = KafkaTransport(relay_kafka_settings)
+    kafka = KafkaTransport(relay_kafka_settings.messaging)
     await kafka.start()
-    relay = WalRelay(relay_kafka_settings, "orders", pg_engine, kafka)
+    relay = WalRelay(relay_kafka_settings.relay, "orders", pg_engine, kafka)
     task = asyncio.create_task(relay.run())
     try:
         loop = asyncio.get_running_loop()

@@ -18,7 +18,7 @@ from sagaway.messaging.transport import Transport
 from sagaway.outbox.models import outbox
 from sagaway.outbox.poll_relay import PollRelay
 from sagaway.outbox.writer import add_to_outbox
-from sagaway.settings import Settings
+from sagaway.settings.composed import Settings
 from sagaway.storage.database import create_database_engine
 from tests.outbox.broker_reader import BrokerReader
 from tests.outbox.relay_process import RelayProcess
@@ -33,7 +33,7 @@ class Setup:
         self.url = url
         self.engine = engine
         self.transport = transport
-        self.topic = settings.topic_prefix + "events"
+        self.topic = settings.messaging.topic_prefix + "events"
 
 
 @pytest.fixture(params=["sqlite+embedded", "postgresql+kafka"])
@@ -41,11 +41,11 @@ async def setup(request: pytest.FixtureRequest) -> AsyncIterator[Setup]:
     if request.param == "sqlite+embedded":
         settings: Settings = request.getfixturevalue("relay_embedded_settings")
         url: str = request.getfixturevalue("migrated_sqlite_url")
-        transport: Transport = EmbeddedTransport(settings)
+        transport: Transport = EmbeddedTransport(settings.messaging)
     else:
         settings = request.getfixturevalue("relay_kafka_settings")
         url = request.getfixturevalue("migrated_pg_url")
-        transport = KafkaTransport(settings)
+        transport = KafkaTransport(settings.messaging)
     engine = create_database_engine(url)
     await transport.start()
     try:
@@ -77,7 +77,9 @@ def ids(records: list[Record]) -> list[str]:
 
 async def test_rows_from_four_writers_all_arrive_in_commit_order_per_key(setup: Setup) -> None:
     await setup.transport.create_topics({setup.topic: 4})
-    relay = PollRelay(setup.settings, "orders", setup.engine, setup.transport, heartbeat=False)
+    relay = PollRelay(
+        setup.settings.relay, "orders", setup.engine, setup.transport, heartbeat=False
+    )
     async with BrokerReader(setup.transport, [setup.topic]) as reader, running(relay):
         written = await asyncio.gather(
             *(
@@ -101,7 +103,9 @@ async def test_rolled_back_transaction_publishes_nothing(setup: Setup) -> None:
             raise RuntimeError("business failure")
     async with setup.engine.begin() as conn:
         await add_to_outbox(conn, [(setup.topic, numbered("committed", 0))])
-    relay = PollRelay(setup.settings, "orders", setup.engine, setup.transport, heartbeat=False)
+    relay = PollRelay(
+        setup.settings.relay, "orders", setup.engine, setup.transport, heartbeat=False
+    )
     async with BrokerReader(setup.transport, [setup.topic]) as reader:
         assert await relay.publish_batch() == 1
         assert await relay.publish_batch() == 0
@@ -113,11 +117,11 @@ async def test_rolled_back_transaction_publishes_nothing(setup: Setup) -> None:
 async def test_published_rows_are_pruned_after_the_retention(setup: Setup) -> None:
     await setup.transport.create_topics({setup.topic: 1})
     await write_sequence(setup.engine, setup.topic, "k", 10)
-    keep = PollRelay(setup.settings, "orders", setup.engine, setup.transport, heartbeat=False)
+    keep = PollRelay(setup.settings.relay, "orders", setup.engine, setup.transport, heartbeat=False)
     assert await keep.publish_batch() == 10
     assert await keep.prune() == 0  # an hour's retention by default in these settings
-    short = setup.settings.model_copy(update={"relay_retention_s": 0.0})
-    relay = PollRelay(short, "orders", setup.engine, setup.transport, heartbeat=False)
+    short = setup.settings.replace(relay_retention_s=0.0)
+    relay = PollRelay(short.relay, "orders", setup.engine, setup.transport, heartbeat=False)
     assert await relay.prune() == 10
     async with setup.engine.connect() as conn:
         assert await conn.scalar(sa.select(sa.func.count()).select_from(outbox)) == 0
@@ -126,12 +130,12 @@ async def test_published_rows_are_pruned_after_the_retention(setup: Setup) -> No
 async def test_a_row_committed_late_with_a_lower_id_is_not_skipped(
     relay_kafka_settings: Settings, pg_engine: AsyncEngine
 ) -> None:
-    topic = relay_kafka_settings.topic_prefix + "events"
-    kafka = KafkaTransport(relay_kafka_settings)
+    topic = relay_kafka_settings.messaging.topic_prefix + "events"
+    kafka = KafkaTransport(relay_kafka_settings.messaging)
     await kafka.start()
     try:
         await kafka.create_topics({topic: 1})
-        relay = PollRelay(relay_kafka_settings, "orders", pg_engine, kafka, heartbeat=False)
+        relay = PollRelay(relay_kafka_settings.relay, "orders", pg_engine, kafka, heartbeat=False)
         async with BrokerReader(kafka, [topic]) as reader:
             async with pg_engine.connect() as slow:
                 await slow.begin()
@@ -155,15 +159,15 @@ async def test_a_row_committed_late_with_a_lower_id_is_not_skipped(
 async def test_concurrent_pollers_skip_locked_rows_and_publish_each_row_once(
     relay_kafka_settings: Settings, pg_engine: AsyncEngine
 ) -> None:
-    topic = relay_kafka_settings.topic_prefix + "events"
-    settings = relay_kafka_settings.model_copy(update={"relay_batch_size": 50})
-    kafka = KafkaTransport(settings)
+    topic = relay_kafka_settings.messaging.topic_prefix + "events"
+    settings = relay_kafka_settings.replace(relay_batch_size=50)
+    kafka = KafkaTransport(settings.messaging)
     await kafka.start()
     try:
         await kafka.create_topics({topic: 2})
         written = await write_sequence(pg_engine, topic, "k", 2000, per_tx=100)
         pollers = [
-            PollRelay(settings, "orders", pg_engine, kafka, heartbeat=False) for _ in range(3)
+            PollRelay(settings.relay, "orders", pg_engine, kafka, heartbeat=False) for _ in range(3)
         ]
 
         async def drain(relay: PollRelay) -> None:
@@ -185,10 +189,10 @@ async def test_sqlite_kill_9_mid_stream_then_restart_loses_nothing_and_inbox_dro
     migrated_sqlite_url: str,
     tmp_path: Path,
 ) -> None:
-    settings = relay_embedded_settings.model_copy(update={"relay_batch_size": 100})
-    topic = settings.topic_prefix + "events"
+    settings = relay_embedded_settings.replace(relay_batch_size=100)
+    topic = settings.messaging.topic_prefix + "events"
     engine = create_database_engine(migrated_sqlite_url)
-    broker = EmbeddedTransport(settings)
+    broker = EmbeddedTransport(settings.messaging)
     await broker.start()
     processes: list[RelayProcess] = []
     try:

@@ -18,14 +18,14 @@ from sagaway.outbox.models import outbox
 from sagaway.outbox.wal_relay import WalRelay
 from sagaway.outbox.wal_slot import drop_slot, slot_name
 from sagaway.outbox.writer import add_to_outbox
-from sagaway.settings import Settings
+from sagaway.settings.composed import Settings
 from tests.outbox.broker_reader import BrokerReader
 from tests.outbox.writing import numbered, write_sequence
 
 
 @pytest.fixture
 async def kafka(relay_kafka_settings: Settings) -> AsyncIterator[KafkaTransport]:
-    transport = KafkaTransport(relay_kafka_settings)
+    transport = KafkaTransport(relay_kafka_settings.messaging)
     await transport.start()
     yield transport
     await transport.close()
@@ -66,9 +66,9 @@ async def wait_for(predicate, timeout_s: float = 20.0) -> None:  # type: ignore[
 async def test_twenty_thousand_rows_from_four_writers_arrive_in_commit_order_per_key(
     relay_kafka_settings: Settings, pg_engine: AsyncEngine, kafka: KafkaTransport
 ) -> None:
-    topic = relay_kafka_settings.topic_prefix + "events"
+    topic = relay_kafka_settings.messaging.topic_prefix + "events"
     await kafka.create_topics({topic: 4})
-    relay = WalRelay(relay_kafka_settings, "orders", pg_engine, kafka)
+    relay = WalRelay(relay_kafka_settings.relay, "orders", pg_engine, kafka)
     async with BrokerReader(kafka, [topic]) as reader, running(relay):
         await asyncio.wait_for(relay.active.wait(), 20)
         await asyncio.gather(
@@ -86,9 +86,9 @@ async def test_twenty_thousand_rows_from_four_writers_arrive_in_commit_order_per
 async def test_rolled_back_transaction_publishes_nothing(
     relay_kafka_settings: Settings, pg_engine: AsyncEngine, kafka: KafkaTransport
 ) -> None:
-    topic = relay_kafka_settings.topic_prefix + "events"
+    topic = relay_kafka_settings.messaging.topic_prefix + "events"
     await kafka.create_topics({topic: 1})
-    relay = WalRelay(relay_kafka_settings, "orders", pg_engine, kafka, heartbeat=False)
+    relay = WalRelay(relay_kafka_settings.relay, "orders", pg_engine, kafka, heartbeat=False)
     async with BrokerReader(kafka, [topic]) as reader, running(relay):
         await asyncio.wait_for(relay.active.wait(), 20)
         with contextlib.suppress(RuntimeError):
@@ -105,10 +105,10 @@ async def test_rolled_back_transaction_publishes_nothing(
 async def test_rows_committed_before_the_slot_existed_are_published_once(
     relay_kafka_settings: Settings, pg_engine: AsyncEngine, kafka: KafkaTransport
 ) -> None:
-    topic = relay_kafka_settings.topic_prefix + "events"
+    topic = relay_kafka_settings.messaging.topic_prefix + "events"
     await kafka.create_topics({topic: 1})
     await write_sequence(pg_engine, topic, "early", 300, per_tx=100)
-    relay = WalRelay(relay_kafka_settings, "orders", pg_engine, kafka, heartbeat=False)
+    relay = WalRelay(relay_kafka_settings.relay, "orders", pg_engine, kafka, heartbeat=False)
     async with BrokerReader(kafka, [topic]) as reader, running(relay):
         await asyncio.wait_for(relay.active.wait(), 20)
         await write_sequence(pg_engine, topic, "early", 0)
@@ -123,8 +123,8 @@ async def test_rows_committed_before_the_slot_existed_are_published_once(
 async def test_idle_relay_confirms_progress_so_the_slot_does_not_pin_wal(
     relay_kafka_settings: Settings, pg_engine: AsyncEngine, kafka: KafkaTransport
 ) -> None:
-    relay = WalRelay(relay_kafka_settings, "orders", pg_engine, kafka, heartbeat=False)
-    slot = slot_name(relay_kafka_settings, "orders")
+    relay = WalRelay(relay_kafka_settings.relay, "orders", pg_engine, kafka, heartbeat=False)
+    slot = slot_name(relay_kafka_settings.relay, "orders")
 
     async def slot_lag() -> int:
         async with pg_engine.connect() as conn:
@@ -157,12 +157,12 @@ async def test_drop_slot_removes_slot_and_publication_and_refuses_while_active(
 ) -> None:
     from sagaway.outbox.wal_slot import SlotInUse
 
-    relay = WalRelay(relay_kafka_settings, "orders", pg_engine, kafka, heartbeat=False)
+    relay = WalRelay(relay_kafka_settings.relay, "orders", pg_engine, kafka, heartbeat=False)
     async with running(relay):
         await asyncio.wait_for(relay.active.wait(), 20)
         await asyncio.sleep(0.5)
         with pytest.raises(SlotInUse):
-            await drop_slot(pg_engine, relay_kafka_settings, "orders")
-    dropped = await drop_slot(pg_engine, relay_kafka_settings, "orders")
+            await drop_slot(pg_engine, relay_kafka_settings.relay, "orders")
+    dropped = await drop_slot(pg_engine, relay_kafka_settings.relay, "orders")
     assert dropped == ["replication slot sagaway_orders", "publication sagaway_orders"]
-    assert await drop_slot(pg_engine, relay_kafka_settings, "orders") == []
+    assert await drop_slot(pg_engine, relay_kafka_settings.relay, "orders") == []

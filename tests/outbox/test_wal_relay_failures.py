@@ -15,7 +15,7 @@ from sagaway.inbox import claim
 from sagaway.messaging.envelope import Message
 from sagaway.messaging.kafka import KafkaTransport
 from sagaway.messaging.records import Record
-from sagaway.settings import Settings
+from sagaway.settings.composed import Settings
 from tests.outbox.broker_reader import BrokerReader
 from tests.outbox.relay_process import RelayProcess
 from tests.outbox.test_wal_relay import seqs_by_key
@@ -70,9 +70,9 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing_and_inbox_drops_dupl
     tmp_path: Path,
     processes: list[RelayProcess],
 ) -> None:
-    settings = relay_kafka_settings.model_copy(update={"relay_batch_size": 200})
-    topic = settings.topic_prefix + "events"
-    kafka = KafkaTransport(settings)
+    settings = relay_kafka_settings.replace(relay_batch_size=200)
+    topic = settings.messaging.topic_prefix + "events"
+    kafka = KafkaTransport(settings.messaging)
     await kafka.start()
     try:
         await kafka.create_topics({topic: 4})
@@ -113,8 +113,8 @@ async def test_relay_started_while_broker_is_down_publishes_everything_once_it_i
     processes: list[RelayProcess],
 ) -> None:
     port = free_port()
-    settings = relay_kafka_settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{port}"})
-    topic = settings.topic_prefix + "events"
+    settings = relay_kafka_settings.replace(kafka_bootstrap=f"127.0.0.1:{port}")
+    topic = settings.messaging.topic_prefix + "events"
     written = await write_sequence(pg_engine, topic, "before", 200, per_tx=20)
     relay = RelayProcess(settings, migrated_pg_url, "orders", tmp_path / "relay.log")
     processes.append(relay)
@@ -126,7 +126,7 @@ async def test_relay_started_while_broker_is_down_publishes_everything_once_it_i
     await wait_until(said_broker_is_down, 60, "the relay reporting the broker down")
     written += await write_sequence(pg_engine, topic, "while-down", 200, per_tx=20)
     with TansuServer(port):
-        kafka = KafkaTransport(settings)
+        kafka = KafkaTransport(settings.messaging)
         await kafka.start()
         try:
             await kafka.create_topics({topic: 1})
@@ -147,8 +147,8 @@ async def test_standby_relay_takes_over_within_seconds_after_kill_9(
     processes: list[RelayProcess],
 ) -> None:
     settings = relay_kafka_settings
-    topic = settings.topic_prefix + "events"
-    kafka = KafkaTransport(settings)
+    topic = settings.messaging.topic_prefix + "events"
+    kafka = KafkaTransport(settings.messaging)
     await kafka.start()
     try:
         await kafka.create_topics({topic: 2})
@@ -187,10 +187,10 @@ async def test_relay_reconnects_after_a_postgresql_restart_and_loses_nothing(
     from sagaway.outbox.wal_relay import WalRelay
 
     settings = relay_kafka_settings
-    topic = settings.topic_prefix + "events"
-    kafka = KafkaTransport(settings)
+    topic = settings.messaging.topic_prefix + "events"
+    kafka = KafkaTransport(settings.messaging)
     await kafka.start()
-    relay = WalRelay(settings, "orders", pg_engine, kafka)
+    relay = WalRelay(settings.relay, "orders", pg_engine, kafka)
     task = asyncio.create_task(relay.run())
     try:
         await kafka.create_topics({topic: 2})

@@ -31,7 +31,8 @@ from sagaway.messaging.processing import RecordProcessor
 from sagaway.messaging.records import Record
 from sagaway.messaging.topics import TopicNames
 from sagaway.messaging.transport import Transport
-from sagaway.settings import Settings
+from sagaway.outbox.choose import make_relay
+from sagaway.settings.composed import Settings
 from sagaway.storage.database import create_database_engine
 from tests.fixtures.broker import tuned_settings
 
@@ -68,28 +69,32 @@ class System:
 
     @property
     def topics(self) -> TopicNames:
-        return TopicNames(self.settings.topic_prefix)
+        return TopicNames(self.settings.messaging.topic_prefix)
 
     def service_settings(self, service: str) -> Settings:
         """The settings a process of `service` runs with: its own database and WAL slot."""
         update: dict[str, object] = {"relay_slot_name": f"{service[:4]}_{uuid.uuid4().hex[:12]}"}
         if self.kind == "kafka":
             update["database_url"] = self.urls[service]
-        return self.settings.model_copy(update=update)
+        return self.settings.replace(**update)
 
     # -- participants --------------------------------------------------------------------------
 
     async def start_participant(
         self, participant: Participant, wrap: TransportWrapper | None = None, **update: Any
     ) -> ParticipantService:
-        settings = self.service_settings(participant.name).model_copy(update=update)
-        transport = await connect_transport(settings)
-        self.transports.append(transport)
+        """Run `participant` on its database with its relay; `update`: settings (flat names)."""
+        settings = self.service_settings(participant.name).replace(**update)
+        connected = await connect_transport(settings.messaging)
+        self.transports.append(connected)
+        transport = wrap(connected) if wrap else connected
+        engine = self.engines[participant.name]
         service = ParticipantService(
             participant,
-            settings,
-            engine=self.engines[participant.name],
-            transport=wrap(transport) if wrap else transport,
+            settings.participant,
+            engine=engine,
+            transport=transport,
+            relay=make_relay(settings.relay, participant.name, engine, transport),
         )
         await service.start()
         self.services[participant.name] = service
@@ -177,14 +182,16 @@ class System:
         from orchestrator.service import OrchestratorService
 
         settings = self.service_settings("orchestrator")
-        transport = await connect_transport(settings)
-        self.transports.append(transport)
+        connected = await connect_transport(settings.messaging)
+        self.transports.append(connected)
+        transport = wrap(connected) if wrap else connected
+        engine = self.engines["orchestrator"]
         self.orchestrator = OrchestratorService(
-            settings,
+            settings.orchestrator,
             registry,
-            self.engines["orchestrator"],
-            wrap(transport) if wrap else transport,
-            with_relay=True,
+            engine,
+            transport,
+            relay=make_relay(settings.relay, "orchestrator", engine, transport),
         )
         await self.orchestrator.start()
         await self.orchestrator.wait_assigned()
@@ -308,18 +315,18 @@ async def open_system(
         for service in SERVICES:
             path = data_dir / f"{service}.db"
             shutil.copyfile(sqlite_template, path)
-            urls[service] = settings.database_url_for(service)
+            urls[service] = settings.storage.database_url_for(service)
     engines = {s: create_database_engine(url, pool_size=4) for s, url in urls.items()}
     if seed:
         await seed_inventory(engines["inventory"])
         await seed_payments(engines["payments"])
-    client = await connect_transport(settings)
-    reply_topic = TopicNames(settings.topic_prefix).named("client.replies")
-    await client.create_topics({reply_topic: settings.partitions})
+    client = await connect_transport(settings.messaging)
+    topics = TopicNames(settings.messaging.topic_prefix)
+    reply_topic = topics.named("client.replies")
+    await client.create_topics({reply_topic: settings.messaging.partitions})
     system = System(kind, settings, urls, engines, client, reply_topic, cleanup=cleanup)
     system.collector = RecordProcessor(
-        client, settings, TopicNames(settings.topic_prefix).named("client"), [reply_topic],
-        system._collect,
+        client, settings.messaging, topics.named("client"), [reply_topic], system._collect
     )
     await system.collector.start()
     return system

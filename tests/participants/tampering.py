@@ -24,6 +24,7 @@ class TamperingTransport(Transport):
         hold: RecordTest | None = None,
     ) -> None:
         self.inner = inner
+        self.settings = inner.settings
         self.duplicate = duplicate
         self.hold = hold
         self.held: list[Record] = []

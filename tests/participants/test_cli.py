@@ -23,8 +23,10 @@ from participants.service import ParticipantService
 from sagaway.cli.main import main
 from sagaway.messaging.embedded import EmbeddedTransport
 from sagaway.messaging.envelope import Message
-from sagaway.settings import Settings
-from sagaway.storage.database import create_database_engine
+from sagaway.messaging.factory import connect_transport
+from sagaway.outbox.choose import make_relay
+from sagaway.settings.composed import Settings
+from sagaway.storage.database import connect_database, create_database_engine
 from sagaway.storage.migrate import upgrade
 from tests.fixtures.broker import tuned_settings
 from tests.outbox.broker_reader import BrokerReader
@@ -38,9 +40,9 @@ def cli_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAGAWAY_")}
     env.update(
         {
-            "SAGAWAY_DATA_DIR": str(settings.data_dir),
-            "SAGAWAY_TOPIC_PREFIX": settings.topic_prefix,
-            "SAGAWAY_PARTITIONS": str(settings.partitions),
+            "SAGAWAY_DATA_DIR": str(settings.storage.data_dir),
+            "SAGAWAY_TOPIC_PREFIX": settings.messaging.topic_prefix,
+            "SAGAWAY_PARTITIONS": str(settings.messaging.partitions),
             "SAGAWAY_EMBEDDED_POLL_INTERVAL_MS": "20",
             "SAGAWAY_RELAY_POLL_INTERVAL_MS": "10",
             "SAGAWAY_LOG_LEVEL": "INFO",
@@ -97,10 +99,10 @@ async def test_seed_participant_and_audit_from_the_command_line(tmp_path: Path) 
         [str(SAGAWAY), "participant", "inventory"],
         env=cli_env(settings), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    transport = EmbeddedTransport(settings)
+    transport = EmbeddedTransport(settings.messaging)
     await transport.start()
     try:
-        reply_topic = settings.topic_prefix + "client.replies"
+        reply_topic = settings.messaging.topic_prefix + "client.replies"
         await transport.create_topics({reply_topic: 1})
         order = str(uuid.uuid4())
         command = Message(
@@ -108,8 +110,8 @@ async def test_seed_participant_and_audit_from_the_command_line(tmp_path: Path) 
             payload={"items": [{"sku": "sku-1", "quantity": 2}]}, reply_to=reply_topic,
         )
         async with BrokerReader(transport, [reply_topic]) as reader:
-            await transport.create_topics({settings.topic_prefix + "inventory.requests": 4})
-            topic = settings.topic_prefix + "inventory.requests"
+            topic = settings.messaging.topic_prefix + "inventory.requests"
+            await transport.create_topics({topic: 4})
             await transport.produce([command.to_record(topic)])
             [record] = await reader.read_until(1, timeout_s=40)
         reply = Message.from_record(record)
@@ -126,7 +128,7 @@ async def test_seed_participant_and_audit_from_the_command_line(tmp_path: Path) 
     assert "no database at" in missing.stderr and "shipping.db" in missing.stderr
 
     for service in ("orchestrator", "shipping"):
-        await asyncio.to_thread(upgrade, settings.database_url_for(service))
+        await asyncio.to_thread(upgrade, settings.storage.database_url_for(service))
     audited = await asyncio.to_thread(sagaway, settings, "audit", "--json")
     report = orjson.loads(audited.stdout)
     # The reservation was made outside any saga: the audit calls it an orphan and fails.
@@ -160,11 +162,11 @@ def test_a_participant_on_an_unmigrated_database_says_how_to_fix_it(tmp_path: Pa
 def test_audit_text_lists_the_totals_and_the_violations(tmp_path: Path) -> None:
     settings = tuned_settings(tmp_path / "data")
     for service in ("orchestrator", "inventory", "payments", "shipping"):
-        upgrade(settings.database_url_for(service))
+        upgrade(settings.storage.database_url_for(service))
     clean = invoke(settings, "audit")
     assert clean.exit_code == 0, clean.output
     assert "orders completed: 0" in clean.output and "no violations" in clean.output
-    engine = sa.create_engine(f"sqlite:///{settings.data_dir / 'payments.db'}")
+    engine = sa.create_engine(f"sqlite:///{settings.storage.data_dir / 'payments.db'}")
     with engine.begin() as conn:
         conn.execute(
             accounts.insert().values(
@@ -179,16 +181,26 @@ def test_audit_text_lists_the_totals_and_the_violations(tmp_path: Path) -> None:
     assert "[credit-conserved] c-1: credit 9 + net charges 0 != initial 10" in broken.output
 
 
-async def test_a_service_connects_migrates_and_answers_on_its_own(tmp_path: Path) -> None:
-    """The in-process API `sagaway dev` uses: only settings, the rest is the service's."""
+async def test_a_service_migrates_its_database_and_answers(tmp_path: Path) -> None:
+    """The in-process API `sagaway dev` uses: the caller connects the database and the broker
+    and builds the relay; the service migrates, relays and answers."""
     settings = tuned_settings(tmp_path / "data", relay_poll_interval_ms=10)
-    service = ParticipantService(example("shipping"), settings, migrate=True)
+    engine = await connect_database(settings.storage, "shipping")
+    service_transport = await connect_transport(settings.messaging)
+    service = ParticipantService(
+        example("shipping"),
+        settings.participant,
+        engine=engine,
+        transport=service_transport,
+        relay=make_relay(settings.relay, "shipping", engine, service_transport),
+        migrate=True,
+    )
     await service.start()
-    transport = EmbeddedTransport(settings)
+    transport = EmbeddedTransport(settings.messaging)
     await transport.start()
     try:
         await service.wait_ready()
-        reply_topic = settings.topic_prefix + "client.replies"
+        reply_topic = settings.messaging.topic_prefix + "client.replies"
         await transport.create_topics({reply_topic: 1})
         command = Message(
             message_type="command", command="shipping.schedule", saga_id=str(uuid.uuid4()),
@@ -196,12 +208,13 @@ async def test_a_service_connects_migrates_and_answers_on_its_own(tmp_path: Path
             reply_to=reply_topic,
         )
         async with BrokerReader(transport, [reply_topic]) as reader:
-            topic = settings.topic_prefix + "shipping.requests"
+            topic = settings.messaging.topic_prefix + "shipping.requests"
             await transport.produce([command.to_record(topic)])
             [record] = await reader.read_until(1, timeout_s=30)
         assert Message.from_record(record).payload["reason"] == "we do not ship to AQ"
     finally:
         await transport.close()
         await service.stop()
-    assert service.engine is None and service.transport is None
-    assert (settings.data_dir / "shipping.db").exists()
+        await service_transport.close()
+        await engine.dispose()
+    assert (settings.storage.data_dir / "shipping.db").exists()

@@ -64,7 +64,7 @@ async def audit_now(system: System) -> dict[str, Any]:
 async def run_audit_command(system: System) -> tuple[int, dict[str, Any]]:
     """`sagaway audit --json` as a user runs it: embedded files from SAGAWAY_DATA_DIR, or URLs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAGAWAY_")}
-    env["SAGAWAY_DATA_DIR"] = str(system.settings.data_dir)
+    env["SAGAWAY_DATA_DIR"] = str(system.settings.storage.data_dir)
     args = [str(SAGAWAY), "audit", "--json"]
     if system.kind == "kafka":
         for service in ("inventory", "payments", "shipping", "orchestrator"):

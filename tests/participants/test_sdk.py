@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from examples.place_order import example
 from examples.place_order import payments as payments_example
 from examples.place_order.models import accounts, charges
+from examples.place_order.settings import ShippingSettings
 from participants.sdk import (
     CommandContext,
     Participant,
@@ -68,6 +69,20 @@ def test_a_handler_must_be_async_and_a_payload_a_pydantic_model() -> None:
         shop.handles("shop.buy")(lambda ctx, payload: {})  # type: ignore[arg-type,return-value]
     with pytest.raises(ParticipantDefinitionError, match="pydantic model"):
         shop.handles("shop.sell", payload=dict)  # type: ignore[type-var]
+
+
+def test_a_participant_builds_the_settings_it_declares(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Participant("shop").settings() is None
+    monkeypatch.setenv("SAGAWAY_SHIPPING_BLOCKED_COUNTRIES", "fr, DE")
+    built = example("shipping").settings()
+    assert isinstance(built, ShippingSettings)
+    assert built.shipping_blocked_countries == ["fr", "DE"]
+    monkeypatch.setenv("SAGAWAY_SHIPPING_BLOCKED_COUNTRIES", '["US"]')
+    assert ShippingSettings().shipping_blocked_countries == ["US"]
+    monkeypatch.delenv("SAGAWAY_SHIPPING_BLOCKED_COUNTRIES")
+    assert ShippingSettings().shipping_blocked_countries == ["AQ"]
+    with pytest.raises(ParticipantDefinitionError, match="settings= must be a pydantic model"):
+        Participant("shop", settings=dict)  # type: ignore[arg-type]
 
 
 def test_a_rejection_is_a_reason_and_details() -> None:
@@ -151,7 +166,7 @@ async def test_a_handler_that_keeps_failing_goes_to_the_dlq_without_a_trace(
         await system.send(command)
         letters = await reader.read_until(1)
 
-    assert calls[order] == 1 + system.settings.handler_retries
+    assert calls[order] == 1 + system.settings.messaging.handler_retries
     assert letters[0].header("message-id") == command.message_id.encode()
     assert b"ConnectionError: the card network timed out" in (letters[0].header("dlq-error") or b"")
     assert system.replies.get(command.message_id) is None

@@ -94,7 +94,7 @@ def _send_letters(seeded: Seeded) -> None:
     script, attribute, svg = PAYLOADS
 
     async def produce() -> None:
-        transport = EmbeddedTransport(seeded.settings)
+        transport = EmbeddedTransport(seeded.settings.messaging)
         await transport.start()
         try:
             await transport.create_topics({"cards.requests": 1, "cards.requests.dlq": 1})

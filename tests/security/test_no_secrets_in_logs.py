@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from gateway.auth import hash_api_key, issue_token
-from tests.gateway.conftest import SAGA_MODULES, MakeGateway, order
+from tests.gateway.conftest import ORDERS_ROUTE, SAGA_MODULES, MakeGateway, order, routes_variable
 from tests.servers.readiness import wait_until_ready
 from tests.servers.tansu import free_port
 
@@ -106,6 +106,7 @@ def test_sagaway_gateway_output_holds_no_secret(
             "SAGAWAY_DATABASE_URL": with_password(migrated_pg_url),
             "SAGAWAY_TOPIC_PREFIX": f"sec{port}.",
             "SAGAWAY_SAGAS": ",".join(SAGA_MODULES),
+            "SAGAWAY_ROUTES": routes_variable([ORDERS_ROUTE]),
             "SAGAWAY_API_KEYS": f'{{"shop": "{hash_api_key(API_KEY)}"}}',
             "SAGAWAY_BEARER_SECRET": BEARER_SECRET,
             "SAGAWAY_CALLBACK_SECRET": CALLBACK_SECRET,

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.models import saga_instances, saga_steps, timers
 from sagaway.outbox.models import outbox
-from sagaway.settings import Settings
+from sagaway.settings import StorageSettings
 from sagaway.sqlite.checkpointer import AUTOCHECKPOINT_PAGES
 from sagaway.storage.database import (
     DatabaseMisconfigured,
@@ -207,7 +207,7 @@ async def test_connect_database_waits_for_postgresql_to_come_up(
 ) -> None:
     port = free_port()
     server = PostgresServer(port=port)
-    settings = Settings(
+    settings = StorageSettings(
         database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres",
         startup_retry_max_s=0.3,
     )

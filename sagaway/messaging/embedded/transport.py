@@ -26,7 +26,7 @@ from sagaway.messaging.embedded.store import BUSY_TIMEOUT_S, BrokerFile
 from sagaway.messaging.embedded.subscription import EmbeddedSubscription
 from sagaway.messaging.records import Record
 from sagaway.messaging.transport import Transport, TransportError
-from sagaway.settings import Settings
+from sagaway.settings import MessagingSettings
 from sagaway.sqlite.inline import call_when_unlocked
 
 log = logging.getLogger("sagaway.embedded")
@@ -37,13 +37,15 @@ class EmbeddedTransport(Transport):
     """The durable in-process broker; `EmbeddedTransport(settings)` uses data_dir/broker.db."""
 
     def __init__(
-        self, path_or_settings: Settings | str | Path, settings: Settings | None = None
+        self,
+        path_or_settings: MessagingSettings | str | Path,
+        settings: MessagingSettings | None = None,
     ) -> None:
-        if isinstance(path_or_settings, Settings):
+        if isinstance(path_or_settings, MessagingSettings):
             self.settings = path_or_settings
             self.path = Path(self.settings.data_dir) / "broker.db"
         else:
-            self.settings = settings or Settings()
+            self.settings = settings or MessagingSettings()
             self.path = Path(path_or_settings)
         self._executor: ThreadPoolExecutor | None = None
         self._file: BrokerFile | None = None
