@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.broker",
+    "tests.fixtures.example_system",
     "tests.chaos.options",
     "tests.fixtures.deadline",
 ]

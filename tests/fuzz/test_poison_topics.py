@@ -37,10 +37,10 @@ from sagaway.messaging.factory import connect_transport
 from sagaway.messaging.records import Record
 from sagaway.messaging.topics import TopicNames
 from sagaway.storage.database import create_database_engine
+from tests.examples.place_order.system import System, open_system_for
+from tests.fixtures.example_system import sqlite_template  # noqa: F401
 from tests.gateway.conftest import ORDERS_ROUTE, gateway_relay, order
 from tests.gateway.system import gateway_database
-from tests.participants.conftest import sqlite_template  # noqa: F401
-from tests.participants.system import System, open_system_for
 
 SAGA_MODULES = ["examples.place_order.saga"]
 EXAMPLES_PER_TOPIC = 40

@@ -1,5 +1,5 @@
 """The whole system for end-to-end gateway tests: the real orchestrator and example participants
-(tests/participants/system.py) plus a gateway database, and a `sagaway gateway` subprocess."""
+(tests/examples/place_order/system.py), a gateway database, and a `sagaway gateway` process."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from sagaway.settings.composed import COMPONENTS, Settings
+from tests.examples.place_order.system import System
 from tests.gateway.conftest import routes_variable
-from tests.participants.system import System
 from tests.servers.readiness import wait_until_ready
 from tests.servers.tansu import free_port
 

@@ -20,10 +20,10 @@ from orchestrator.models import saga_instances
 from orchestrator.registry import SagaRegistry
 from sagaway.settings.composed import Settings
 from sagaway.storage.database import create_database_engine
+from tests.examples.place_order.system import System, open_system_for
 from tests.gateway.conftest import CALLBACK_SECRET, MakeGateway, RunningGateway, order
 from tests.gateway.receiver import CallbackReceiver, start_receiver, stop_receiver
 from tests.gateway.system import GatewayProcess, gateway_database
-from tests.participants.system import System, open_system_for
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -26,9 +26,9 @@ from sagaway.outbox.choose import Relay, make_relay
 from sagaway.settings.composed import Settings
 from sagaway.storage.database import create_database_engine
 from sagaway.storage.migrate import upgrade
+from tests.examples.place_order.system import SYSTEM_TUNING
 from tests.fixtures.broker import tuned_settings
 from tests.orchestrator.participant_double import ParticipantDouble, start_command
-from tests.participants.system import SYSTEM_TUNING
 
 # The same quick relay and timer tuning as the example-system tests use.
 STACK_TUNING: dict[str, object] = SYSTEM_TUNING

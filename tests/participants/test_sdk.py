@@ -25,8 +25,8 @@ from participants.sdk import (
 from sagaway.inbox import claim, inbox
 from sagaway.messaging.envelope import Message
 from sagaway.messaging.topics import TopicNames
-from tests.outbox.broker_reader import BrokerReader
-from tests.participants.system import System
+from tests.examples.place_order.system import System
+from tests.sagaway.outbox.broker_reader import BrokerReader
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -46,7 +46,7 @@ async def test_a_service_database_is_checkpointed_by_the_thread(
             await conn.execute(
                 sa.text("INSERT INTO t VALUES (:v)"), [{"v": "x" * 4000} for _ in range(300)]
             )
-        # Far below the automatic threshold (tests/storage/test_database.py checks it is
+        # Far below the automatic threshold (tests/sagaway/storage/test_database.py checks it is
         # AUTOCHECKPOINT_PAGES), so only the thread can have copied these frames back.
         before = _checkpoints(path)
         await _wait_for(lambda: _checkpoints(path) >= before + 2)

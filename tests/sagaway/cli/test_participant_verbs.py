@@ -29,7 +29,7 @@ from sagaway.settings.composed import Settings
 from sagaway.storage.database import connect_database, create_database_engine
 from sagaway.storage.migrate import upgrade
 from tests.fixtures.broker import tuned_settings
-from tests.outbox.broker_reader import BrokerReader
+from tests.sagaway.outbox.broker_reader import BrokerReader
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -24,8 +24,8 @@ from examples.place_order.saga import define_place_order, place_order
 from orchestrator.models import saga_steps
 from orchestrator.registry import SagaRegistry
 from sagaway.inbox import inbox
-from tests.participants.system import System
-from tests.participants.tampering import (
+from tests.examples.place_order.system import System
+from tests.examples.place_order.tampering import (
     TamperingTransport,
     any_participant_command,
     command_named,

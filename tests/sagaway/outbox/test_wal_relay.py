@@ -19,8 +19,8 @@ from sagaway.outbox.wal_relay import WalRelay
 from sagaway.outbox.wal_slot import drop_slot, slot_name
 from sagaway.outbox.writer import add_to_outbox
 from sagaway.settings.composed import Settings
-from tests.outbox.broker_reader import BrokerReader
-from tests.outbox.writing import numbered, write_sequence
+from tests.sagaway.outbox.broker_reader import BrokerReader
+from tests.sagaway.outbox.writing import numbered, write_sequence
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from sagaway.settings.composed import Settings
 
 pytestmark = pytest.mark.timeout(60)
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 CONSUMER = textwrap.dedent(
     """

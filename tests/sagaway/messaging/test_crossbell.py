@@ -27,7 +27,7 @@ from tests.fixtures.broker import tuned_settings
 
 pytestmark = pytest.mark.timeout(120)
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 # Long enough that a consumer found its record by polling fails the test by far.
 POLL_MS = 30_000
 WOKEN_WITHIN_S = 5.0

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from examples.place_order.models import accounts, charges, reservations, shipments, stock
-from tests.participants.system import System
+from tests.examples.place_order.system import System
 
 pytestmark = pytest.mark.timeout(60)
 

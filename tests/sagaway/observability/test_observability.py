@@ -48,7 +48,7 @@ from sagaway.settings.composed import Settings
 from sagaway.storage.database import DatabaseUnavailable, connect_database
 from tests.servers.postgres import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 DOC = ROOT / "docs" / "observability.md"
 PACKAGES = ("orchestrator", "participants", "gateway", "console")
 # Metrics prometheus_client registers by itself in the default registry (not ours to document

@@ -18,8 +18,8 @@ from sagaway.outbox.lag import heartbeat_topic, measure_lag
 from sagaway.outbox.poll_relay import POLL_RELAY_NAME, PollRelay
 from sagaway.outbox.wal_relay import WalRelay
 from sagaway.settings.composed import Settings
-from tests.outbox.broker_reader import BrokerReader
-from tests.outbox.writing import write_sequence
+from tests.sagaway.outbox.broker_reader import BrokerReader
+from tests.sagaway.outbox.writing import write_sequence
 
 
 async def test_unpublished_rows_and_oldest_age_are_counted(sqlite_engine: AsyncEngine) -> None:

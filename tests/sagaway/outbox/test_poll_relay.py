@@ -20,11 +20,11 @@ from sagaway.outbox.poll_relay import PollRelay
 from sagaway.outbox.writer import add_to_outbox
 from sagaway.settings.composed import Settings
 from sagaway.storage.database import create_database_engine
-from tests.outbox.broker_reader import BrokerReader
-from tests.outbox.relay_process import RelayProcess
-from tests.outbox.test_wal_relay import seqs_by_key
-from tests.outbox.test_wal_relay_failures import handle_once
-from tests.outbox.writing import numbered, write_sequence
+from tests.sagaway.outbox.broker_reader import BrokerReader
+from tests.sagaway.outbox.relay_process import RelayProcess
+from tests.sagaway.outbox.test_wal_relay import seqs_by_key
+from tests.sagaway.outbox.test_wal_relay_failures import handle_once
+from tests.sagaway.outbox.writing import numbered, write_sequence
 
 
 class Setup:

@@ -16,10 +16,10 @@ from sagaway.messaging.envelope import Message
 from sagaway.messaging.kafka import KafkaTransport
 from sagaway.messaging.records import Record
 from sagaway.settings.composed import Settings
-from tests.outbox.broker_reader import BrokerReader
-from tests.outbox.relay_process import RelayProcess
-from tests.outbox.test_wal_relay import seqs_by_key
-from tests.outbox.writing import write_sequence
+from tests.sagaway.outbox.broker_reader import BrokerReader
+from tests.sagaway.outbox.relay_process import RelayProcess
+from tests.sagaway.outbox.test_wal_relay import seqs_by_key
+from tests.sagaway.outbox.writing import write_sequence
 from tests.servers.tansu import TansuServer, free_port
 
 

@@ -95,7 +95,7 @@ def test_upgrade_twice_is_a_no_op(empty_db_url: str) -> None:
 
 def test_every_module_that_declares_tables_is_known_to_alembic() -> None:
     """A model module missing from MODEL_MODULES would make autogenerate miss its tables."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     declaring = {
         ".".join(path.relative_to(root).with_suffix("").parts)
         for package in ("sagaway", "orchestrator", "participants", "gateway", "console", "examples")
@@ -222,7 +222,7 @@ def test_sagaway_migrate_rejects_bad_input_in_one_line(
 
 
 def test_plain_alembic_cli_works_from_the_repository_root(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     database = tmp_path / "plain.db"
 
     done = subprocess.run(
