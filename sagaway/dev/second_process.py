@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sagaway.dev.participants import PARTICIPANTS, READY_LINE
+from sagaway.observability.backoff import RetryDelay
 from sagaway.settings.composed import Settings
 
 log = logging.getLogger("sagaway.dev")
@@ -26,7 +27,7 @@ log = logging.getLogger("sagaway.dev")
 # How long the child may take to join its groups, and to stop before it is killed.
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 10.0
-RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+RESTART_FIRST_S, RESTART_MAX_S = 0.5, 5.0
 
 
 class ParticipantsProcessError(RuntimeError):
@@ -86,25 +87,23 @@ class ParticipantsProcess:
 
     async def _supervise(self) -> None:
         """Start the child again when it exits while the system runs."""
-        failures = 0
+        restart = RetryDelay(RESTART_FIRST_S, RESTART_MAX_S)
         while True:
             assert self.process is not None
             code = await self.process.wait()
             if self._stopping:
                 return
-            delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
             log.error(
                 "the participants' process %d exited with code %s; starting it again in %.1fs",
                 self.process.pid,
                 code,
-                delay,
+                restart.delay_s,
             )
-            await asyncio.sleep(delay)
+            await restart.wait()
             try:
                 self.process = await self._spawn()
-                failures = 0
+                restart.reset()
             except (ParticipantsProcessError, OSError) as exc:
-                failures += 1
                 log.error("could not start the participants' process again: %s", exc)
 
     async def stop(self) -> None:

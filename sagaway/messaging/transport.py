@@ -1,8 +1,8 @@
 """The one small interface every broker sits behind: produce a batch, consume in a group, commit.
 
 Two implementations: `kafka.KafkaTransport` (aiokafka) and `embedded.EmbeddedTransport` (a durable
-SQLite-backed broker in process). `tests/sagaway/messaging/test_transport_contract.py` holds them to the
-same behaviour.
+SQLite-backed broker in process). `tests/sagaway/messaging/test_transport_contract.py` holds them
+to the same behaviour.
 """
 
 from __future__ import annotations
