@@ -188,6 +188,10 @@ class PollRelay:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - broker or database down: retry, lose nothing
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        # A cancel that landed in the driver can surface as another error.
+                        raise asyncio.CancelledError from exc
                     log.warning(
                         "outbox relay could not publish (%s: %s); retrying in %.1fs",
                         type(exc).__name__,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from typing import Any
 
 from orchestrator.reply_inbox import INBOX_CONSUMER, INBOX_NAMESPACE
 from tests.chaos.clients import OrderRecord
+from tests.harness.waiting import eventually_sync
 
 Query = Callable[[str, str], list[tuple[Any, ...]]]  # (database, sql) → rows
 
@@ -186,17 +186,22 @@ def wait_outboxes_published(
         for database in databases
     }
     wal = query("postgres", "SELECT pg_current_wal_lsn()::text")[0][0] if slots else None
-    deadline = time.monotonic() + timeout_s
-    while True:
-        left = {
-            database: int(
-                query(
-                    database,
-                    f"SELECT count(*) FROM outbox WHERE published_at IS NULL AND id <= {mark}",
-                )[0][0]
-            )
-            for database, mark in marks.items()
-        }
+    left: dict[str, int] = {}
+    lagging: list[tuple[Any, ...]] = []
+
+    def published() -> bool:
+        nonlocal lagging
+        left.update(
+            {
+                database: int(
+                    query(
+                        database,
+                        f"SELECT count(*) FROM outbox WHERE published_at IS NULL AND id <= {mark}",
+                    )[0][0]
+                )
+                for database, mark in marks.items()
+            }
+        )
         lagging = (
             query(
                 "postgres",
@@ -206,11 +211,14 @@ def wait_outboxes_published(
             if slots
             else []
         )
-        if not any(left.values()) and not lagging:
-            return marks
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"after {timeout_s}s, unpublished outbox rows: {left}; slots behind {wal}: "
-                f"{lagging}"
-            )
-        time.sleep(0.5)
+        return not any(left.values()) and not lagging
+
+    eventually_sync(
+        published,
+        timeout_s=timeout_s,
+        what=lambda: (
+            f"every outbox row published (unpublished: {left}; slots behind {wal}: {lagging})"
+        ),
+        interval_s=0.5,
+    )
+    return marks

@@ -16,13 +16,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tests.chaos.cluster import RoleProcess
+from tests.chaos.cluster import READY_TIMEOUT_S
+from tests.harness.processes import RoleProcess
 
 
 class Killable(Protocol):
-    roles: dict[str, RoleProcess]
-
-    def wait_ready(self, role: RoleProcess, timeout_s: float = ...) -> None: ...
+    @property
+    def roles(self) -> dict[str, RoleProcess]: ...
 
 
 @dataclass
@@ -95,7 +95,7 @@ class FaultDriver:
         role.start()
         if role.url:
             # Keep one gateway up: the next fault waits until this one answers again.
-            self.cluster.wait_ready(role)
+            role.wait_ready(READY_TIMEOUT_S)
 
     def restart_postgres(self) -> None:
         self._note("postgres", "postgres")

@@ -32,7 +32,7 @@ from tests.chaos.checks import (
     wait_outboxes_published,
 )
 from tests.chaos.clients import Clients, PlannedOrder, customers_needed, plan_orders
-from tests.chaos.cluster import DATABASES, Cluster, DevCluster
+from tests.chaos.cluster import DATABASES, Cluster
 from tests.chaos.faults import FaultDriver, FaultLog
 
 REGULAR_CUSTOMERS = 50
@@ -77,7 +77,7 @@ def plan(sagas: int, seed: int) -> list[PlannedOrder]:
 
 
 async def run_workload(
-    cluster: Cluster | DevCluster,
+    cluster: Cluster,
     orders: list[PlannedOrder],
     driver: FaultDriver,
     *,
@@ -131,7 +131,7 @@ def sagas_for(chaos_long: bool) -> int:
     return int(os.environ.get("SAGAWAY_CHAOS_SAGAS") or LONG_SAGAS)
 
 
-def report_failure(cluster: Cluster | DevCluster, driver: FaultDriver) -> None:
+def report_failure(cluster: Cluster, driver: FaultDriver) -> None:
     """What a failed run needs to be understood: the processes' last lines and the faults."""
     echo(cluster.log_tails())
     echo(
@@ -141,7 +141,7 @@ def report_failure(cluster: Cluster | DevCluster, driver: FaultDriver) -> None:
 
 
 async def check_after_run(
-    cluster: Cluster | DevCluster,
+    cluster: Cluster,
     driver: FaultDriver,
     clients: Clients,
     log: FaultLog,
@@ -213,7 +213,7 @@ async def test_chaos_embedded(chaos_long: bool, chaos_seed: int, tmp_path: Path)
     began = time.monotonic()
     sagas = 600 if chaos_long else 200
     echo(f"\nchaos: embedded (sagaway dev), {sagas} sagas, SAGAWAY_CHAOS_SEED={chaos_seed}")
-    cluster = DevCluster(tmp_path)
+    cluster = Cluster(tmp_path, embedded=True)
     try:
         await asyncio.to_thread(cluster.start)
         driver = FaultDriver(cluster, random.Random(chaos_seed), every_s=(6.0, 12.0), echo=echo)

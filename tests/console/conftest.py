@@ -21,7 +21,6 @@ from orchestrator.registry import load_registry
 from sagaway.settings import ConsoleSettings, ConsoleUser
 from sagaway.settings.composed import Settings, load_settings
 from sagaway.storage.database import create_database_engine
-from sagaway.storage.migrate import upgrade
 from tests.console import seeding
 
 PASSWORDS = {"olga": "operator-pw", "vera": "viewer-pw"}
@@ -78,19 +77,11 @@ class Seeded:
         return asyncio.run(wrapped())
 
 
-@pytest.fixture(scope="session")
-def _migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A SQLite file at Alembic head, migrated once per session and copied for each test."""
-    path = tmp_path_factory.mktemp("console-template") / "migrated.db"
-    upgrade(f"sqlite+aiosqlite:///{path}")
-    return path
-
-
 @pytest.fixture
-def seeded(tmp_path: Path, _migrated_sqlite: Path) -> Seeded:
+def seeded(tmp_path: Path, sqlite_template: Path) -> Seeded:
     settings = console_settings(tmp_path)
     for service in ("orchestrator", "gateway"):
-        shutil.copyfile(_migrated_sqlite, tmp_path / f"{service}.db")
+        shutil.copyfile(sqlite_template, tmp_path / f"{service}.db")
 
     async def seed() -> Seeded:
         engine = create_database_engine(settings.storage.database_url_for("orchestrator"))

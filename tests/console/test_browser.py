@@ -6,16 +6,22 @@ test-artifacts/console/."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from console.auth import hash_password
+from examples.place_order import EXAMPLE_NAMES
 from examples.place_order.saga import place_order
-from tests.console.system import OPERATOR_PASSWORD, RunningSystem, start_system
+from sagaway.settings import ConsoleSettings
+from tests.harness.processes import run_sagaway
+from tests.harness.stack import EXAMPLE_SERVICES, Servers, Stack, create_stack
+from tests.harness.waiting import eventually_sync
+from tests.servers.postgres import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 # The example saga's steps, by the service each one calls (names belong to the example).
@@ -25,6 +31,7 @@ STEP_OF = {
     for step in element.steps
 }
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
+OPERATOR_PASSWORD = "browser-operator-pw"
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)"
@@ -40,17 +47,75 @@ def order() -> dict[str, Any]:
     }
 
 
+def console_settings(port: int) -> ConsoleSettings:
+    return ConsoleSettings.model_validate(
+        {
+            "users": [
+                {
+                    "name": "admin",
+                    "role": "operator",
+                    "password_hash": hash_password(OPERATOR_PASSWORD),
+                },
+            ],
+            "port": port,
+            "session_secret": "browser-test-secret",
+            "cookie_secure": False,  # plain http on loopback
+            "refresh_interval_s": 1.0,
+            "sample_interval_s": 1.0,
+        }
+    )
+
+
 @pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
-    logs = ARTIFACTS / "logs"
-    if logs.exists():
-        for old in logs.glob("*.log"):
-            old.unlink()
-    running = start_system(tmp_path_factory.mktemp("system"), logs)
+def system(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[Stack]:
+    """The whole system as a user runs it on one machine: each role its own `sagaway` process
+    on a shared data dir (embedded broker + SQLite files) — orchestrator, the three example
+    participants, the gateway and the console — each logging to test-artifacts/console/logs."""
+    gateway_port, console_port = free_port(), free_port()
+    stack = create_stack(
+        "embedded",
+        tmp_path_factory.mktemp("system") / "data",
+        Servers(sqlite_template=sqlite_template),
+        (*EXAMPLE_SERVICES, "gateway"),
+        sagas=["examples.place_order.saga"],
+        gateway_port=gateway_port,
+        gateway_internal_port=0,
+        rate_limit_per_s=0,
+        timer_poll_interval_ms=100,
+        console=console_settings(console_port),
+    )
+    stack.processes.logs = ARTIFACTS / "logs"
+    for old in stack.processes.logs.glob("*.log"):
+        old.unlink()
     try:
-        yield running
+        # As a user seeds it: Playwright's event loop runs in this thread, so no asyncio.run.
+        env = stack.environment()
+        run_sagaway(env, stack.data_dir, "seed", "--customers", "10", "--skus", "10")
+        stack.start_role("orchestrator", "orchestrator", "--with-relay")
+        for name in EXAMPLE_NAMES:
+            stack.start_role(name, "participant", name)
+        gateway = stack.start_role("gateway", "gateway", url=f"http://127.0.0.1:{gateway_port}")
+        console = stack.start_role("console", "console", url=f"http://127.0.0.1:{console_port}")
+        gateway.wait_ready(60, path="/healthz", ready=lambda status: status < 500)
+        console.wait_ready(60, path="/login", ready=lambda status: status < 500)
+        yield stack
     finally:
-        running.stop_all()
+        stack.processes.stop_all()
+
+
+def console_url(system: Stack) -> str:
+    return system.processes["console"].url or ""
+
+
+def post_saga(system: Stack, body: dict[str, Any]) -> dict[str, Any]:
+    response = httpx.post(
+        f"{system.processes['gateway'].url}/api/v1/sagas/place-order",
+        json=body,
+        headers={"Prefer": "respond-async"},
+        timeout=10,
+    )
+    assert response.status_code == 202, response.text
+    return response.json()  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +145,8 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def log_in(page: Any, system: RunningSystem) -> None:
-    page.goto(system.console_url + "/")
+def log_in(page: Any, system: Stack) -> None:
+    page.goto(console_url(system) + "/")
     page.wait_for_url("**/login?next=*")
     page.fill("input[name=username]", "admin")
     page.fill("input[name=password]", OPERATOR_PASSWORD)
@@ -90,7 +155,7 @@ def log_in(page: Any, system: RunningSystem) -> None:
 
 
 @pytest.fixture
-def page(browser: Any, system: RunningSystem) -> Iterator[Any]:
+def page(browser: Any, system: Stack) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1440, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(30_000)
@@ -101,9 +166,9 @@ def page(browser: Any, system: RunningSystem) -> Iterator[Any]:
 
 
 def test_log_in_with_a_wrong_then_the_right_password_and_log_out(
-    page: Any, system: RunningSystem
+    page: Any, system: Stack
 ) -> None:
-    page.goto(system.console_url + "/sagas")
+    page.goto(console_url(system) + "/sagas")
     page.wait_for_url("**/login?next=*")
     page.fill("input[name=username]", "admin")
     page.fill("input[name=password]", "wrong")
@@ -116,23 +181,23 @@ def test_log_in_with_a_wrong_then_the_right_password_and_log_out(
     assert page.locator(".user").inner_text().startswith("admin")
     page.click("button:has-text('Log out')")
     page.wait_for_url("**/login")
-    page.goto(system.console_url + "/")
+    page.goto(console_url(system) + "/")
     page.wait_for_url("**/login?next=*")
 
 
 def test_a_saga_started_through_the_api_appears_in_flight_then_completes_without_reload(
-    page: Any, system: RunningSystem
+    page: Any, system: Stack
 ) -> None:
     log_in(page, system)
     # With shipping stopped the saga stays in flight long enough to be seen there.
-    system.stop("shipping")
+    system.processes["shipping"].stop()
     page.evaluate("window.__notReloaded = true")
-    request = system.post_saga(order())
+    request = post_saga(system, order())
     row = f"#in-flight tr[data-correlation-id='{request['id']}']"
     page.wait_for_selector(row)
     page.wait_for_selector(f"{row} >> text={STEP_OF['shipping']}")
     shot(page, "02-overview-saga-in-flight")
-    system.start_participant("shipping")
+    system.processes["shipping"].start()
     page.wait_for_selector(
         f"#finished tr[data-correlation-id='{request['id']}'][data-status=completed]"
     )
@@ -152,12 +217,12 @@ def test_a_saga_started_through_the_api_appears_in_flight_then_completes_without
 
 
 def test_abort_a_saga_held_at_a_stopped_participant_and_watch_it_compensate(
-    page: Any, system: RunningSystem
+    page: Any, system: Stack
 ) -> None:
     log_in(page, system)
-    system.stop("payments")
+    system.processes["payments"].stop()
     try:
-        request = system.post_saga(order())
+        request = post_saga(system, order())
         open_saga_found_by_search(page, system, request["id"])
         page.wait_for_selector(
             f"#diagnosis:has-text('Waiting for the reply to step {STEP_OF['payments']}')"
@@ -175,7 +240,7 @@ def test_abort_a_saga_held_at_a_stopped_participant_and_watch_it_compensate(
         assert page.locator("#saga-status").inner_text() in ("compensating", "compensated")
         shot(page, "07-saga-aborted-compensating")
     finally:
-        system.start_participant("payments")
+        system.processes["payments"].start()
     # The panel refreshes itself: the compensation finishes once payments is back.
     page.wait_for_selector("#saga-status:has-text('compensated')", timeout=60_000)
     assert page.locator("#timeline .kind-compensation").count() >= 1
@@ -183,22 +248,24 @@ def test_abort_a_saga_held_at_a_stopped_participant_and_watch_it_compensate(
     shot(page, "08-saga-compensated")
 
 
-def open_saga_found_by_search(page: Any, system: RunningSystem, correlation_id: str) -> None:
+def open_saga_found_by_search(page: Any, system: Stack, correlation_id: str) -> None:
     """Search the sagas list for a request the gateway has accepted, reloading as an operator
     would until the orchestrator has started its saga, then open it."""
     row = f"tr[data-correlation-id='{correlation_id}'] a"
-    deadline = time.monotonic() + 30
-    while True:
-        page.goto(f"{system.console_url}/sagas?q={correlation_id}")
-        if page.locator(row).count() or time.monotonic() > deadline:
-            break
-        page.wait_for_timeout(250)
+
+    def listed() -> bool:
+        page.goto(f"{console_url(system)}/sagas?q={correlation_id}")
+        return bool(page.locator(row).count())
+
+    eventually_sync(
+        listed, timeout_s=30, what=f"saga {correlation_id} in the list", interval_s=0.25
+    )
     page.click(row)
 
 
-def test_sagas_list_and_dead_letters_pages_render(page: Any, system: RunningSystem) -> None:
+def test_sagas_list_and_dead_letters_pages_render(page: Any, system: Stack) -> None:
     log_in(page, system)
-    page.goto(system.console_url + "/sagas")
+    page.goto(console_url(system) + "/sagas")
     page.wait_for_selector("#sagas tbody tr[data-saga-id]")
     page.select_option("select[name=status]", "completed")
     page.click("button:has-text('Filter')")
@@ -211,6 +278,6 @@ def test_sagas_list_and_dead_letters_pages_render(page: Any, system: RunningSyst
     page.click("a:has-text('Bulk abort')")
     page.wait_for_selector("#bulk-count")
     shot(page, "10-bulk-abort-confirmation")
-    page.goto(system.console_url + "/dead-letters")
+    page.goto(console_url(system) + "/dead-letters")
     page.wait_for_selector("#dead-letters")
     shot(page, "11-dead-letters")

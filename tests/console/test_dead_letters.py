@@ -4,7 +4,6 @@ replayed to their source topic or discarded — each recorded in the audit log."
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,6 +17,7 @@ from sagaway.messaging.records import Record
 from sagaway.settings.composed import Settings
 from tests.console import seeding
 from tests.console.conftest import Seeded, csrf_of
+from tests.harness.waiting import eventually, eventually_sync
 
 
 def poison(n: int) -> Record:
@@ -53,10 +53,15 @@ def read_topic(settings: Settings, topic: str, expect: int) -> list[Record]:
         subscription = transport.subscribe("test-reader", [topic])
         await subscription.start()
         found: list[Record] = []
+
+        async def enough() -> bool:
+            found.extend(await subscription.fetch(100, 200))
+            return len(found) >= expect
+
         try:
-            deadline = time.monotonic() + 10
-            while len(found) < expect and time.monotonic() < deadline:
-                found += await subscription.fetch(100, 200)
+            await eventually(
+                enough, timeout_s=10, what=f"{expect} records on {topic}", interval_s=0
+            )
         finally:
             await subscription.close()
             await transport.close()
@@ -66,13 +71,13 @@ def read_topic(settings: Settings, topic: str, expect: int) -> list[Record]:
 
 
 def wait_for(client: TestClient, path: str, text: str, timeout_s: float = 15.0) -> str:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    """The page at `path` once it shows `text`."""
+
+    def page() -> str | None:
         html = client.get(path).text
-        if text in html or time.monotonic() > deadline:
-            assert text in html, f"{text!r} never appeared on {path}"
-            return html
-        time.sleep(0.1)
+        return html if text in html else None
+
+    return eventually_sync(page, timeout_s=timeout_s, what=f"{text!r} on {path}")
 
 
 def audit(seeded: Seeded) -> list[dict[str, Any]]:

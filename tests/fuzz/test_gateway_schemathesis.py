@@ -8,9 +8,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import signal
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,10 +27,9 @@ from schemathesis.checks import (
 
 from gateway.auth import hash_api_key
 from tests.gateway.conftest import ORDERS_ROUTE, routes_variable
-from tests.servers.readiness import wait_until_ready
+from tests.harness.processes import RoleProcess
 from tests.servers.tansu import free_port
 
-SAGAWAY = Path(sys.executable).with_name("sagaway")
 API_KEY = "fuzz-key-1"
 PROBLEM_JSON = "application/problem+json"
 EXAMPLES = 60
@@ -60,26 +56,13 @@ def serving(args: list[str], port: int, log_path: Path, **variables: str) -> Ite
             **{f"SAGAWAY_{name.upper()}": value for name, value in variables.items()},
         }
     )
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [str(SAGAWAY), *args], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
     url = f"http://127.0.0.1:{port}"
+    process = RoleProcess(args[0], args, env, log_path, log_path.parent, url=url).start()
     try:
-        wait_until_ready(
-            url + "/readyz",
-            process=process,
-            log_tail=lambda: log_path.read_text()[-3000:],
-            timeout_s=60,
-        )
+        process.wait_ready(60)
         yield url
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process.stop(timeout_s=20)
     text = log_path.read_text(errors="replace")
     assert "Traceback" not in text, text[-5000:]
 

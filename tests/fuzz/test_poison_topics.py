@@ -36,11 +36,9 @@ from sagaway.messaging.envelope import EnvelopeError, Message
 from sagaway.messaging.factory import connect_transport
 from sagaway.messaging.records import Record
 from sagaway.messaging.topics import TopicNames
-from sagaway.storage.database import create_database_engine
-from tests.examples.place_order.system import System, open_system_for
-from tests.fixtures.example_system import sqlite_template  # noqa: F401
 from tests.gateway.conftest import ORDERS_ROUTE, gateway_relay, order
-from tests.gateway.system import gateway_database
+from tests.harness.stack import EXAMPLE_SERVICES, Servers, Stack, open_stack
+from tests.harness.waiting import eventually
 
 SAGA_MODULES = ["examples.place_order.saga"]
 EXAMPLES_PER_TOPIC = 40
@@ -201,11 +199,11 @@ def second_final_reply(draw: st.DrawFn, topic: str, request_ids: list[str]) -> R
 
 async def wait_handled(processor: Any, count: int, timeout_s: float = 30.0) -> None:
     """Until `processor` has handled (or dead-lettered) `count` records in all."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while processor.handled + processor.dead_lettered < count:
-        assert loop.time() < deadline, f"{processor!r} fell behind: {processor.handled}"
-        await asyncio.sleep(0.05)
+    await eventually(
+        lambda: processor.handled + processor.dead_lettered >= count,
+        timeout_s=timeout_s,
+        what=lambda: f"{processor!r} to catch up: {processor.handled}",
+    )
 
 
 def generate(strategy: st.SearchStrategy[Any], count: int) -> list[Any]:
@@ -225,19 +223,18 @@ def generate(strategy: st.SearchStrategy[Any], count: int) -> list[Any]:
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(system: System, database_url: str) -> AsyncIterator[tuple[Gateway, Any]]:
+async def running_gateway(system: Stack) -> AsyncIterator[tuple[Gateway, Any]]:
     """A gateway on its own database, joined to the system's broker and topics."""
-    settings = system.settings.replace(
-        database_url=database_url,
+    settings = system.service_settings("gateway").replace(
+        database_url=system.urls["gateway"],
         sagas=SAGA_MODULES,
         routes=[ORDERS_ROUTE],
         gateway_pending_poll_ms=50,
         rate_limit_per_s=0,
         callback_secret=SecretStr("poison-secret"),
         callback_allowed_hosts=["127.0.0.1"],
-        relay_slot_name=f"gw_{uuid.uuid4().hex[:12]}",
     )
-    engine = create_database_engine(database_url, pool_size=4)
+    engine = system.engines["gateway"]
     transport = await connect_transport(settings.messaging)
     app = create_gateway_app(
         settings.gateway,
@@ -255,21 +252,27 @@ async def running_gateway(system: System, database_url: str) -> AsyncIterator[tu
     finally:
         await gateway.stop()
         await transport.close()
-        await engine.dispose()
 
 
-async def read_all(system: System, topics: list[str], want: int, timeout_s: float) -> list[Record]:
-    """Every record on `topics` (a fresh consumer group), once `want` have arrived or time is up."""
-    subscription = system.client.subscribe(
+async def read_all(system: Stack, topics: list[str], want: int, timeout_s: float) -> list[Record]:
+    """Every record on `topics` (a fresh consumer group), once `want` have arrived."""
+    subscription = system.client.transport.subscribe(
         f"{system.settings.messaging.topic_prefix}dlq-reader", topics
     )
     await subscription.start()
     found: list[Record] = []
+
+    async def enough() -> bool:
+        found.extend(await subscription.fetch(500, 200))
+        return len(found) >= want
+
     try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while len(found) < want and loop.time() < deadline:
-            found.extend(await subscription.fetch(500, 200))
+        await eventually(
+            enough,
+            timeout_s=timeout_s,
+            what=lambda: f"{want} dead letters (got {len(found)})",
+            interval_s=0,
+        )
         while batch := await subscription.fetch(500, 500):  # and whatever else is there
             found.extend(batch)
     finally:
@@ -278,26 +281,25 @@ async def read_all(system: System, topics: list[str], want: int, timeout_s: floa
 
 
 @pytest.fixture(params=["embedded", "kafka"])
-async def poisoned_system(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[tuple[System, str]]:
+async def poisoned_system(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
     """The orchestrator and the example participants running — on the embedded broker and
     SQLite, or on tansu and PostgreSQL (WAL relays) — and a database for the gateway."""
-    system = await open_system_for(request.param, tmp_path / "data", request)
+    kind = str(request.param)
+    services = (*EXAMPLE_SERVICES, "gateway")
+    system = await open_stack(kind, tmp_path / "data", Servers.of(kind, request), services)
     try:
-        gateway_url = gateway_database(system, request)
-        await system.start_orchestrator(load_registry(SAGA_MODULES))
-        await system.start_examples()
-        yield system, gateway_url
+        await system.roles.start_orchestrator(load_registry(SAGA_MODULES))
+        await system.roles.start_examples()
+        yield system
     finally:
         await system.close()
 
 
 @pytest.mark.timeout(120)
 async def test_poison_on_every_topic_is_dead_lettered_or_ignored_and_real_sagas_complete(
-    poisoned_system: tuple[System, str],
+    poisoned_system: Stack,
 ) -> None:
-    system, gateway_url = poisoned_system
+    system = poisoned_system
     topics = TopicNames(system.settings.messaging.topic_prefix)
     targets = {
         "orchestrator.requests": (topics.requests("orchestrator"), "orchestrator.start"),
@@ -310,9 +312,10 @@ async def test_poison_on_every_topic_is_dead_lettered_or_ignored_and_real_sagas_
     }
     garbage: list[Record] = []
     sensible: list[tuple[Record, str]] = []
+    reply_topic = system.client.reply_topic
     for service, (topic, command) in targets.items():
         garbage += generate(unparseable(topic, command), EXAMPLES_PER_TOPIC)
-        sensible += generate(nonsense(topic, service, system.reply_topic), EXAMPLES_PER_TOPIC // 2)
+        sensible += generate(nonsense(topic, service, reply_topic), EXAMPLES_PER_TOPIC // 2)
     # Always, whatever Hypothesis drew: a NUL in the input (PostgreSQL cannot store it) ends
     # `failed` with a reply; a NUL in the saga-type header is dead-lettered.
     nul_input, nul_type = str(uuid.uuid4()), str(uuid.uuid4())
@@ -327,7 +330,7 @@ async def test_poison_on_every_topic_is_dead_lettered_or_ignored_and_real_sagas_
                 "saga-id": saga_id,
                 "correlation-id": saga_id,
                 "saga-type": saga_type,
-                "reply-to": system.reply_topic,
+                "reply-to": reply_topic,
                 "reply-mode": "async",
             },
         )
@@ -337,7 +340,7 @@ async def test_poison_on_every_topic_is_dead_lettered_or_ignored_and_real_sagas_
         sensible.append((record, "failed-start:" + saga_id))
     gen = sensible + [(r, "dlq") for r in garbage]
 
-    async with running_gateway(system, gateway_url) as (gateway, app):
+    async with running_gateway(system) as (gateway, app):
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://gw.test", timeout=30
         ) as client:
@@ -354,7 +357,7 @@ async def test_poison_on_every_topic_is_dead_lettered_or_ignored_and_real_sagas_
             async def poison() -> None:
                 records = [r for r, _ in gen]
                 for i in range(0, len(records), 20):
-                    await system.client.produce(records[i : i + 20])
+                    await system.client.transport.produce(records[i : i + 20])
                     await asyncio.sleep(0.02)
 
             results = await asyncio.gather(poison(), *(real(n) for n in range(REAL_SAGAS)))
@@ -377,12 +380,12 @@ async def test_poison_on_every_topic_is_dead_lettered_or_ignored_and_real_sagas_
             ids = sorted(real_ids)
             late = generate(late_reply(topics.replies("orchestrator"), ids), LATE_REPLIES)
             seconds = generate(second_final_reply(topics.named("gateway.replies"), ids), 20)
-            orchestrator = system.orchestrator.processor
+            orchestrator = system.roles.orchestrator.processor
             replier = gateway.replier.processor
             expect_orchestrator = orchestrator.handled + orchestrator.dead_lettered + len(late)
             expect_replier = replier.handled + replier.dead_lettered + len(seconds)
             lettered_before = orchestrator.dead_lettered
-            await system.client.produce(late + seconds)
+            await system.client.transport.produce(late + seconds)
             await wait_handled(orchestrator, expect_orchestrator)
             await wait_handled(replier, expect_replier)
             after = await saga_rows()
@@ -405,8 +408,12 @@ async def test_poison_on_every_topic_is_dead_lettered_or_ignored_and_real_sagas_
         dlq_topics = sorted({TopicNames.dlq(t) for t, _ in targets.values()})
         letters = await read_all(system, dlq_topics, len(garbage), timeout_s=30)
         consumers = {
-            "orchestrator": system.orchestrator.processor,
-            **{name: svc.runner.processor for name, svc in system.services.items() if svc.runner},
+            "orchestrator": system.roles.orchestrator.processor,
+            **{
+                name: svc.runner.processor
+                for name, svc in system.roles.services.items()
+                if svc.runner
+            },
             "gateway replier": gateway.replier.processor,
             "gateway callback intake": gateway.callback_intake,
         }
@@ -431,7 +438,7 @@ async def test_poison_on_every_topic_is_dead_lettered_or_ignored_and_real_sagas_
     assert {i: statuses.get(i) for i in real_ids} == {i: "completed" for i in real_ids}
     stored_failed = [i for i in failed_starts if i in statuses]
     assert nul_input in stored_failed and nul_type not in stored_failed
-    nul_reply = await system.final_reply(nul_input)
+    nul_reply = await system.client.final_reply(nul_input)
     assert "NUL" in nul_reply.payload["failure"]["reason"]
     for saga_id in failed_starts:
         if saga_id not in statuses:
@@ -444,7 +451,7 @@ async def test_poison_on_every_topic_is_dead_lettered_or_ignored_and_real_sagas_
             assert b"\x00" in letter_headers["saga-type"], letter
             continue
         assert statuses[saga_id] == "failed", saga_id
-        reply = await system.final_reply(saga_id)
+        reply = await system.client.final_reply(saga_id)
         assert reply.payload["status"] == "failed" and reply.payload["failure"]["step"] is None
 
     # No other saga exists, and the business rows are exactly the real sagas'.

@@ -24,6 +24,7 @@ from sagaway.settings.composed import Settings
 from sagaway.storage.database import create_database_engine
 from tests.fixtures.broker import tuned_settings
 from tests.gateway.orchestrator_double import OrchestratorDouble
+from tests.harness.waiting import eventually
 
 SAGA_MODULES = ["examples.place_order.saga"]
 ORDERS_ROUTE = RouteConfig(method="POST", path="/api/v1/orders", saga="place-order")
@@ -64,6 +65,20 @@ def gateway_test_settings(
     }
     values.update(overrides)
     return tuned_settings(data_dir, kafka_bootstrap, **values)
+
+
+async def decided(
+    client: httpx.AsyncClient, location: str, timeout_s: float
+) -> dict[str, Any]:
+    """The document at a request's status URL once its status is no longer `accepted`."""
+
+    async def document() -> dict[str, Any] | None:
+        found: dict[str, Any] = (await client.get(location)).json()
+        return found if found["status"] != "accepted" else None
+
+    return await eventually(
+        document, timeout_s=timeout_s, what=f"{location} to be more than accepted"
+    )
 
 
 @pytest.fixture(params=["embedded", "kafka"])

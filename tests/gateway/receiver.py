@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sagaway.cli.gateway import _Server
+from tests.harness.waiting import eventually
 from tests.servers.tansu import free_port
 
 
@@ -28,7 +29,6 @@ class CallbackReceiver:
     statuses: list[int] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
     port: int = 0
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     def url(self, path: str = "/hook") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -37,16 +37,17 @@ class CallbackReceiver:
         self.received.append(
             Received(dict(request.headers), await request.body(), request.url.path)
         )
-        self.arrived.set()
         status = self.statuses.pop(0) if self.statuses else 200
         headers = {"Location": self.url("/elsewhere")} if 300 <= status < 400 else None
         return Response(status_code=status, headers=headers)
 
     async def wait_for(self, count: int, timeout_s: float = 20.0) -> None:
-        async with asyncio.timeout(timeout_s):
-            while len(self.received) < count:
-                self.arrived.clear()
-                await self.arrived.wait()
+        await eventually(
+            lambda: len(self.received) >= count,
+            timeout_s=timeout_s,
+            what=f"{count} callbacks at {self.url()}",
+            interval_s=0.01,
+        )
 
 
 async def start_receiver(receiver: CallbackReceiver) -> tuple[_Server, asyncio.Task[None]]:
@@ -58,10 +59,9 @@ async def start_receiver(receiver: CallbackReceiver) -> tuple[_Server, asyncio.T
         )
     )
     task = asyncio.create_task(server.serve())
-    for _ in range(500):  # uvicorn exposes `started` as a flag, not an event
-        if server.started:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(  # uvicorn exposes `started` as a flag, not an event
+        lambda: server.started, timeout_s=5, what="the receiver to listen", interval_s=0.01
+    )
     return server, task
 
 

@@ -4,7 +4,8 @@ never redirected, and kept in the database until delivered (a restart does not l
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import orjson
 import pytest
@@ -20,6 +21,7 @@ from sagaway.observability import tracing
 from tests.gateway.conftest import CALLBACK_SECRET, MakeGateway, RunningGateway, order
 from tests.gateway.orchestrator_double import OrchestratorDouble
 from tests.gateway.receiver import CallbackReceiver, start_receiver, stop_receiver
+from tests.harness.waiting import eventually
 
 
 @pytest.fixture
@@ -33,6 +35,18 @@ async def receiver() -> AsyncIterator[CallbackReceiver]:
 async def _delivery_rows(gw: RunningGateway) -> list[sa.Row]:  # type: ignore[type-arg]
     async with gw.engine.connect() as conn:
         return list((await conn.execute(sa.select(callbacks))).all())
+
+
+async def delivery_rows_once(
+    gw: RunningGateway, done: Callable[[list[Any]], bool], timeout_s: float
+) -> list[Any]:
+    """The delivery rows, once there are some and `done` holds for them."""
+
+    async def rows() -> list[Any] | None:
+        found = await _delivery_rows(gw)
+        return found if found and done(found) else None
+
+    return await eventually(rows, timeout_s=timeout_s, what="the callback deliveries")
 
 
 async def test_callback_is_signed_delivered_and_retried_after_the_receiver_fails(
@@ -61,11 +75,7 @@ async def test_callback_is_signed_delivered_and_retried_after_the_receiver_fails
     assert document["status"] == "completed"
     assert document["result"]["order"] == request_id
     assert second.headers["host"] == f"127.0.0.1:{receiver.port}"
-    for _ in range(50):
-        rows = await _delivery_rows(gw)
-        if rows and rows[0].status == "delivered":
-            break
-        await asyncio.sleep(0.05)
+    rows = await delivery_rows_once(gw, lambda rows: rows[0].status == "delivered", 2.5)
     assert [(row.status, row.attempts) for row in rows] == [("delivered", 2)]
     assert double.messages[0].reply_mode == "async"
 
@@ -90,10 +100,11 @@ async def test_each_try_of_a_callback_is_a_span_of_the_request_s_trace_and_sends
         )
         assert response.status_code == 202
         await receiver.wait_for(2)
-        for _ in range(200):  # the second span ends just after its POST was answered
-            if len(_named(exporter, "gateway callback POST")) == 2:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(  # the second span ends just after its POST was answered
+            lambda: len(_named(exporter, "gateway callback POST")) == 2,
+            timeout_s=10,
+            what="the second callback POST span",
+        )
     finally:
         tracing.disable()
         provider.shutdown()
@@ -134,11 +145,7 @@ async def test_a_pending_callback_survives_the_gateway_and_is_sent_by_the_next(
         "/api/v1/orders", json=order(), headers={"Callback-Url": receiver.url()}
     )
     assert response.status_code == 202
-    for _ in range(100):
-        rows = await _delivery_rows(first)
-        if rows and rows[0].attempts >= 2:
-            break
-        await asyncio.sleep(0.05)
+    rows = await delivery_rows_once(first, lambda rows: rows[0].attempts >= 2, 5)
     assert rows[0].status == "pending" and "ConnectError" in (rows[0].last_error or "")
     await first.gateway.stop()
     server, task = await start_receiver(receiver)
@@ -146,11 +153,7 @@ async def test_a_pending_callback_survives_the_gateway_and_is_sent_by_the_next(
         second = await make_gateway("gw-second")
         await receiver.wait_for(1)
         assert orjson.loads(receiver.received[0].body)["id"] == response.json()["id"]
-        for _ in range(50):
-            rows = await _delivery_rows(second)
-            if rows[0].status == "delivered":
-                break
-            await asyncio.sleep(0.05)
+        rows = await delivery_rows_once(second, lambda rows: rows[0].status == "delivered", 2.5)
         assert rows[0].status == "delivered"
     finally:
         await stop_receiver(server, task)

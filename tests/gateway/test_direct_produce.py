@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sagaway.messaging.records import Record
 from sagaway.outbox.models import outbox
 from tests.gateway.conftest import MakeGateway, order
+from tests.harness.waiting import eventually
 
 
 async def test_start_commands_committed_together_are_produced_together(
@@ -36,10 +37,11 @@ async def test_start_commands_committed_together_are_produced_together(
     )
     assert [r.status_code for r in responses] == [202] * 30
     ids = {r.json()["id"] for r in responses}
-    for _ in range(100):
-        if sum(len(batch) for batch in produced) >= 30:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(
+        lambda: sum(len(batch) for batch in produced) >= 30,
+        timeout_s=5,
+        what="30 start commands produced",
+    )
     keys = [record.key.decode() for batch in produced for record in batch if record.key]
     assert sorted(keys) == sorted(ids)  # each start command once
     assert len(produced) < 30  # shared produces, not one each

@@ -12,6 +12,7 @@ import httpx
 import orjson
 import pytest
 import sqlalchemy as sa
+from pydantic import SecretStr
 
 from examples.place_order.saga import place_order
 from gateway.callbacks import SIGNATURE_HEADER, verify_signature
@@ -20,28 +21,30 @@ from orchestrator.models import saga_instances
 from orchestrator.registry import SagaRegistry
 from sagaway.settings.composed import Settings
 from sagaway.storage.database import create_database_engine
-from tests.examples.place_order.system import System, open_system_for
-from tests.gateway.conftest import CALLBACK_SECRET, MakeGateway, RunningGateway, order
+from tests.gateway.conftest import (
+    CALLBACK_SECRET,
+    ORDERS_ROUTE,
+    SAGA_MODULES,
+    MakeGateway,
+    RunningGateway,
+    decided,
+    order,
+)
 from tests.gateway.receiver import CallbackReceiver, start_receiver, stop_receiver
-from tests.gateway.system import GatewayProcess, gateway_database
+from tests.harness.stack import EXAMPLE_SERVICES, Servers, Stack, open_stack
+from tests.harness.waiting import eventually
+from tests.servers.tansu import free_port
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture(scope="session")
-def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sagaway.storage.migrate import upgrade
-
-    path = tmp_path_factory.mktemp("gateway-template") / "template.db"
-    upgrade(f"sqlite+aiosqlite:///{path}")
-    return path
 
 
 @pytest.fixture
 async def system(
     stack: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[System]:
-    opened = await open_system_for(stack, tmp_path / "data", request)
+) -> AsyncIterator[Stack]:
+    """The example system's stack, with a database for the gateway too."""
+    services = (*EXAMPLE_SERVICES, "gateway")
+    opened = await open_stack(stack, tmp_path / "data", Servers.of(stack, request), services)
     try:
         yield opened
     finally:
@@ -49,34 +52,30 @@ async def system(
 
 
 @pytest.fixture
-def gateway_settings(system: System, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+def gateway_settings(system: Stack) -> Settings:
     """The gateway joins the system's broker and topics, on a database of its own."""
-    from tests.gateway.conftest import ORDERS_ROUTE, SAGA_MODULES
-
-    url = gateway_database(system, request)
-    return system.settings.replace(
-        database_url=url,
+    return system.service_settings("gateway").replace(
+        database_url=system.urls["gateway"],
         sagas=SAGA_MODULES,
         routes=[ORDERS_ROUTE],
         gateway_pending_poll_ms=50,
         gateway_default_wait_s=20.0,
-        callback_secret=__import__("pydantic").SecretStr(CALLBACK_SECRET),
+        callback_secret=SecretStr(CALLBACK_SECRET),
         callback_allowed_hosts=["127.0.0.1"],
         callback_backoff_s=0.2,
         callback_timeout_s=3.0,
         rate_limit_per_s=0.0,
-        relay_slot_name=f"gate_{__import__('uuid').uuid4().hex[:12]}",
     )
 
 
 @pytest.fixture
-async def running(system: System, make_gateway: MakeGateway) -> RunningGateway:
-    await system.start_examples()
-    await system.start_orchestrator(SagaRegistry([place_order]))
+async def running(system: Stack, make_gateway: MakeGateway) -> RunningGateway:
+    await system.roles.start_examples()
+    await system.roles.start_orchestrator(SagaRegistry([place_order]))
     return await make_gateway("gw-e2e")
 
 
-async def _saga_count(system: System) -> int:
+async def _saga_count(system: Stack) -> int:
     rows = await system.rows(
         "orchestrator", sa.select(sa.func.count().label("n")).select_from(saga_instances)
     )
@@ -107,11 +106,7 @@ async def test_async_order_is_202_then_completed_at_the_status_url(running: Runn
         "/api/v1/orders", json=order(), headers={"Prefer": "respond-async"}
     )
     assert response.status_code == 202
-    for _ in range(200):
-        status = (await running.client.get(response.headers["Location"])).json()
-        if status["status"] != "accepted":
-            break
-        await asyncio.sleep(0.05)
+    status = await decided(running.client, response.headers["Location"], timeout_s=10)
     assert status["status"] == "completed"
 
 
@@ -123,11 +118,7 @@ async def test_wait_timeout_is_202_then_the_status_url_shows_completion(
     )
     assert response.status_code == 202
     assert response.headers["Retry-After"]
-    for _ in range(200):
-        status = (await running.client.get(response.headers["Location"])).json()
-        if status["status"] != "accepted":
-            break
-        await asyncio.sleep(0.05)
+    status = await decided(running.client, response.headers["Location"], timeout_s=10)
     assert status["status"] == "completed"
 
 
@@ -152,7 +143,7 @@ async def test_callback_is_delivered_signed_after_the_receiver_first_fails(
 
 
 async def test_same_idempotency_key_50_times_concurrently_is_one_saga(
-    running: RunningGateway, system: System
+    running: RunningGateway, system: Stack
 ) -> None:
     responses = await asyncio.gather(
         *(
@@ -167,13 +158,21 @@ async def test_same_idempotency_key_50_times_concurrently_is_one_saga(
 
 
 async def test_kill_9_while_100_sync_requests_wait_loses_nothing_and_starts_nothing_twice(
-    system: System,
+    system: Stack,
     gateway_settings: Settings,
-    tmp_path: Path,
 ) -> None:
-    await system.start_examples()
+    await system.roles.start_examples()
     # The orchestrator is not running yet: every request is accepted and held when the gateway dies.
-    process = GatewayProcess(gateway_settings, tmp_path / "gateway.log").start()
+    port = free_port()
+    process = system.start_role(
+        "gateway",
+        "gateway",
+        settings=gateway_settings,
+        url=f"http://127.0.0.1:{port}",
+        gateway_port=port,
+        gateway_internal_port=0,
+    )
+    process.wait_ready(30)
     bodies = [order(customer=f"c-{1 + i % 5}", total=100 + i) for i in range(100)]
     results: dict[int, httpx.Response] = {}
     killed = asyncio.Event()
@@ -200,18 +199,24 @@ async def test_kill_9_while_100_sync_requests_wait_loses_nothing_and_starts_noth
     assert gateway_settings.storage.database_url is not None
     engine = create_database_engine(gateway_settings.storage.database_url, pool_size=1)
     try:
-        for _ in range(300):
+
+        async def all_accepted() -> bool:
             async with engine.connect() as conn:
                 accepted = await conn.scalar(sa.select(sa.func.count()).select_from(requests))
-            if accepted == 100:
-                break
-            await asyncio.sleep(0.1)
-        assert accepted == 100, process.log_text()
+            return accepted == 100
+
+        await eventually(
+            all_accepted,
+            timeout_s=30,
+            what=lambda: f"100 requests accepted:\n{process.log_tail(5000)}",
+            interval_s=0.1,
+        )
         await asyncio.sleep(0.3)  # the clients are all held now
-        process.kill()
+        process.kill9()
         killed.set()
-        await system.start_orchestrator(SagaRegistry([place_order]))
+        await system.roles.start_orchestrator(SagaRegistry([place_order]))
         process.start()
+        process.wait_ready(30)
         await asyncio.wait_for(asyncio.gather(*clients), 120)
     finally:
         for task in clients:

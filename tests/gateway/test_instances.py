@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.gateway.conftest import MakeGateway, order
+from tests.gateway.conftest import MakeGateway, decided, order
 from tests.gateway.orchestrator_double import OrchestratorDouble
+from tests.harness.waiting import eventually
 
 
 async def test_every_reply_reaches_the_instance_holding_the_request(
@@ -15,13 +16,13 @@ async def test_every_reply_reaches_the_instance_holding_the_request(
     a = await make_gateway("gw-a")
     b = await make_gateway("gw-b")
     # Both are members of the one reply group: each owns some of the reply partitions.
-    for _ in range(300):
+
+    def split() -> bool:
         owned_a = a.gateway.replier.processor.subscription.assignment()  # type: ignore[union-attr]
         owned_b = b.gateway.replier.processor.subscription.assignment()  # type: ignore[union-attr]
-        if owned_a and owned_b and not owned_a & owned_b:
-            break
-        await asyncio.sleep(0.05)
-    assert owned_a and owned_b and not owned_a & owned_b
+        return bool(owned_a and owned_b and not owned_a & owned_b)
+
+    await eventually(split, timeout_s=15, what="each instance to own some reply partitions")
 
     responses = await asyncio.gather(
         *(
@@ -48,9 +49,5 @@ async def test_a_result_is_readable_from_any_instance_after_the_holder_stopped(
     )
     assert response.status_code == 202
     await a.gateway.stop()  # the holder is gone before the reply comes
-    for _ in range(200):
-        status = (await b.client.get(response.headers["Location"])).json()
-        if status["status"] != "accepted":
-            break
-        await asyncio.sleep(0.05)
+    status = await decided(b.client, response.headers["Location"], timeout_s=10)
     assert status["status"] == "completed"

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.gateway.conftest import RunningGateway, order
+import httpx
+
+from tests.gateway.conftest import RunningGateway, decided, order
 from tests.gateway.orchestrator_double import OrchestratorDouble
+from tests.harness.waiting import eventually
 
 
 async def test_sync_request_answers_200_with_the_saga_result(
@@ -60,13 +63,16 @@ async def test_async_request_answers_202_and_the_status_url_shows_completion(
     location = response.headers["Location"]
     assert location == f"/api/v1/requests/{body['id']}"
     assert double.messages or True
-    for _ in range(200):
+
+    async def decided_response() -> httpx.Response | None:
         status = await gw.client.get(location)
         assert status.status_code == 200
         if status.json()["status"] != "accepted":
-            break
+            return status
         assert status.headers["Cache-Control"] == "no-store"
-        await asyncio.sleep(0.05)
+        return None
+
+    status = await eventually(decided_response, timeout_s=10, what=f"{location} to be decided")
     final = status.json()
     assert final["status"] == "completed"
     assert final["result"]["order"] == body["id"]
@@ -90,10 +96,6 @@ async def test_wait_running_out_answers_202_then_the_status_url_shows_completion
     location = response.headers["Location"]
     assert (await gw.client.get(location)).json()["status"] == "accepted"
     await asyncio.sleep(1.5)
-    for _ in range(100):
-        status = (await gw.client.get(location)).json()
-        if status["status"] != "accepted":
-            break
-        await asyncio.sleep(0.05)
+    status = await decided(gw.client, location, timeout_s=5)
     assert status["status"] == "completed"
     assert len(gw.gateway.pending) == 0

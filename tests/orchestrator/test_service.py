@@ -1,6 +1,6 @@
 """The orchestrator service end to end, on both stacks: embedded broker + SQLite (polling relays)
 and tansu + PostgreSQL (WAL relays). Participants are a scripted double on the real transport,
-inbox, outbox and relay (tests/orchestrator/participant_double.py)."""
+inbox, outbox and relay (tests/harness/participant_double.py)."""
 
 from __future__ import annotations
 
@@ -30,56 +30,41 @@ from orchestrator.registry import SagaRegistry
 from orchestrator.service import OrchestratorService
 from orchestrator.session import SagaConflict, SagaSession
 from sagaway.messaging.envelope import Message
-from sagaway.messaging.factory import connect_transport
 from sagaway.messaging.topics import TopicNames
 from sagaway.observability import tracing
 from sagaway.outbox.models import outbox
+from tests.harness.participant_double import commands_handled, handler_runs
+from tests.harness.stack import Servers, Stack, open_stack
+from tests.harness.waiting import eventually
 from tests.orchestrator import sagas, versioned_sagas
-from tests.orchestrator.participant_double import commands_handled, handler_runs
-from tests.orchestrator.stack import Stack, open_stack
 
 REGISTRY = SagaRegistry([sagas.three_steps, sagas.parallel_group, sagas.typed])
+# The orchestrator's tests name their stacks by database; the harness by broker.
+KINDS = {"sqlite": "embedded", "postgresql": "kafka"}
+SERVICES = ("orchestrator", "double")
 
 
 def new_id() -> str:
     return str(uuid.uuid4())
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=list(KINDS))
 async def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[Stack, OrchestratorService]]:
-    kind = str(request.param)
-    data_dir = tmp_path_factory.mktemp(f"orchestrator-{kind}")
-    extra: dict[str, Any] = {}
-    if kind == "postgresql":
-        extra = {
-            "kafka_bootstrap": request.getfixturevalue("kafka_bootstrap"),
-            "postgres_server": request.getfixturevalue("postgres_server"),
-            "template": request.getfixturevalue("_migrated_template"),
-        }
-    system = await open_stack(kind, data_dir, **extra)
-    engine = system.orchestrator_engine
-    transport = await connect_transport(system.settings.messaging)
-    service = OrchestratorService(
-        system.settings.orchestrator,
-        REGISTRY,
-        engine,
-        transport,
-        relay=system.orchestrator_relay(transport),
-    )
-    await service.start()
-    await service.wait_assigned()
+    data_dir = tmp_path_factory.mktemp(f"orchestrator-{request.param}")
+    kind = KINDS[str(request.param)]
+    system = await open_stack(kind, data_dir, Servers.of(kind, request), SERVICES)
     try:
+        await system.roles.start_double()
+        service = await system.roles.start_orchestrator(REGISTRY)
         yield system, service
     finally:
-        await service.stop()
-        await transport.close()
         await system.close()
 
 
 async def steps_of(system: Stack, saga_id: str) -> list[tuple[str, str, str, int]]:
-    async with system.orchestrator_engine.connect() as conn:
+    async with system.engines["orchestrator"].connect() as conn:
         rows = await conn.execute(
             sa.select(
                 saga_steps.c.step_name,
@@ -94,7 +79,7 @@ async def steps_of(system: Stack, saga_id: str) -> list[tuple[str, str, str, int
 
 
 async def timer_count(system: Stack, saga_id: str) -> int:
-    async with system.orchestrator_engine.connect() as conn:
+    async with system.engines["orchestrator"].connect() as conn:
         return int(
             await conn.scalar(
                 sa.select(sa.func.count()).select_from(timers).where(timers.c.saga_id == saga_id)
@@ -108,9 +93,9 @@ async def test_three_step_saga_completes_and_answers_its_reply_to(
 ) -> None:
     system, _ = stack
     saga_id = new_id()
-    await system.start_sagas([(saga_id, "test-three-steps", {"order": 1})])
+    await system.client.start_sagas([(saga_id, "test-three-steps", {"order": 1})])
     assert await system.wait_terminal([saga_id], 20) == {saga_id: "completed"}
-    reply = await system.wait_reply(saga_id)
+    reply = await system.client.final_reply(saga_id, timeout_s=10)
     assert reply.outcome == "success"
     assert reply.correlation_id == saga_id
     assert reply.payload == {
@@ -125,7 +110,7 @@ async def test_three_step_saga_completes_and_answers_its_reply_to(
         },
         "failure": None,
     }
-    assert await commands_handled(system.double_engine, saga_id) == [
+    assert await commands_handled(system.engines["double"], saga_id) == [
         "alpha.reserve",
         "beta.charge",
         "gamma.ship",
@@ -147,16 +132,16 @@ async def test_rejected_step_three_compensates_in_reverse_order(
 ) -> None:
     system, _ = stack
     saga_id = new_id()
-    await system.start_sagas([(saga_id, "test-three-steps", {"reject": "gamma.ship"})])
+    await system.client.start_sagas([(saga_id, "test-three-steps", {"reject": "gamma.ship"})])
     assert await system.wait_terminal([saga_id], 20) == {saga_id: "compensated"}
-    assert await commands_handled(system.double_engine, saga_id) == [
+    assert await commands_handled(system.engines["double"], saga_id) == [
         "alpha.reserve",
         "beta.charge",
         "gamma.ship",
         "beta.refund",
         "alpha.release",
     ]
-    reply = await system.wait_reply(saga_id)
+    reply = await system.client.final_reply(saga_id, timeout_s=10)
     assert reply.outcome == "failure"
     assert reply.payload["status"] == "compensated"
     assert reply.payload["failure"] == {"step": "ship", "reason": "gamma.ship said no"}
@@ -168,10 +153,12 @@ async def test_step_two_times_out_once_and_its_retry_gets_the_stored_reply(
 ) -> None:
     system, _ = stack
     saga_id = new_id()
-    await system.start_sagas([(saga_id, "test-three-steps", {"lose_first_reply": "beta.charge"})])
+    await system.client.start_sagas(
+        [(saga_id, "test-three-steps", {"lose_first_reply": "beta.charge"})]
+    )
     assert await system.wait_terminal([saga_id], 20) == {saga_id: "completed"}
     # The handler ran once; the re-send (attempt 2, same message id) got the inbox's reply.
-    assert await commands_handled(system.double_engine, saga_id) == [
+    assert await commands_handled(system.engines["double"], saga_id) == [
         "alpha.reserve",
         "beta.charge",
         "gamma.ship",
@@ -190,9 +177,11 @@ async def test_lost_command_is_sent_again_after_its_timeout(
 ) -> None:
     system, _ = stack
     saga_id = new_id()
-    await system.start_sagas([(saga_id, "test-three-steps", {"drop_first": "alpha.reserve"})])
+    await system.client.start_sagas(
+        [(saga_id, "test-three-steps", {"drop_first": "alpha.reserve"})]
+    )
     assert await system.wait_terminal([saga_id], 20) == {saga_id: "completed"}
-    assert message_id_for(saga_id, "forward", "reserve") in system.double.dropped
+    assert message_id_for(saga_id, "forward", "reserve") in system.roles.double.dropped
 
 
 async def test_a_timeout_and_the_resend_it_causes_are_spans_of_the_saga_s_trace(
@@ -205,7 +194,9 @@ async def test_a_timeout_and_the_resend_it_causes_are_spans_of_the_saga_s_trace(
     tracing.install(provider)
     try:
         saga_id = new_id()
-        await system.start_sagas([(saga_id, "test-three-steps", {"drop_first": "alpha.reserve"})])
+        await system.client.start_sagas(
+            [(saga_id, "test-three-steps", {"drop_first": "alpha.reserve"})]
+        )
         assert await system.wait_terminal([saga_id], 20) == {saga_id: "completed"}
     finally:
         tracing.disable()
@@ -235,9 +226,9 @@ async def test_parallel_group_with_a_failing_branch_compensates_the_other_branch
 ) -> None:
     system, _ = stack
     saga_id = new_id()
-    await system.start_sagas([(saga_id, "test-parallel", {"reject": "beta.charge"})])
+    await system.client.start_sagas([(saga_id, "test-parallel", {"reject": "beta.charge"})])
     assert await system.wait_terminal([saga_id], 20) == {saga_id: "compensated"}
-    handled = await commands_handled(system.double_engine, saga_id)
+    handled = await commands_handled(system.engines["double"], saga_id)
     assert sorted(handled[:2]) == ["alpha.reserve", "beta.charge"]
     assert handled[2:] == ["alpha.release"]  # the rejected branch did nothing to undo
 
@@ -248,24 +239,24 @@ async def test_redelivered_start_command_never_creates_a_second_saga(
     system, _ = stack
     saga_id = new_id()
     start = [(saga_id, "test-three-steps", {"n": 1})]
-    await system.start_sagas(start)
-    await system.start_sagas(start)
+    await system.client.start_sagas(start)
+    await system.client.start_sagas(start)
     assert await system.wait_terminal([saga_id], 20) == {saga_id: "completed"}
-    await system.start_sagas(start)  # once more after it finished
+    await system.client.start_sagas(start)  # once more after it finished
     await asyncio.sleep(0.5)
-    async with system.orchestrator_engine.connect() as conn:
+    async with system.engines["orchestrator"].connect() as conn:
         count = await conn.scalar(
             sa.select(sa.func.count())
             .select_from(saga_instances)
             .where(saga_instances.c.correlation_id == saga_id)
         )
     assert count == 1
-    assert await commands_handled(system.double_engine, saga_id) == [
+    assert await commands_handled(system.engines["double"], saga_id) == [
         "alpha.reserve",
         "beta.charge",
         "gamma.ship",
     ]
-    assert len(system.replies[saga_id]) == 1
+    assert len(system.client.replies[saga_id]) == 1
 
 
 async def test_unknown_saga_type_and_invalid_input_fail_at_once_with_a_reply(
@@ -273,13 +264,13 @@ async def test_unknown_saga_type_and_invalid_input_fail_at_once_with_a_reply(
 ) -> None:
     system, _ = stack
     unknown = new_id()
-    await system.start_sagas([(unknown, "no-such-saga", {"x": 1})])
+    await system.client.start_sagas([(unknown, "no-such-saga", {"x": 1})])
     assert await system.wait_terminal([unknown], 10) == {unknown: "failed"}
-    reply = await system.wait_reply(unknown)
+    reply = await system.client.final_reply(unknown, timeout_s=10)
     assert reply.outcome == "failure"
     assert reply.payload["failure"]["step"] is None
     assert "no saga type 'no-such-saga'" in reply.payload["failure"]["reason"]
-    assert await commands_handled(system.double_engine, unknown) == []
+    assert await commands_handled(system.engines["double"], unknown) == []
 
 
 async def test_input_the_saga_model_refuses_fails_at_once_with_the_reason(
@@ -287,14 +278,14 @@ async def test_input_the_saga_model_refuses_fails_at_once_with_the_reason(
 ) -> None:
     system, _ = stack
     bad, good = new_id(), new_id()
-    await system.start_sagas(
+    await system.client.start_sagas(
         [(bad, "test-typed", {"amount": -5}), (good, "test-typed", {"amount": 5})]
     )
     assert await system.wait_terminal([bad, good], 10) == {bad: "failed", good: "completed"}
-    reply = await system.wait_reply(bad)
+    reply = await system.client.final_reply(bad, timeout_s=10)
     assert reply.payload["failure"]["step"] is None
     assert "amount" in reply.payload["failure"]["reason"]
-    assert await commands_handled(system.double_engine, bad) == []
+    assert await commands_handled(system.engines["double"], bad) == []
 
 
 async def test_records_the_orchestrator_cannot_act_on_go_to_the_dlq_and_block_nothing(
@@ -314,19 +305,19 @@ async def test_records_the_orchestrator_cannot_act_on_go_to_the_dlq_and_block_no
         saga_id=new_id(),
     )
     saga_id = new_id()
-    await system.client.produce(
+    await system.client.transport.produce(
         [
             not_a_start.to_record(topics.requests("orchestrator")),
             no_step.to_record(topics.replies("orchestrator")),
         ]
     )
-    await system.start_sagas([(saga_id, "test-three-steps", {})])
+    await system.client.start_sagas([(saga_id, "test-three-steps", {})])
     assert await system.wait_terminal([saga_id], 20) == {saga_id: "completed"}
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while service.processor.dead_lettered < before + 2:
-        assert loop.time() < deadline, "the bad records were not dead-lettered"
-        await asyncio.sleep(0.05)
+    await eventually(
+        lambda: service.processor.dead_lettered >= before + 2,
+        timeout_s=10,
+        what="the bad records to be dead-lettered",
+    )
 
 
 async def test_a_saga_changed_by_another_transaction_is_a_conflict_not_an_overwrite(
@@ -334,9 +325,11 @@ async def test_a_saga_changed_by_another_transaction_is_a_conflict_not_an_overwr
 ) -> None:
     system, _ = stack
     saga_id = new_id()
-    await system.start_sagas([(saga_id, "test-three-steps", {"drop_first": "alpha.reserve"})])
+    await system.client.start_sagas(
+        [(saga_id, "test-three-steps", {"drop_first": "alpha.reserve"})]
+    )
     await system.wait_terminal([saga_id], 20)
-    async with system.orchestrator_engine.begin() as conn:
+    async with system.engines["orchestrator"].begin() as conn:
         session = SagaSession(conn, REGISTRY, system.topics)
         await session.load([saga_id])
         loaded = session.sagas[saga_id]
@@ -361,13 +354,13 @@ async def test_many_sagas_at_once_all_finish_and_no_command_runs_twice(
         if n % 3 == 1:
             data["reject"] = "gamma.ship"
         plans.append((saga_id, "test-three-steps" if n % 2 else "test-parallel", data))
-    await system.start_sagas(plans)
+    await system.client.start_sagas(plans)
     statuses = await system.wait_terminal(ids, 30)
     expected = {
         saga_id: "compensated" if data.get("reject") else "completed" for saga_id, _, data in plans
     }
     assert statuses == expected
-    runs, distinct = await handler_runs(system.double_engine)
+    runs, distinct = await handler_runs(system.engines["double"])
     assert runs == distinct
 
 
@@ -379,14 +372,15 @@ async def test_operator_abort_compensates_a_saga_waiting_on_a_lost_command(
     dead_letters = service.processor.dead_lettered
     saga_id = new_id()
     # charge is dropped once: while it waits for its timeout, the operator aborts.
-    await system.start_sagas([(saga_id, "test-three-steps", {"drop_first": "beta.charge"})])
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while message_id_for(saga_id, "forward", "charge") not in system.double.dropped:
-        assert loop.time() < deadline, "charge was never sent"
-        await asyncio.sleep(0.02)
+    await system.client.start_sagas([(saga_id, "test-three-steps", {"drop_first": "beta.charge"})])
+    await eventually(
+        lambda: message_id_for(saga_id, "forward", "charge") in system.roles.double.dropped,
+        timeout_s=10,
+        what="charge to be sent",
+        interval_s=0.02,
+    )
     decision = await apply_action(
-        system.orchestrator_engine,
+        system.engines["orchestrator"],
         REGISTRY,
         topics,
         saga_id,
@@ -396,22 +390,22 @@ async def test_operator_abort_compensates_a_saga_waiting_on_a_lost_command(
     )
     assert decision.state.status == "compensating"
     assert await system.wait_terminal([saga_id], 20) == {saga_id: "compensated"}
-    assert "alpha.release" in await commands_handled(system.double_engine, saga_id)
+    assert "alpha.release" in await commands_handled(system.engines["double"], saga_id)
     with pytest.raises(ActionRejected, match="compensated"):
         await apply_action(
-            system.orchestrator_engine, REGISTRY, topics, saga_id, "abort", actor="bob"
+            system.engines["orchestrator"], REGISTRY, topics, saga_id, "abort", actor="bob"
         )
     with pytest.raises(SagaNotFound):
         await apply_action(
-            system.orchestrator_engine, REGISTRY, topics, new_id(), "resume", actor="bob"
+            system.engines["orchestrator"], REGISTRY, topics, new_id(), "resume", actor="bob"
         )
     with pytest.raises(InvalidAction):
         await apply_action(
-            system.orchestrator_engine, REGISTRY, topics, saga_id, "retry", actor="bob"
+            system.engines["orchestrator"], REGISTRY, topics, saga_id, "retry", actor="bob"
         )
     from orchestrator.models import operator_actions
 
-    async with system.orchestrator_engine.connect() as conn:
+    async with system.engines["orchestrator"].connect() as conn:
         audit = (
             await conn.execute(
                 sa.select(
@@ -432,40 +426,22 @@ async def test_operator_abort_compensates_a_saga_waiting_on_a_lost_command(
 
 
 @pytest.fixture
-async def embedded_stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    system = await open_stack("sqlite", tmp_path / "data")
+async def embedded_stack(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+    system = await open_stack(
+        "embedded", tmp_path / "data", Servers.of("embedded", request), SERVICES
+    )
     try:
+        await system.roles.start_double()
         yield system
     finally:
         await system.close()
 
 
-async def run_service(system: Stack, registry: SagaRegistry) -> OrchestratorService:
-    transport = await connect_transport(system.settings.messaging)
-    service = OrchestratorService(
-        system.settings.orchestrator,
-        registry,
-        system.orchestrator_engine,
-        transport,
-        relay=system.orchestrator_relay(transport),
-    )
-    service.cleanup_transport = transport  # type: ignore[attr-defined]
-    await service.start()
-    await service.wait_assigned()
-    return service
-
-
-async def stop_service(service: OrchestratorService) -> None:
-    await service.stop()
-    await service.cleanup_transport.close()  # type: ignore[attr-defined]
-
-
 async def wait_handled(system: Stack, saga_id: str, command: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while command not in await commands_handled(system.double_engine, saga_id):
-        assert loop.time() < deadline, f"{command} never handled"
-        await asyncio.sleep(0.02)
+    async def handled() -> bool:
+        return command in await commands_handled(system.engines["double"], saga_id)
+
+    await eventually(handled, timeout_s=10, what=f"{command} to be handled", interval_s=0.02)
 
 
 async def test_saga_started_on_v1_finishes_on_v1_after_v2_is_deployed(
@@ -473,24 +449,26 @@ async def test_saga_started_on_v1_finishes_on_v1_after_v2_is_deployed(
 ) -> None:
     system = embedded_stack
     v1_only = SagaRegistry([versioned_sagas.versioned_v1])
-    service = await run_service(system, v1_only)
+    await system.roles.start_orchestrator(v1_only)
     saga_id = new_id()
-    await system.start_sagas([(saga_id, "test-versioned", {"lose_first_reply": "gamma.ship"})])
+    await system.client.start_sagas(
+        [(saga_id, "test-versioned", {"lose_first_reply": "gamma.ship"})]
+    )
     await wait_handled(system, saga_id, "gamma.ship")
-    await stop_service(service)  # v1 is in flight: ship's reply was lost
+    await system.roles.stop_orchestrator()  # v1 is in flight: ship's reply was lost
 
     both = SagaRegistry([versioned_sagas.versioned_v1, versioned_sagas.versioned_v2])
-    service = await run_service(system, both)
+    await system.roles.start_orchestrator(both)
     try:
         new = new_id()
-        await system.start_sagas([(new, "test-versioned", {})])
+        await system.client.start_sagas([(new, "test-versioned", {})])
         assert await system.wait_terminal([saga_id, new], 20) == {
             saga_id: "completed",
             new: "completed",
         }
     finally:
-        await stop_service(service)
-    async with system.orchestrator_engine.connect() as conn:
+        await system.roles.stop_orchestrator()
+    async with system.engines["orchestrator"].connect() as conn:
         versions = dict(
             (
                 await conn.execute(
@@ -501,21 +479,23 @@ async def test_saga_started_on_v1_finishes_on_v1_after_v2_is_deployed(
             ).all()
         )
     assert versions == {saga_id: 1, new: 2}
-    assert await commands_handled(system.double_engine, new) == ["alpha.reserve"]
+    assert await commands_handled(system.engines["double"], new) == ["alpha.reserve"]
 
 
 async def test_saga_whose_version_is_not_loaded_is_reported_and_left_untouched(
     embedded_stack: Stack,
 ) -> None:
     system = embedded_stack
-    service = await run_service(system, SagaRegistry([versioned_sagas.versioned_v1]))
+    await system.roles.start_orchestrator(SagaRegistry([versioned_sagas.versioned_v1]))
     saga_id = new_id()
-    await system.start_sagas([(saga_id, "test-versioned", {"lose_first_reply": "gamma.ship"})])
+    await system.client.start_sagas(
+        [(saga_id, "test-versioned", {"lose_first_reply": "gamma.ship"})]
+    )
     await wait_handled(system, saga_id, "gamma.ship")
-    await stop_service(service)
+    await system.roles.stop_orchestrator()
 
     async def row() -> tuple[Any, ...]:
-        async with system.orchestrator_engine.connect() as conn:
+        async with system.engines["orchestrator"].connect() as conn:
             found = (
                 await conn.execute(
                     sa.select(
@@ -529,24 +509,24 @@ async def test_saga_whose_version_is_not_loaded_is_reported_and_left_untouched(
     steps_before = await steps_of(system, saga_id)
     counter = UNKNOWN_DEFINITION.labels("test-versioned", "1")
     reported = counter._value.get()
-    service = await run_service(system, SagaRegistry([versioned_sagas.versioned_v2]))
+    service = await system.roles.start_orchestrator(SagaRegistry([versioned_sagas.versioned_v2]))
     try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while counter._value.get() == reported:  # ship's timeout falls due: reported
-            assert loop.time() < deadline, "the unknown version was never reported"
-            await asyncio.sleep(0.05)
+        await eventually(  # ship's timeout falls due: reported
+            lambda: counter._value.get() != reported,
+            timeout_s=10,
+            what="the unknown version to be reported",
+        )
         await asyncio.sleep(0.3)
         assert await row() == before
         assert await steps_of(system, saga_id) == steps_before
         assert service.processor.dead_lettered == 0
     finally:
-        await stop_service(service)
+        await system.roles.stop_orchestrator()
     # Deploy v1 again: the saga carries on where it stood.
-    service = await run_service(system, SagaRegistry([versioned_sagas.versioned_v1]))
+    await system.roles.start_orchestrator(SagaRegistry([versioned_sagas.versioned_v1]))
     try:
         # The postponed timer waits unknown_version_recheck_s; bring it forward for the test.
-        async with system.orchestrator_engine.begin() as conn:
+        async with system.engines["orchestrator"].begin() as conn:
             await conn.execute(
                 sa.update(timers)
                 .where(timers.c.saga_id == saga_id)
@@ -554,14 +534,14 @@ async def test_saga_whose_version_is_not_loaded_is_reported_and_left_untouched(
             )
         assert await system.wait_terminal([saga_id], 20) == {saga_id: "completed"}
     finally:
-        await stop_service(service)
+        await system.roles.stop_orchestrator()
 
 
 async def test_final_reply_to_a_callback_url_goes_to_the_gateway_callback_topic(
     embedded_stack: Stack,
 ) -> None:
     system = embedded_stack
-    service = await run_service(system, REGISTRY)
+    await system.roles.start_orchestrator(REGISTRY)
     try:
         saga_id = new_id()
         start = Message(
@@ -574,11 +554,13 @@ async def test_final_reply_to_a_callback_url_goes_to_the_gateway_callback_topic(
             reply_to="https://client.example/hooks/orders",
             reply_mode="async",
         )
-        await system.client.produce([start.to_record(system.topics.requests("orchestrator"))])
+        await system.client.transport.produce(
+            [start.to_record(system.topics.requests("orchestrator"))]
+        )
         assert await system.wait_terminal([saga_id], 20) == {saga_id: "completed"}
     finally:
-        await stop_service(service)
-    async with system.orchestrator_engine.connect() as conn:
+        await system.roles.stop_orchestrator()
+    async with system.engines["orchestrator"].connect() as conn:
         rows = (
             await conn.execute(
                 sa.select(outbox.c.topic, outbox.c.headers, outbox.c.payload).where(
@@ -596,14 +578,14 @@ async def test_final_reply_to_a_callback_url_goes_to_the_gateway_callback_topic(
 
 async def test_inbox_rows_older_than_the_retention_are_pruned(embedded_stack: Stack) -> None:
     system = embedded_stack
-    service = await run_service(system, REGISTRY)
+    service = await system.roles.start_orchestrator(REGISTRY)
     try:
         saga_id = new_id()
-        await system.start_sagas([(saga_id, "test-three-steps", {})])
+        await system.client.start_sagas([(saga_id, "test-three-steps", {})])
         assert await system.wait_terminal([saga_id], 20) == {saga_id: "completed"}
         assert await service.prune_inbox_once() == 0  # a week's retention keeps them
         service.settings = service.settings.model_copy(update={"inbox_retention_s": 0.001})
         await asyncio.sleep(0.01)
         assert await service.prune_inbox_once() == 3  # one per reply
     finally:
-        await stop_service(service)
+        await system.roles.stop_orchestrator()

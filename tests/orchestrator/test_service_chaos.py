@@ -7,94 +7,64 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import subprocess
-import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import pytest
 
 from orchestrator.registry import SagaRegistry
-from orchestrator.service import OrchestratorService
-from sagaway.messaging.factory import connect_transport
 from sagaway.outbox.poll_relay import PollRelay
 from sagaway.outbox.wal_relay import WalRelay
+from tests.harness.participant_double import handler_runs
+from tests.harness.processes import RoleProcess
+from tests.harness.stack import Servers, Stack, open_stack
+from tests.harness.waiting import eventually
 from tests.orchestrator import sagas
-from tests.orchestrator.participant_double import handler_runs
-from tests.orchestrator.stack import Stack, open_stack
 
-REPO = Path(__file__).resolve().parents[2]
-SAGAWAY = str(Path(sys.executable).parent / "sagaway")
 SAGAS = 200
 REGISTRY = SagaRegistry([sagas.chaos_three_steps, sagas.chaos_parallel])
+# The orchestrator's tests name their stacks by database; the harness by broker.
+KINDS = {"sqlite": "embedded", "postgresql": "kafka"}
+SERVICES = ("orchestrator", "double")
 
 
-class OrchestratorProcess:
-    """One `sagaway orchestrator` subprocess; its output goes to a log file."""
-
-    def __init__(self, env: dict[str, str], log_path: Path, *, with_relay: bool) -> None:
-        self.env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
-        self.log_path = log_path
-        self.args = [SAGAWAY, "orchestrator"] + (["--with-relay"] if with_relay else [])
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log: TextIO | None = None
-
-    def start(self) -> OrchestratorProcess:
-        self._log = self.log_path.open("a")
-        self.process = subprocess.Popen(
-            self.args, env=self.env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT
-        )
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def owns_partitions(self) -> bool:
-        """Its latest assignment line names some partition."""
-        lines = [line for line in self.log().splitlines() if "owns partitions:" in line]
-        return bool(lines) and not lines[-1].endswith("owns partitions: none")
-
-    def kill9(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def terminate(self, timeout_s: float = 15.0) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout_s)
-
-    def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        if self._log is not None:
-            self._log.close()
+async def open_chaos_stack(kind: str, data_dir: Path, request: pytest.FixtureRequest) -> Stack:
+    """The orchestrator's database and the participant double, for `sagaway orchestrator`
+    processes that load tests/orchestrator/sagas.py; nobody collects final replies."""
+    system = await open_stack(
+        kind,
+        data_dir,
+        Servers.of(kind, request),
+        SERVICES,
+        collect_replies=False,
+        sagas=["tests.orchestrator.sagas"],
+    )
+    try:
+        await system.roles.start_double()
+    except BaseException:
+        await system.close()
+        raise
+    return system
 
 
-@pytest.fixture
-def processes() -> Iterator[list[OrchestratorProcess]]:
-    made: list[OrchestratorProcess] = []
-    yield made
-    for process in made:
-        process.close()
+def start_orchestrator(system: Stack, name: str, *, with_relay: bool) -> RoleProcess:
+    """`sagaway orchestrator` as process `name`; its output goes to <name>.log."""
+    args = ["orchestrator"] + (["--with-relay"] if with_relay else [])
+    return system.start_role(name, *args, service="orchestrator")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+def owns_partitions(process: RoleProcess) -> bool:
+    """Its latest assignment line names some partition."""
+    lines = [line for line in process.output().splitlines() if "owns partitions:" in line]
+    return bool(lines) and not lines[-1].endswith("owns partitions: none")
+
+
+@pytest.fixture(params=list(KINDS))
 async def chaos_stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
-    kind = str(request.param)
-    extra: dict[str, Any] = {}
-    if kind == "postgresql":
-        extra = {
-            "kafka_bootstrap": request.getfixturevalue("kafka_bootstrap"),
-            "postgres_server": request.getfixturevalue("postgres_server"),
-            "template": request.getfixturevalue("_migrated_template"),
-        }
-    system = await open_stack(kind, tmp_path / "data", collect_replies=False, **extra)
+    system = await open_chaos_stack(KINDS[str(request.param)], tmp_path / "data", request)
     try:
         yield system
     finally:
@@ -119,93 +89,86 @@ def plan_sagas(count: int) -> tuple[list[tuple[str, str, dict[str, Any]]], dict[
     return plans, expected
 
 
-async def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-async def check_outcomes(
-    system: Stack, expected: dict[str, str], survivor: OrchestratorProcess
+async def wait_handler_runs(
+    system: Stack, count: int, timeout_s: float, log: RoleProcess | None = None
 ) -> None:
+    """Until the double has run its handler `count` times."""
+
+    async def done() -> bool:
+        runs, _ = await handler_runs(system.engines["double"])
+        return runs >= count
+
+    await eventually(
+        done,
+        timeout_s=timeout_s,
+        what=lambda: f"{count} handler runs" + (f"\n{log.log_tail()}" if log else ""),
+    )
+
+
+async def check_outcomes(system: Stack, expected: dict[str, str], survivor: RoleProcess) -> None:
     try:
         statuses = await system.wait_terminal(expected, 45)
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\n--- log:\n{survivor.log()[-3000:]}") from None
+        raise AssertionError(f"{exc}\n--- log:\n{survivor.output()[-3000:]}") from None
     wrong = {i: (s, expected[i]) for i, s in statuses.items() if s != expected[i]}
     if wrong:
         failures = await system.failures(wrong)
         sample = {i: (wrong[i], failures.get(i)) for i in list(wrong)[:5]}
         raise AssertionError(f"{len(wrong)} sagas ended otherwise than scripted: {sample}")
     # Lock order (saga row, then its timers) keeps batches and the timer loop from deadlocking.
-    assert "deadlock detected" not in survivor.log()
+    assert "deadlock detected" not in survivor.output()
 
 
 async def test_kill_9_mid_run_then_restart_finishes_every_saga_without_duplicate_work(
-    chaos_stack: Stack, processes: list[OrchestratorProcess], tmp_path: Path
+    chaos_stack: Stack,
 ) -> None:
     system = chaos_stack
-    first = OrchestratorProcess(system.env(), tmp_path / "first.log", with_relay=True)
-    processes.append(first.start())
+    first = start_orchestrator(system, "first", with_relay=True)
     plans, expected = plan_sagas(SAGAS)
-    await system.start_sagas(plans, with_reply=False)
-
-    async def some_work_done() -> bool:
-        runs, _ = await handler_runs(system.double_engine)
-        return runs >= SAGAS  # about a third of all the commands
-    await wait_for(some_work_done, 40, f"{SAGAS} handler runs\n{first.log()[-3000:]}")
+    await system.client.start_sagas(plans, with_reply=False)
+    await wait_handler_runs(system, SAGAS, 40, first)  # about a third of all the commands
     first.kill9()
     statuses = await system.statuses(expected)
     assert any(s not in ("completed", "compensated") for s in statuses.values()) or len(
         statuses
     ) < len(expected), "everything finished before the kill; the test proved nothing"
 
-    second = OrchestratorProcess(system.env(), tmp_path / "second.log", with_relay=True)
-    processes.append(second.start())
+    second = start_orchestrator(system, "second", with_relay=True)
     await check_outcomes(system, expected, second)
-    runs, distinct = await handler_runs(system.double_engine)
+    runs, distinct = await handler_runs(system.engines["double"])
     assert runs == distinct
-    assert second.terminate() == 0, second.log()[-2000:]
+    assert second.signal(signal.SIGTERM, 15)[0] == 0, second.output()[-2000:]
 
 
 async def test_two_instances_share_the_load_and_one_finishes_the_others_sagas(
-    chaos_stack: Stack, processes: list[OrchestratorProcess], tmp_path: Path
+    chaos_stack: Stack,
 ) -> None:
     system = chaos_stack
-    engine = system.orchestrator_engine
+    engine = system.engines["orchestrator"]
+    settings = system.service_settings("orchestrator").relay
+    transport = system.client.transport
     relay: PollRelay | WalRelay = (
-        WalRelay(system.settings.relay, "orchestrator", engine, system.client, heartbeat=False)
-        if system.kind == "postgresql"
-        else PollRelay(
-            system.settings.relay, "orchestrator", engine, system.client, heartbeat=False
-        )
+        WalRelay(settings, "orchestrator", engine, transport, heartbeat=False)
+        if system.kind == "kafka"
+        else PollRelay(settings, "orchestrator", engine, transport, heartbeat=False)
     )
     relay_task = asyncio.create_task(relay.run())
     try:
-        a = OrchestratorProcess(system.env(), tmp_path / "a.log", with_relay=False)
-        b = OrchestratorProcess(system.env(), tmp_path / "b.log", with_relay=False)
-        processes.extend([a.start(), b.start()])
-
-        async def both_own_partitions() -> bool:
-            return a.owns_partitions() and b.owns_partitions()
-
-        await wait_for(both_own_partitions, 30, "both instances to own partitions")
+        a = start_orchestrator(system, "a", with_relay=False)
+        b = start_orchestrator(system, "b", with_relay=False)
+        await eventually(
+            lambda: owns_partitions(a) and owns_partitions(b),
+            timeout_s=30,
+            what="both instances to own partitions",
+        )
         plans, expected = plan_sagas(SAGAS)
-        await system.start_sagas(plans, with_reply=False)
-
-        async def some_work_done() -> bool:
-            runs, _ = await handler_runs(system.double_engine)
-            return runs >= SAGAS
-
-        await wait_for(some_work_done, 40, f"{SAGAS} handler runs")
+        await system.client.start_sagas(plans, with_reply=False)
+        await wait_handler_runs(system, SAGAS, 40)
         a.kill9()
         await check_outcomes(system, expected, b)
-        runs, distinct = await handler_runs(system.double_engine)
+        runs, distinct = await handler_runs(system.engines["double"])
         assert runs == distinct
-        assert b.terminate() == 0
+        assert b.signal(signal.SIGTERM, 15)[0] == 0
     finally:
         relay_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -218,41 +181,19 @@ async def test_orchestrator_rides_out_a_postgresql_restart_without_dead_letters(
     server = request.getfixturevalue("postgres_server")
     if not server.restartable:
         pytest.skip("the PostgreSQL server is external and cannot be restarted")
-    system = await open_stack(
-        "postgresql",
-        tmp_path / "data",
-        collect_replies=False,
-        kafka_bootstrap=request.getfixturevalue("kafka_bootstrap"),
-        postgres_server=server,
-        template=request.getfixturevalue("_migrated_template"),
-    )
-    transport = await connect_transport(system.settings.messaging)
-    service = OrchestratorService(
-        system.settings.orchestrator,
-        REGISTRY,
-        system.orchestrator_engine,
-        transport,
-        relay=system.orchestrator_relay(transport),
-    )
+    system = await open_chaos_stack("kafka", tmp_path / "data", request)
     try:
-        await service.start()
+        service = await system.roles.start_orchestrator(REGISTRY)
         plans, expected = plan_sagas(100)
-        await system.start_sagas(plans, with_reply=False)
-
-        async def some_work_done() -> bool:
-            runs, _ = await handler_runs(system.double_engine)
-            return runs >= 60
-
-        await wait_for(some_work_done, 30, "60 handler runs")
+        await system.client.start_sagas(plans, with_reply=False)
+        await wait_handler_runs(system, 60, 30)
         await asyncio.to_thread(server.restart, down_for_s=1.0)
         statuses = await system.wait_terminal(expected, 45)
         assert statuses == expected, await system.failures(
             [i for i, s in statuses.items() if s != expected[i]]
         )
-        runs, distinct = await handler_runs(system.double_engine)
+        runs, distinct = await handler_runs(system.engines["double"])
         assert runs == distinct
         assert service.processor.dead_lettered == 0
     finally:
-        await service.stop()
-        await transport.close()
         await system.close()

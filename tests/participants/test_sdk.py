@@ -3,7 +3,6 @@ answered, a transient failure is retried and then dead-lettered, never answered 
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections import Counter
 from typing import Any
@@ -25,7 +24,8 @@ from participants.sdk import (
 from sagaway.inbox import claim, inbox
 from sagaway.messaging.envelope import Message
 from sagaway.messaging.topics import TopicNames
-from tests.examples.place_order.system import System
+from tests.harness.stack import Stack
+from tests.harness.waiting import eventually
 from tests.sagaway.outbox.broker_reader import BrokerReader
 
 pytestmark = pytest.mark.timeout(60)
@@ -130,15 +130,17 @@ def flaky_payments(failures: int, calls: Counter[str]) -> Participant:
 
 
 async def test_a_handler_that_fails_transiently_twice_then_succeeds_answers_once(
-    system: System,
+    system: Stack,
 ) -> None:
     calls: Counter[str] = Counter()
-    service = await system.start_participant(flaky_payments(2, calls))
+    service = await system.roles.start_participant(flaky_payments(2, calls))
     await service.wait_ready()
     order = str(uuid.uuid4())
-    command = system.command("payments.charge", {"customer_id": "c-1", "amount_cents": 70}, order)
+    command = system.client.command(
+        "payments.charge", {"customer_id": "c-1", "amount_cents": 70}, order
+    )
 
-    reply = await system.call(command)
+    reply = await system.client.call(command)
 
     assert reply.outcome == "success"
     assert calls[order] == 3
@@ -148,34 +150,36 @@ async def test_a_handler_that_fails_transiently_twice_then_succeeds_answers_once
     )
     assert credit[0]["credit_cents"] == 1_000_000 - 70
     # Nothing more comes: the failed tries left no reply and no inbox row behind.
-    async with BrokerReader(system.client, [system.reply_topic]) as reader:
+    async with BrokerReader(system.client.transport, [system.client.reply_topic]) as reader:
         await reader.read_for(0.5)
-    assert len(system.replies[command.message_id]) == 1
+    assert len(system.client.replies[command.message_id]) == 1
 
 
 async def test_a_handler_that_keeps_failing_goes_to_the_dlq_without_a_trace(
-    system: System,
+    system: Stack,
 ) -> None:
     calls: Counter[str] = Counter()
-    service = await system.start_participant(flaky_payments(1000, calls))
+    service = await system.roles.start_participant(flaky_payments(1000, calls))
     await service.wait_ready()
     order = str(uuid.uuid4())
-    command = system.command("payments.charge", {"customer_id": "c-1", "amount_cents": 70}, order)
+    command = system.client.command(
+        "payments.charge", {"customer_id": "c-1", "amount_cents": 70}, order
+    )
     dlq = TopicNames.dlq(system.topics.requests("payments"))
-    async with BrokerReader(system.client, [dlq]) as reader:
-        await system.send(command)
+    async with BrokerReader(system.client.transport, [dlq]) as reader:
+        await system.client.send(command)
         letters = await reader.read_until(1)
 
     assert calls[order] == 1 + system.settings.messaging.handler_retries
     assert letters[0].header("message-id") == command.message_id.encode()
     assert b"ConnectionError: the card network timed out" in (letters[0].header("dlq-error") or b"")
-    assert system.replies.get(command.message_id) is None
+    assert system.client.replies.get(command.message_id) is None
     assert await system.rows("payments", sa.select(inbox)) == []
     assert await system.rows("payments", sa.select(charges)) == []
 
 
 async def test_a_rejection_undoes_the_handlers_writes_but_keeps_its_answer(
-    system: System,
+    system: Stack,
 ) -> None:
     greedy = Participant("payments")
 
@@ -184,12 +188,14 @@ async def test_a_rejection_undoes_the_handlers_writes_but_keeps_its_answer(
         await payments_example.charge(ctx, payload)  # writes the charge and takes the credit...
         raise Rejection("changed my mind", order=ctx.saga_id)  # ...then says no
 
-    service = await system.start_participant(greedy)
+    service = await system.roles.start_participant(greedy)
     await service.wait_ready()
     order = str(uuid.uuid4())
-    command = system.command("payments.charge", {"customer_id": "c-5", "amount_cents": 9}, order)
+    command = system.client.command(
+        "payments.charge", {"customer_id": "c-5", "amount_cents": 9}, order
+    )
 
-    reply = await system.call(command)
+    reply = await system.client.call(command)
 
     assert reply.outcome == "failure"
     assert reply.payload == {"reason": "changed my mind", "order": order}
@@ -206,40 +212,41 @@ async def test_a_rejection_undoes_the_handlers_writes_but_keeps_its_answer(
 
 
 async def piled_up_charges(
-    system: System, payments: Participant
+    system: Stack, payments: Participant
 ) -> tuple[list[str], list[Message]]:
     """Twenty charges (customers c-1..c-20, 5 cents each) sent while `payments` is stopped after
     joining its group, so the participant started next gets them as one batch."""
-    service = await system.start_participant(payments)
+    service = await system.roles.start_participant(payments)
     await service.wait_ready()
-    await service.stop()
-    system.services.pop("payments")
+    await system.roles.stop_participant("payments")
     orders = [str(uuid.uuid4()) for _ in range(20)]
     commands = [
-        system.command("payments.charge", {"customer_id": f"c-{i + 1}", "amount_cents": 5}, o)
+        system.client.command(
+            "payments.charge", {"customer_id": f"c-{i + 1}", "amount_cents": 5}, o
+        )
         for i, o in enumerate(orders)
     ]
-    await system.send(*commands)
+    await system.client.send(*commands)
     return orders, commands
 
 
 async def test_a_batch_with_one_transient_failure_answers_every_command_once(
-    system: System,
+    system: Stack,
 ) -> None:
     calls: Counter[str] = Counter()
     orders, commands = await piled_up_charges(system, flaky_payments(0, calls))
     calls[orders[7]] = -1  # the 8th fails once (its counter starts below the threshold)
     flaky = flaky_payments(0, calls)
-    service = await system.start_participant(flaky)
+    service = await system.roles.start_participant(flaky)
     for command in commands:
-        replies = await system.reply_to(command)
+        replies = await system.client.reply_to(command)
         assert replies[0].outcome == "success"
     rows = await system.rows("payments", sa.select(charges))
     assert sorted(r["order_id"] for r in rows) == sorted(orders)
     assert service.runner is not None and service.runner.dead_lettered == 0
 
 
-async def test_a_rejection_in_a_batch_undoes_only_its_own_writes(system: System) -> None:
+async def test_a_rejection_in_a_batch_undoes_only_its_own_writes(system: Stack) -> None:
     """A batch runs without savepoints first; a rejection sends it round again with them, and
     every other command's effect is still there once, with one answer each."""
     orders, commands = await piled_up_charges(system, example("payments"))
@@ -252,9 +259,9 @@ async def test_a_rejection_in_a_batch_undoes_only_its_own_writes(system: System)
             raise Rejection("not this one", order=ctx.saga_id)
         return result
 
-    service = await system.start_participant(picky)
+    service = await system.roles.start_participant(picky)
     for i, command in enumerate(commands):
-        (reply,) = await system.reply_to(command)
+        (reply,) = await system.client.reply_to(command)
         assert reply.outcome == ("failure" if i == 7 else "success")
     assert reply.payload["amount_cents"] == 5
     rows = await system.rows("payments", sa.select(charges))
@@ -270,19 +277,21 @@ async def test_a_rejection_in_a_batch_undoes_only_its_own_writes(system: System)
 
 
 async def test_a_command_twice_in_one_batch_runs_once_and_both_copies_are_answered(
-    system: System,
+    system: Stack,
 ) -> None:
     calls: Counter[str] = Counter()
-    service = await system.start_participant(flaky_payments(0, calls))
+    service = await system.roles.start_participant(flaky_payments(0, calls))
     await service.wait_ready()
-    await service.stop()  # both copies wait in the broker, so they come in one batch
-    system.services.pop("payments")
+    # Both copies wait in the broker, so they come in one batch.
+    await system.roles.stop_participant("payments")
     order = str(uuid.uuid4())
-    command = system.command("payments.charge", {"customer_id": "c-9", "amount_cents": 3}, order)
-    await system.send(command, command)
+    command = system.client.command(
+        "payments.charge", {"customer_id": "c-9", "amount_cents": 3}, order
+    )
+    await system.client.send(command, command)
 
-    await system.start_participant(flaky_payments(0, calls))
-    first, second = await system.reply_to(command, count=2)
+    await system.roles.start_participant(flaky_payments(0, calls))
+    first, second = await system.client.reply_to(command, count=2)
 
     assert calls[order] == 1
     # The second copy is the same delivery: the same reply, message id included (deduped).
@@ -293,17 +302,17 @@ async def test_a_command_twice_in_one_batch_runs_once_and_both_copies_are_answer
     assert stored.reply is not None and stored.reply.message.message_id == first.message_id
 
 
-async def test_handled_message_ids_are_forgotten_after_the_retention(system: System) -> None:
-    service = await system.start_participant(example("payments"), inbox_retention_s=3.0)
+async def test_handled_message_ids_are_forgotten_after_the_retention(system: Stack) -> None:
+    service = await system.roles.start_participant(example("payments"), inbox_retention_s=3.0)
     await service.wait_ready()
-    command = system.command(
+    command = system.client.command(
         "payments.charge", {"customer_id": "c-1", "amount_cents": 1}, str(uuid.uuid4())
     )
-    await system.call(command)
+    await system.client.call(command)
     assert len(await system.rows("payments", sa.select(inbox))) == 1
     assert await service.prune_inbox_once() == 0
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 15
-    while await system.rows("payments", sa.select(inbox)):  # the service prunes by itself
-        assert loop.time() < deadline, "the inbox row was never pruned"
-        await asyncio.sleep(0.1)
+
+    async def pruned() -> bool:  # the service prunes by itself
+        return not await system.rows("payments", sa.select(inbox))
+
+    await eventually(pruned, timeout_s=15, what="the inbox row to be pruned", interval_s=0.1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.console.conftest import _migrated_sqlite, make_client, seeded  # noqa: F401
+from tests.console.conftest import make_client, seeded  # noqa: F401
 from tests.gateway.conftest import double, gateway_settings, make_gateway  # noqa: F401
 
 

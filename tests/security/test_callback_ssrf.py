@@ -23,6 +23,7 @@ from sagaway.messaging.envelope import Message
 from tests.gateway.conftest import MakeGateway, RunningGateway, order
 from tests.gateway.orchestrator_double import OrchestratorDouble
 from tests.gateway.receiver import CallbackReceiver, start_receiver, stop_receiver
+from tests.harness.waiting import eventually
 
 PUBLIC = "1.1.1.1"  # only ever returned by the patched resolver; never connected to
 
@@ -117,14 +118,19 @@ async def delivery_rows(gw: RunningGateway) -> list[Any]:
 async def wait_for_tries(gw: RunningGateway, count: int, tries: int = 1) -> list[Any]:
     """The delivery rows once there are `count` of them, each tried at least `tries` times and
     its outcome recorded."""
-    for _ in range(200):
-        rows = await delivery_rows(gw)
-        if len(rows) >= count and all(
+
+    rows: list[Any] = []
+
+    async def tried() -> list[Any] | None:
+        rows[:] = await delivery_rows(gw)
+        done = len(rows) >= count and all(
             r.attempts >= tries and (r.last_error or r.status != "pending") for r in rows
-        ):
-            return rows
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"callback deliveries not tried: {rows}")
+        )
+        return list(rows) if done else None
+
+    return await eventually(
+        tried, timeout_s=10, what=lambda: f"callback deliveries to be tried: {rows}"
+    )
 
 
 REFUSED_AT_ACCEPT = [

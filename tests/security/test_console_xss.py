@@ -5,7 +5,6 @@ parameters the pages echo back (filters, `next`, error messages) — escaped on 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 from urllib.parse import quote
 
@@ -17,6 +16,7 @@ from sagaway.messaging.records import Record
 from tests.console import seeding
 from tests.console.conftest import Seeded
 from tests.console.sagas import CHARGE, HOLD
+from tests.harness.waiting import eventually_sync
 
 PAYLOADS = [
     "<script>alert('xss')</script>",
@@ -122,10 +122,12 @@ def test_markup_in_dead_letter_headers_and_errors_is_escaped(
 ) -> None:
     client = make_client("olga", background=True)
     _send_letters(seeded)
-    deadline = time.monotonic() + 15
-    while "saga-xss" not in (listing := client.get("/dead-letters").text):
-        assert time.monotonic() < deadline, "the dead letter was never collected"
-        time.sleep(0.1)
+
+    def collected() -> str | None:
+        html = client.get("/dead-letters").text
+        return html if "saga-xss" in html else None
+
+    listing = eventually_sync(collected, timeout_s=15, what="the dead letter to be collected")
     assert_escaped(listing, "/dead-letters")
     ids = [
         part.split('"')[0]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from gateway.auth import hash_api_key, issue_token
 from tests.gateway.conftest import ORDERS_ROUTE, SAGA_MODULES, MakeGateway, order, routes_variable
-from tests.servers.readiness import wait_until_ready
+from tests.harness.processes import RoleProcess
 from tests.servers.tansu import free_port
 
 SAGAWAY = Path(sys.executable).with_name("sagaway")
@@ -121,18 +120,11 @@ def test_sagaway_gateway_output_holds_no_secret(
         }
     )
     log_path = tmp_path / "gateway.log"
-    with open(log_path, "wb") as log:  # a file, not a pipe: DEBUG output would fill a pipe
-        process = subprocess.Popen(
-            [str(SAGAWAY), "gateway"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+    url = f"http://127.0.0.1:{port}"
+    # A file, not a pipe: DEBUG output would fill a pipe.
+    process = RoleProcess("gateway", ["gateway"], env, log_path, tmp_path, url=url).start()
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_ready(
-            url + "/readyz",
-            process=process,
-            log_tail=lambda: log_path.read_text()[-3000:],
-            timeout_s=30,
-        )
+        process.wait_ready(30)
 
         async def run() -> None:
             async with httpx.AsyncClient(base_url=url, timeout=10) as client:
@@ -140,12 +132,7 @@ def test_sagaway_gateway_output_holds_no_secret(
 
         asyncio.run(run())
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process.stop(timeout_s=15)
     text = log_path.read_text(errors="replace")
     assert "gateway" in text and "DEBUG" in text.upper(), text[-2000:]
     assert not secrets_in(text), text[-3000:]

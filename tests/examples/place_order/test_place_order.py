@@ -24,12 +24,13 @@ from examples.place_order.saga import define_place_order, place_order
 from orchestrator.models import saga_steps
 from orchestrator.registry import SagaRegistry
 from sagaway.inbox import inbox
-from tests.examples.place_order.system import System
 from tests.examples.place_order.tampering import (
     TamperingTransport,
     any_participant_command,
     command_named,
 )
+from tests.harness.stack import Stack
+from tests.harness.waiting import eventually
 from tests.participants.test_sdk import flaky_payments
 
 pytestmark = pytest.mark.timeout(60)
@@ -55,13 +56,19 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-async def audit_now(system: System) -> dict[str, Any]:
+async def place(system: Stack, orders: list[tuple[str, dict[str, Any]]]) -> None:
+    """Start place-order sagas, as the gateway does: (saga id, order) each."""
+    saga_type = place_order.saga_type
+    await system.client.start_sagas([(saga_id, saga_type, data) for saga_id, data in orders])
+
+
+async def audit_now(system: Stack) -> dict[str, Any]:
     e = system.engines
     snapshot = await load_snapshot(e["inventory"], e["payments"], e["shipping"], e["orchestrator"])
     return audit(snapshot).to_json()
 
 
-async def run_audit_command(system: System) -> tuple[int, dict[str, Any]]:
+async def run_audit_command(system: Stack) -> tuple[int, dict[str, Any]]:
     """`sagaway audit --json` as a user runs it: embedded files from SAGAWAY_DATA_DIR, or URLs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAGAWAY_")}
     env["SAGAWAY_DATA_DIR"] = str(system.settings.storage.data_dir)
@@ -76,7 +83,7 @@ async def run_audit_command(system: System) -> tuple[int, dict[str, Any]]:
     return done.returncode, orjson.loads(done.stdout)
 
 
-async def compensations(system: System, saga_id: str) -> list[tuple[str, str]]:
+async def compensations(system: Stack, saga_id: str) -> list[tuple[str, str]]:
     rows = await system.rows(
         "orchestrator",
         sa.select(saga_steps.c.step_name, saga_steps.c.status)
@@ -87,19 +94,19 @@ async def compensations(system: System, saga_id: str) -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-async def running(system: System) -> System:
-    await system.start_examples()
-    await system.start_orchestrator(SagaRegistry([place_order]))
+async def running(system: Stack) -> Stack:
+    await system.roles.start_examples()
+    await system.roles.start_orchestrator(SagaRegistry([place_order]))
     return system
 
 
 async def test_an_order_completes_with_the_reservation_payment_and_shipment_ids(
-    running: System,
+    running: Stack,
 ) -> None:
     saga_id = new_id()
-    await running.start_sagas([(saga_id, order("c-7", [("sku-2", 3)], total=4200))])
+    await place(running, [(saga_id, order("c-7", [("sku-2", 3)], total=4200))])
 
-    final = await running.final_reply(saga_id)
+    final = await running.client.final_reply(saga_id)
 
     assert final.outcome == "success"
     assert final.payload["status"] == "completed"
@@ -121,15 +128,16 @@ async def test_an_order_completes_with_the_reservation_payment_and_shipment_ids(
     )
 
 
-async def test_a_rejection_at_each_step_compensates_what_was_done(running: System) -> None:
+async def test_a_rejection_at_each_step_compensates_what_was_done(running: Stack) -> None:
     unknown_sku, no_stock, no_credit, antarctica = (new_id() for _ in range(4))
-    await running.start_sagas(
+    await place(
+        running,
         [
             (unknown_sku, order("c-1", [("sku-1", 1), ("sku-zzz", 1)])),
             (no_stock, order("c-2", [("sku-2", 1_000_001)])),
             (no_credit, order("c-3", [("sku-3", 2)], total=1_000_001)),
             (antarctica, order("c-4", [("sku-4", 5)], total=300, country="AQ")),
-        ]
+        ],
     )
     statuses = await running.wait_terminal([unknown_sku, no_stock, no_credit, antarctica])
 
@@ -150,7 +158,7 @@ async def test_a_rejection_at_each_step_compensates_what_was_done(running: Syste
         ("charge-payment", "succeeded"),
         ("reserve-stock", "succeeded"),
     ]
-    final = await running.final_reply(antarctica)
+    final = await running.client.final_reply(antarctica)
     assert final.outcome == "failure" and final.payload["status"] == "compensated"
     stock_rows = await running.rows("inventory", sa.select(stock).where(stock.c.reserved != 0))
     assert stock_rows == []
@@ -166,16 +174,19 @@ async def test_a_rejection_at_each_step_compensates_what_was_done(running: Syste
     assert (report["charged_cents_net"], report["units_shipped"]) == (0, 0)
 
 
-async def test_every_command_delivered_twice_changes_nothing_twice(system: System) -> None:
-    await system.start_examples()
+async def test_every_command_delivered_twice_changes_nothing_twice(system: Stack) -> None:
+    await system.roles.start_examples()
     doubling = lambda t: TamperingTransport(t, duplicate=any_participant_command)  # noqa: E731
-    orchestrator = await system.start_orchestrator(SagaRegistry([place_order]), wrap=doubling)
+    orchestrator = await system.roles.start_orchestrator(
+        SagaRegistry([place_order]), wrap=doubling
+    )
     good = [new_id() for _ in range(5)]
     refused = [new_id() for _ in range(3)]
-    await system.start_sagas(
+    await place(
+        system,
         [(s, order(f"c-{i + 1}", [("sku-9", 2)], total=100)) for i, s in enumerate(good)]
         + [(s, order(f"c-{i + 50}", [("sku-9", 2)], total=100, country="AQ"))
-           for i, s in enumerate(refused)]
+           for i, s in enumerate(refused)],
     )
     statuses = await system.wait_terminal(good + refused)
 
@@ -191,14 +202,14 @@ async def test_every_command_delivered_twice_changes_nothing_twice(system: Syste
 
 
 async def test_a_release_that_overtakes_its_reserve_leaves_nothing_reserved(
-    system: System,
+    system: Stack,
 ) -> None:
-    await system.start_examples()
+    await system.roles.start_examples()
     holding = lambda t: TamperingTransport(t, hold=command_named("inventory.reserve"))  # noqa: E731
     quick = define_place_order(timeout=1.0, retries=0)
-    orchestrator = await system.start_orchestrator(SagaRegistry([quick]), wrap=holding)
+    orchestrator = await system.roles.start_orchestrator(SagaRegistry([quick]), wrap=holding)
     saga_id = new_id()
-    await system.start_sagas([(saga_id, order("c-8", [("sku-8", 4)]))])
+    await place(system, [(saga_id, order("c-8", [("sku-8", 4)]))])
 
     statuses = await system.wait_terminal([saga_id])
     assert statuses[saga_id] == "compensated"
@@ -209,12 +220,11 @@ async def test_a_release_that_overtakes_its_reserve_leaves_nothing_reserved(
     late = held[0]
     await orchestrator.transport.release_held()
     late_id = late.header("message-id").decode()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 20
-    while not await system.rows("inventory", sa.select(inbox).where(inbox.c.message_id == late_id)):
-        assert loop.time() < deadline, "the late reserve was never handled"
-        await asyncio.sleep(0.05)
-    [row] = await system.rows("inventory", sa.select(inbox).where(inbox.c.message_id == late_id))
+    [row] = await eventually(
+        lambda: system.rows("inventory", sa.select(inbox).where(inbox.c.message_id == late_id)),
+        timeout_s=20,
+        what="the late reserve to be handled",
+    )
     assert row["reply"]["headers"]["outcome"] == "failure"
     assert "already released" in row["reply"]["payload"]["reason"]
     [sku] = await system.rows("inventory", sa.select(stock).where(stock.c.sku == "sku-8"))
@@ -225,20 +235,20 @@ async def test_a_release_that_overtakes_its_reserve_leaves_nothing_reserved(
 
 
 async def test_a_handler_failing_transiently_twice_still_completes_the_order(
-    system: System,
+    system: Stack,
 ) -> None:
     calls: Counter[str] = Counter()
-    await system.start_examples({"payments": flaky_payments(2, calls)})
-    await system.start_orchestrator(SagaRegistry([place_order]))
+    await system.roles.start_examples({"payments": flaky_payments(2, calls)})
+    await system.roles.start_orchestrator(SagaRegistry([place_order]))
     saga_id = new_id()
-    await system.start_sagas([(saga_id, order("c-11", [("sku-11", 1)], total=777))])
+    await place(system, [(saga_id, order("c-11", [("sku-11", 1)], total=777))])
 
-    final = await system.final_reply(saga_id)
+    final = await system.client.final_reply(saga_id)
 
     assert final.payload["status"] == "completed"
     assert calls[saga_id] == 3
-    assert system.services["payments"].runner is not None
-    assert system.services["payments"].runner.dead_lettered == 0
+    assert system.roles.services["payments"].runner is not None
+    assert system.roles.services["payments"].runner.dead_lettered == 0
     [account] = await system.rows(
         "payments", sa.select(accounts).where(accounts.c.customer_id == "c-11")
     )
@@ -249,7 +259,7 @@ async def test_a_handler_failing_transiently_twice_still_completes_the_order(
 @pytest.mark.slow
 @pytest.mark.timeout(120)  # ~30 s on an idle 2-core machine; room for a loaded one
 async def test_500_concurrent_orders_end_audited_clean_with_the_counts_sent(
-    running: System,
+    running: Stack,
 ) -> None:
     rng = random.Random(500)
     sent: list[tuple[str, dict[str, Any]]] = []
@@ -271,7 +281,7 @@ async def test_500_concurrent_orders_end_audited_clean_with_the_counts_sent(
             units += sum(q for _, q in lines)
         else:
             expected["compensated"] += 1
-    await running.start_sagas(sent)
+    await place(running, sent)
 
     statuses = await running.wait_terminal([s for s, _ in sent], timeout_s=50)
 

@@ -4,12 +4,14 @@ back from the reply topic — on the embedded broker + SQLite and on tansu + Pos
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from examples.place_order.models import accounts, charges, reservations, shipments, stock
-from tests.examples.place_order.system import System
+from sagaway.messaging.envelope import Message
+from tests.harness.stack import Stack
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -18,36 +20,41 @@ def order_id() -> str:
     return str(uuid.uuid4())
 
 
-async def stock_of(system: System, sku: str) -> tuple[int, int]:
+async def stock_of(system: Stack, sku: str) -> tuple[int, int]:
     rows = await system.rows(
         "inventory", sa.select(stock.c.available, stock.c.reserved).where(stock.c.sku == sku)
     )
     return rows[0]["available"], rows[0]["reserved"]
 
 
-async def credit_of(system: System, customer: str) -> int:
+async def credit_of(system: Stack, customer: str) -> int:
     rows = await system.rows(
         "payments", sa.select(accounts.c.credit_cents).where(accounts.c.customer_id == customer)
     )
     return int(rows[0]["credit_cents"])
 
 
+async def call(system: Stack, name: str, payload: dict[str, Any], saga_id: str) -> Message:
+    """Send a command to its participant; its reply."""
+    return await system.client.call(system.client.command(name, payload, saga_id))
+
+
 @pytest.fixture
-async def running(system: System) -> System:
-    await system.start_examples()
+async def running(system: Stack) -> Stack:
+    await system.roles.start_examples()
     return system
 
 
-async def test_reserve_takes_every_line_and_replies_with_the_reservation(running: System) -> None:
+async def test_reserve_takes_every_line_and_replies_with_the_reservation(running: Stack) -> None:
     order = order_id()
-    command = running.command(
+    command = running.client.command(
         "inventory.reserve",
         {"items": [{"sku": "sku-1", "quantity": 3}, {"sku": "sku-2", "quantity": 2},
                    {"sku": "sku-1", "quantity": 1}]},
         order,
         step="reserve-stock",
     )
-    reply = await running.call(command)
+    reply = await running.client.call(command)
 
     assert reply.outcome == "success"
     assert reply.causation_id == command.message_id
@@ -59,13 +66,13 @@ async def test_reserve_takes_every_line_and_replies_with_the_reservation(running
     assert await stock_of(running, "sku-2") == (1_000_000 - 2, 2)
 
 
-async def test_reserve_rejects_an_unknown_sku_and_reserves_nothing(running: System) -> None:
-    command = running.command(
+async def test_reserve_rejects_an_unknown_sku_and_reserves_nothing(running: Stack) -> None:
+    command = running.client.command(
         "inventory.reserve",
         {"items": [{"sku": "sku-5", "quantity": 1}, {"sku": "sku-nope", "quantity": 1}]},
         order_id(),
     )
-    reply = await running.call(command)
+    reply = await running.client.call(command)
 
     assert reply.outcome == "failure"
     assert reply.payload["sku"] == "sku-nope"
@@ -75,14 +82,14 @@ async def test_reserve_rejects_an_unknown_sku_and_reserves_nothing(running: Syst
 
 
 async def test_reserve_rejects_naming_the_sku_short_of_stock_and_reserves_nothing(
-    running: System,
+    running: Stack,
 ) -> None:
-    command = running.command(
+    command = running.client.command(
         "inventory.reserve",
         {"items": [{"sku": "sku-7", "quantity": 10}, {"sku": "sku-8", "quantity": 1_000_001}]},
         order_id(),
     )
-    reply = await running.call(command)
+    reply = await running.client.call(command)
 
     assert reply.outcome == "failure"
     assert reply.payload["sku"] == "sku-8"
@@ -92,36 +99,36 @@ async def test_reserve_rejects_naming_the_sku_short_of_stock_and_reserves_nothin
     assert await stock_of(running, "sku-7") == (1_000_000, 0)
 
 
-async def test_an_invalid_payload_is_a_rejection_with_the_reason(running: System) -> None:
-    command = running.command(
+async def test_an_invalid_payload_is_a_rejection_with_the_reason(running: Stack) -> None:
+    command = running.client.command(
         "inventory.reserve", {"items": [{"sku": "sku-1", "quantity": 0}]}, order_id()
     )
-    reply = await running.call(command)
+    reply = await running.client.call(command)
 
     assert reply.outcome == "failure"
     assert reply.payload["reason"].startswith("invalid inventory.reserve payload: items.0.quantity")
     assert reply.payload["errors"][0]["loc"] == ["items", "0", "quantity"]
-    assert running.services["inventory"].runner is not None
-    assert running.services["inventory"].runner.dead_lettered == 0
+    assert running.roles.services["inventory"].runner is not None
+    assert running.roles.services["inventory"].runner.dead_lettered == 0
 
 
-async def test_an_unknown_command_is_a_rejection(running: System) -> None:
-    reply = await running.call(running.command("inventory.steal", {}, order_id()))
+async def test_an_unknown_command_is_a_rejection(running: Stack) -> None:
+    reply = await call(running, "inventory.steal", {}, order_id())
 
     assert reply.outcome == "failure"
     assert "no handler for inventory.steal" in reply.payload["reason"]
     assert reply.payload["known_commands"] == ["inventory.release", "inventory.reserve"]
 
 
-async def test_a_command_delivered_twice_runs_once_and_is_answered_twice(running: System) -> None:
+async def test_a_command_delivered_twice_runs_once_and_is_answered_twice(running: Stack) -> None:
     order = order_id()
-    first = running.command(
+    first = running.client.command(
         "payments.charge", {"customer_id": "c-3", "amount_cents": 2500}, order, step="charge"
     )
     again = first.evolve(attempt=2, message_id=first.message_id)
-    await running.send(first, first)
-    await running.send(again)
-    replies = await running.reply_to(first, count=3)
+    await running.client.send(first, first)
+    await running.client.send(again)
+    replies = await running.client.reply_to(first, count=3)
 
     assert [r.outcome for r in replies] == ["success"] * 3
     assert len({r.payload["payment_id"] for r in replies}) == 1
@@ -137,14 +144,14 @@ async def test_a_command_delivered_twice_runs_once_and_is_answered_twice(running
 
 
 async def test_a_rejection_delivered_twice_is_answered_with_the_same_rejection(
-    running: System,
+    running: Stack,
 ) -> None:
-    command = running.command(
+    command = running.client.command(
         "payments.charge", {"customer_id": "c-404404", "amount_cents": 1}, order_id()
     )
-    await running.send(command)
-    await running.send(command.evolve(attempt=2))
-    replies = await running.reply_to(command, count=2)
+    await running.client.send(command)
+    await running.client.send(command.evolve(attempt=2))
+    replies = await running.client.reply_to(command, count=2)
 
     assert [r.outcome for r in replies] == ["failure", "failure"]
     assert replies[0].payload == replies[1].payload
@@ -153,40 +160,40 @@ async def test_a_rejection_delivered_twice_is_answered_with_the_same_rejection(
 
 
 async def test_charge_rejects_insufficient_credit_and_refund_gives_credit_back(
-    running: System,
+    running: Stack,
 ) -> None:
-    too_much = running.command(
+    too_much = running.client.command(
         "payments.charge", {"customer_id": "c-9", "amount_cents": 1_000_001}, order_id()
     )
-    rejected = await running.call(too_much)
+    rejected = await running.client.call(too_much)
     assert rejected.outcome == "failure"
     assert rejected.payload["available_cents"] == 1_000_000
     assert "insufficient credit" in rejected.payload["reason"]
 
     order = order_id()
-    charged = await running.call(
-        running.command("payments.charge", {"customer_id": "c-9", "amount_cents": 999}, order)
+    charged = await call(
+        running, "payments.charge", {"customer_id": "c-9", "amount_cents": 999}, order
     )
     assert charged.outcome == "success"
     assert await credit_of(running, "c-9") == 1_000_000 - 999
-    refunded = await running.call(
-        running.command("payments.refund", {"customer_id": "c-9", "amount_cents": 999}, order)
+    refunded = await call(
+        running, "payments.refund", {"customer_id": "c-9", "amount_cents": 999}, order
     )
     assert refunded.payload == {"payment_id": charged.payload["payment_id"], "refunded_cents": 999}
     # A second refund (another message) changes nothing.
-    again = await running.call(running.command("payments.refund", {"customer_id": "c-9"}, order))
+    again = await call(running, "payments.refund", {"customer_id": "c-9"}, order)
     assert again.outcome == "success" and again.payload["refunded_cents"] == 0
     assert await credit_of(running, "c-9") == 1_000_000
 
 
-async def test_a_release_before_its_reserve_leaves_nothing_reserved(running: System) -> None:
+async def test_a_release_before_its_reserve_leaves_nothing_reserved(running: Stack) -> None:
     order = order_id()
-    release = await running.call(running.command("inventory.release", {}, order))
+    release = await call(running, "inventory.release", {}, order)
     assert release.outcome == "success"
     assert release.payload["tombstone"] is True
 
-    late = await running.call(
-        running.command("inventory.reserve", {"items": [{"sku": "sku-4", "quantity": 5}]}, order)
+    late = await call(
+        running, "inventory.reserve", {"items": [{"sku": "sku-4", "quantity": 5}]}, order
     )
     assert late.outcome == "failure"
     assert "already released" in late.payload["reason"]
@@ -195,48 +202,43 @@ async def test_a_release_before_its_reserve_leaves_nothing_reserved(running: Sys
     assert [(r["order_id"], r["status"], r["units"]) for r in rows] == [(order, "released", 0)]
 
 
-async def test_a_refund_before_its_charge_leaves_nothing_charged(running: System) -> None:
+async def test_a_refund_before_its_charge_leaves_nothing_charged(running: Stack) -> None:
     order = order_id()
-    refund = await running.call(running.command("payments.refund", {"customer_id": "c-2"}, order))
+    refund = await call(running, "payments.refund", {"customer_id": "c-2"}, order)
     assert refund.payload["tombstone"] is True
-    late = await running.call(
-        running.command("payments.charge", {"customer_id": "c-2", "amount_cents": 10}, order)
-    )
+    late = await call(running, "payments.charge", {"customer_id": "c-2", "amount_cents": 10}, order)
     assert late.outcome == "failure"
     assert await credit_of(running, "c-2") == 1_000_000
 
 
-async def test_release_gives_back_the_stock_once(running: System) -> None:
+async def test_release_gives_back_the_stock_once(running: Stack) -> None:
     order = order_id()
-    await running.call(
-        running.command("inventory.reserve", {"items": [{"sku": "sku-3", "quantity": 7}]}, order)
-    )
-    first = await running.call(running.command("inventory.release", {}, order))
-    second = await running.call(running.command("inventory.release", {}, order))
+    await call(running, "inventory.reserve", {"items": [{"sku": "sku-3", "quantity": 7}]}, order)
+    first = await call(running, "inventory.release", {}, order)
+    second = await call(running, "inventory.release", {}, order)
 
     assert first.payload["released_units"] == 7
     assert second.payload["released_units"] == 0
     assert await stock_of(running, "sku-3") == (1_000_000, 0)
 
 
-async def test_shipping_refuses_aq_and_schedules_elsewhere(running: System) -> None:
+async def test_shipping_refuses_aq_and_schedules_elsewhere(running: Stack) -> None:
     items = [{"sku": "sku-1", "quantity": 2}]
-    refused = await running.call(
-        running.command("shipping.schedule", {"country": "AQ", "items": items}, order_id())
+    refused = await call(
+        running, "shipping.schedule", {"country": "AQ", "items": items}, order_id()
     )
     assert refused.outcome == "failure"
     assert refused.payload == {"reason": "we do not ship to AQ", "country": "AQ"}
 
-    bad = await running.call(
-        running.command("shipping.schedule", {"country": "XX", "items": items}, order_id())
-    )
+    bad = await call(running, "shipping.schedule", {"country": "XX", "items": items}, order_id())
     assert bad.outcome == "failure" and "ISO 3166" in bad.payload["reason"]
 
     order = order_id()
-    scheduled = await running.call(
-        running.command(
-            "shipping.schedule", {"country": "FR", "items": items, "customer_id": "c-1"}, order
-        )
+    scheduled = await call(
+        running,
+        "shipping.schedule",
+        {"country": "FR", "items": items, "customer_id": "c-1"},
+        order,
     )
     assert scheduled.outcome == "success"
     rows = await running.rows("shipping", sa.select(shipments))

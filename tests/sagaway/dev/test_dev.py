@@ -11,11 +11,9 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +26,11 @@ from sagaway.dev.banner import dev_banner
 from sagaway.dev.data_dir import data_files, reset_data_dir
 from sagaway.dev.dev_settings import dev_settings
 from sagaway.settings.composed import load_settings
+from tests.harness.dev import dev_data_dir, dev_process, start_dev
+from tests.harness.processes import SAGAWAY, RoleProcess, base_environment
+from tests.harness.waiting import eventually_sync
 from tests.servers.postgres import free_port
 
-SAGAWAY = str(Path(sys.executable).with_name("sagaway"))
-READY_TIMEOUT_S = 60.0  # generous: the machine runs other suites at the same time
 TERMINAL = {"completed", "compensated", "failed"}
 
 
@@ -44,105 +43,15 @@ def order(country: str = "FR", customer: str = "c-2", sku: str = "sku-2") -> dic
     }
 
 
-def dev_environment() -> dict[str, str]:
-    """The caller's environment without any SAGAWAY_* setting (a user's first run)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SAGAWAY_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-@dataclass
-class DevProcess:
-    """One `sagaway dev` subprocess; stdout and stderr go to files (read at any time)."""
-
-    data_dir: Path
-    port: int
-    logs: Path
-    process: subprocess.Popen[bytes] | None = None
-    runs: int = 0
-    startup_s: list[float] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def stdout_path(self) -> Path:
-        return self.logs / f"dev-{self.runs}.out"
-
-    @property
-    def stderr_path(self) -> Path:
-        return self.logs / f"dev-{self.runs}.err"
-
-    def stdout(self) -> str:
-        return self.stdout_path.read_text(errors="replace")
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def start(self) -> None:
-        self.runs += 1
-        began = time.monotonic()
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.process = subprocess.Popen(
-                [SAGAWAY, "dev", "--port", str(self.port), "--data-dir", str(self.data_dir)],
-                stdout=out,
-                stderr=err,
-                env=dev_environment(),
-                cwd=self.logs,
-            )
-        self.wait_ready()
-        self.startup_s.append(time.monotonic() - began)
-
-    def wait_ready(self) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"sagaway dev exited with {self.process.returncode}:\n{self.stderr()}"
-                )
-            try:
-                ready = httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                ready = False
-            # The banner is printed right after the listener answers.
-            if ready and "starts afresh." in self.stdout():
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"sagaway dev not ready in {READY_TIMEOUT_S}s:\n{self.stderr()}"
-                )
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait(10)
-
-    def stop(self, sig: int = signal.SIGINT, timeout_s: float = 30.0) -> tuple[int, float]:
-        """Send `sig`; returns (exit code, seconds it took to exit)."""
-        assert self.process is not None
-        began = time.monotonic()
-        self.process.send_signal(sig)
-        code = self.process.wait(timeout_s)
-        return code, time.monotonic() - began
-
-    def ensure_stopped(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-
 @pytest.fixture(scope="module")
-def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevProcess]:
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoleProcess]:
+    """One `sagaway dev` for the module: stdout (the banner) and stderr in files of their own."""
     root = tmp_path_factory.mktemp("dev")
-    system = DevProcess(data_dir=root / "data", port=free_port(), logs=root)
-    system.start()
+    system = dev_process(root / "data", root)
     try:
-        yield system
+        yield start_dev(system)
     finally:
-        system.ensure_stopped()
+        system.kill9()
 
 
 def post_order(
@@ -153,14 +62,15 @@ def post_order(
 
 
 def wait_terminal(base: str, location: str, timeout_s: float = 60.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        document: dict[str, Any] = httpx.get(base + location, timeout=10).json()
-        if document["status"] in TERMINAL:
-            return document
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{location} still {document['status']} after {timeout_s}s")
-        time.sleep(0.1)
+    documents: list[dict[str, Any]] = [{}]
+
+    def ended() -> dict[str, Any] | None:
+        documents[0] = httpx.get(base + location, timeout=10).json()
+        return documents[0] if documents[0]["status"] in TERMINAL else None
+
+    return eventually_sync(
+        ended, timeout_s=timeout_s, what=lambda: f"{location} to end ({documents[0].get('status')})"
+    )
 
 
 def curl_request(banner: str) -> httpx.Request:
@@ -189,21 +99,21 @@ def curl_request(banner: str) -> httpx.Request:
     return httpx.Request(method, url, headers=headers, content=body)
 
 
-def test_banner_lists_the_urls_and_console_login(dev: DevProcess) -> None:
-    banner = dev.stdout()
+def test_banner_lists_the_urls_and_console_login(dev: RoleProcess) -> None:
+    banner = dev.output()
     paths = ("/api/v1/orders", "/api/v1/requests/{id}", "/console/", "/metrics", "/openapi.json")
     for path in paths:
         assert f"{dev.url}{path}" in banner, path
     assert "No API keys are configured" in banner
     login = re.search(r"user (\S+), password (\S+) ", banner)
     assert login is not None and login.group(1) == "admin"
-    credentials = (dev.data_dir / "console-credentials").read_text()
+    credentials = (dev_data_dir(dev) / "console-credentials").read_text()
     assert login.group(2) in credentials
-    assert (dev.data_dir / "console-credentials").stat().st_mode & 0o077 == 0
+    assert (dev_data_dir(dev) / "console-credentials").stat().st_mode & 0o077 == 0
 
 
-def test_printed_curl_places_an_order_as_printed(dev: DevProcess) -> None:
-    request = curl_request(dev.stdout())
+def test_printed_curl_places_an_order_as_printed(dev: RoleProcess) -> None:
+    request = curl_request(dev.output())
     assert request.url.host == "127.0.0.1" and request.url.port == dev.port
     with httpx.Client(timeout=60) as client:
         response = client.send(request)
@@ -211,7 +121,7 @@ def test_printed_curl_places_an_order_as_printed(dev: DevProcess) -> None:
     assert response.json()["status"] == "completed"
 
 
-def test_sync_order_completes_with_every_step_result(dev: DevProcess) -> None:
+def test_sync_order_completes_with_every_step_result(dev: RoleProcess) -> None:
     response = post_order(dev.url, order())
     assert response.status_code == 200, response.text
     document = response.json()
@@ -220,7 +130,7 @@ def test_sync_order_completes_with_every_step_result(dev: DevProcess) -> None:
         assert document["result"][key], key
 
 
-def test_order_shipping_refuses_is_compensated_and_answers_409(dev: DevProcess) -> None:
+def test_order_shipping_refuses_is_compensated_and_answers_409(dev: RoleProcess) -> None:
     response = post_order(dev.url, order(country="AQ"))
     assert response.status_code == 409, response.text
     problem = response.json()
@@ -229,7 +139,7 @@ def test_order_shipping_refuses_is_compensated_and_answers_409(dev: DevProcess) 
     assert problem["step"] == "schedule-shipping"
 
 
-def test_async_order_is_accepted_then_completes_at_its_status_url(dev: DevProcess) -> None:
+def test_async_order_is_accepted_then_completes_at_its_status_url(dev: RoleProcess) -> None:
     response = post_order(dev.url, order(), prefer_async=True)
     assert response.status_code == 202, response.text
     location = response.headers["location"]
@@ -239,13 +149,13 @@ def test_async_order_is_accepted_then_completes_at_its_status_url(dev: DevProces
     assert document["result"]["shipment_id"]
 
 
-def test_input_the_saga_refuses_is_422_and_starts_nothing(dev: DevProcess) -> None:
+def test_input_the_saga_refuses_is_422_and_starts_nothing(dev: RoleProcess) -> None:
     response = post_order(dev.url, {**order(), "country": "France"})
     assert response.status_code == 422, response.text
 
 
-def test_console_is_mounted_and_the_printed_login_works(dev: DevProcess) -> None:
-    login = re.search(r"user (\S+), password (\S+) ", dev.stdout())
+def test_console_is_mounted_and_the_printed_login_works(dev: RoleProcess) -> None:
+    login = re.search(r"user (\S+), password (\S+) ", dev.output())
     assert login is not None
     with httpx.Client(base_url=dev.url, timeout=30) as client:
         form = client.get("/console/login")
@@ -263,7 +173,7 @@ def test_console_is_mounted_and_the_printed_login_works(dev: DevProcess) -> None
         assert sagas.status_code == 200 and "place-order" in sagas.text
 
 
-def test_metrics_and_openapi_are_served(dev: DevProcess) -> None:
+def test_metrics_and_openapi_are_served(dev: RoleProcess) -> None:
     metrics = httpx.get(f"{dev.url}/metrics", timeout=10)
     assert metrics.status_code == 200
     assert "sagaway_gateway_http_requests" in metrics.text
@@ -290,66 +200,68 @@ def _cmdline(pid: int) -> bytes:
 
 
 def wait_gone(pid: int, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while _cmdline(pid) and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z":
-        assert time.monotonic() < deadline, f"process {pid} still runs after {timeout_s}s"
-        time.sleep(0.1)
+    eventually_sync(
+        lambda: not _cmdline(pid) or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z",
+        timeout_s=timeout_s,
+        what=f"process {pid} to end",
+    )
 
 
 def test_participants_run_in_a_second_process_and_their_outbox_lag_is_in_metrics(
-    dev: DevProcess,
+    dev: RoleProcess,
 ) -> None:
     assert dev.process is not None
-    assert len(participants_pids(dev.process.pid)) == 1
-    assert "the participants in a 2nd process" in dev.stdout()
+    assert len(participants_pids(dev.pid)) == 1
+    assert "the participants in a 2nd process" in dev.output()
     assert post_order(dev.url, order()).json()["status"] == "completed"
-    deadline = time.monotonic() + 30
-    while True:
+
+    def metrics() -> str | None:
         text = httpx.get(f"{dev.url}/metrics", timeout=10).text
-        if 'sagaway_outbox_unpublished_rows{service="shipping"}' in text:
-            break
-        assert time.monotonic() < deadline, text[-3000:]
-        time.sleep(0.5)
+        return text if 'sagaway_outbox_unpublished_rows{service="shipping"}' in text else None
+
+    eventually_sync(
+        metrics, timeout_s=30, what="the shipping outbox lag in /metrics", interval_s=0.5
+    )
 
 
 def test_a_killed_participants_process_is_started_again_and_orders_complete(
-    dev: DevProcess,
+    dev: RoleProcess,
 ) -> None:
     assert dev.process is not None
-    (child,) = participants_pids(dev.process.pid)
+    (child,) = participants_pids(dev.pid)
     os.kill(child, signal.SIGKILL)
     wait_gone(child)
     # Accepted while no participant runs: the order waits in the broker, then completes.
     response = post_order(dev.url, order(customer="c-7"))
     assert response.json()["status"] == "completed", response.text
-    (again,) = participants_pids(dev.process.pid)
+    (again,) = participants_pids(dev.pid)
     assert again != child
-    assert "starting it again" in dev.stderr()
+    assert "starting it again" in dev.errors()
 
 
-def test_second_dev_on_the_same_data_dir_or_port_is_refused(dev: DevProcess) -> None:
-    env = dev_environment()
+def test_second_dev_on_the_same_data_dir_or_port_is_refused(dev: RoleProcess) -> None:
+    env = base_environment()
     same_dir = subprocess.run(
-        [SAGAWAY, "dev", "--port", str(free_port()), "--data-dir", str(dev.data_dir)],
+        [SAGAWAY, "dev", "--port", str(free_port()), "--data-dir", str(dev_data_dir(dev))],
         capture_output=True, text=True, env=env, timeout=60,
     )
     assert same_dir.returncode == 1
     assert "in use by another `sagaway dev`" in same_dir.stderr
     assert "Traceback" not in same_dir.stderr
     same_port = subprocess.run(
-        [SAGAWAY, "dev", "--port", str(dev.port), "--data-dir", str(dev.logs / "other")],
+        [SAGAWAY, "dev", "--port", str(dev.port), "--data-dir", str(dev.cwd / "other")],
         capture_output=True, text=True, env=env, timeout=60,
     )
     assert same_port.returncode == 1
     assert f"cannot listen on 127.0.0.1:{dev.port}" in same_port.stderr
     assert "Traceback" not in same_port.stderr
-    assert not (dev.logs / "other").exists()
+    assert not (dev.cwd / "other").exists()
 
 
-def test_reset_refuses_while_dev_runs(dev: DevProcess) -> None:
+def test_reset_refuses_while_dev_runs(dev: RoleProcess) -> None:
     with pytest.raises(DevError, match="in use"):
-        reset_data_dir(dev.data_dir)
-    assert (dev.data_dir / "orchestrator.db").exists()
+        reset_data_dir(dev_data_dir(dev))
+    assert (dev_data_dir(dev) / "orchestrator.db").exists()
 
 
 def in_flight(gateway_db: Path) -> int:
@@ -361,54 +273,55 @@ def in_flight(gateway_db: Path) -> int:
     return int(count)
 
 
-def test_kill_9_mid_flight_then_restart_finishes_every_accepted_request(dev: DevProcess) -> None:
-    password = re.search(r"user \S+, password (\S+) ", dev.stdout())
+def test_kill_9_mid_flight_then_restart_finishes_every_accepted_request(dev: RoleProcess) -> None:
+    password = re.search(r"user \S+, password (\S+) ", dev.output())
     bodies = [
         order(country="AQ" if i % 4 == 0 else "FR", customer=f"c-{10 + i}") for i in range(24)
     ]
     with ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda b: post_order(dev.url, b, prefer_async=True), bodies))
     assert dev.process is not None
-    (participants,) = participants_pids(dev.process.pid)
-    dev.kill()  # at once: the last sagas accepted have barely started
+    (participants,) = participants_pids(dev.pid)
+    dev.kill9()  # at once: the last sagas accepted have barely started
     wait_gone(participants)  # its stdin closed with the parent: no orphan keeps consuming
     assert all(r.status_code == 202 for r in responses), [r.text for r in responses]
-    assert in_flight(dev.data_dir / "gateway.db") > 0, "the kill came after every saga ended"
+    assert in_flight(dev_data_dir(dev) / "gateway.db") > 0, "the kill came after every saga ended"
 
-    dev.start()
+    start_dev(dev)
     for body, response in zip(bodies, responses, strict=True):
         document = wait_terminal(dev.url, response.headers["location"])
         expected = "compensated" if body["country"] == "AQ" else "completed"
         assert document["status"] == expected, document
     # The console login survives a restart.
-    assert password is not None and f"password {password.group(1)} " in dev.stdout()
+    assert password is not None and f"password {password.group(1)} " in dev.output()
 
     audit = subprocess.run(
         [SAGAWAY, "audit", "--json"],
-        capture_output=True, env={**dev_environment(), "SAGAWAY_DATA_DIR": str(dev.data_dir)},
+        capture_output=True, env={**base_environment(), "SAGAWAY_DATA_DIR": str(dev_data_dir(dev))},
         timeout=60,
     )
     report = orjson.loads(audit.stdout)
     assert audit.returncode == 0 and report["clean"], report
 
 
-def test_ctrl_c_stops_promptly_with_exit_0_and_no_traceback(dev: DevProcess) -> None:
+def test_ctrl_c_stops_promptly_with_exit_0_and_no_traceback(dev: RoleProcess) -> None:
     # Work in hand when the signal comes: an order held open by a sync request.
     assert dev.process is not None
-    (participants,) = participants_pids(dev.process.pid)
+    (participants,) = participants_pids(dev.pid)
     with ThreadPoolExecutor(1) as pool:
         held = pool.submit(post_order, dev.url, order())
         time.sleep(0.05)
-        code, took_s = dev.stop(signal.SIGINT)
+        code, took_s = dev.signal(signal.SIGINT, 30)
         held.exception(30)
-    assert code == 0, dev.stderr()
+    assert code == 0, dev.errors()
     assert took_s < 10, f"took {took_s:.1f}s to stop"
-    assert "Traceback" not in dev.stderr(), dev.stderr()
-    assert "sagaway dev stopped" in dev.stderr()
+    assert "Traceback" not in dev.errors(), dev.errors()
+    assert "sagaway dev stopped" in dev.errors()
     assert not _cmdline(participants), "the participants' process outlived sagaway dev"
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", dev.port)) != 0, "still listening"
-    print(f"startup: {', '.join(f'{s:.2f}s' for s in dev.startup_s)}; SIGINT exit {took_s:.2f}s")
+    startups = ", ".join(f"{s:.2f}s" for s in dev.ready_after_s)
+    print(f"startup: {startups}; SIGINT exit {took_s:.2f}s")
 
 
 def test_reset_deletes_only_what_dev_created(tmp_path: Path) -> None:
@@ -433,7 +346,7 @@ def test_a_saga_module_that_does_not_import_is_a_one_line_error(tmp_path: Path) 
     result = subprocess.run(
         [SAGAWAY, "dev", "--port", "0", "--data-dir", str(tmp_path / "data")],
         capture_output=True, text=True, timeout=60,
-        env={**dev_environment(), "SAGAWAY_SAGAS": "no.such.module"},
+        env={**base_environment(), "SAGAWAY_SAGAS": "no.such.module"},
     )
     assert result.returncode == 1
     assert "cannot import saga module 'no.such.module'" in result.stderr

@@ -18,6 +18,7 @@ from sagaway.messaging.embedded.store import UnknownTopic
 from sagaway.messaging.records import Record
 from sagaway.messaging.transport import CommitFailed
 from sagaway.settings.composed import Settings
+from tests.harness.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -124,11 +125,14 @@ async def test_a_member_whose_partition_moved_commits_the_rest_and_is_told_about
         assert {r.partition for r in again} == {1}
         await old.close()
         # Partition 0 moves over too, and nothing of it comes again: its commit was stored.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5
-        while new.assignment() != {(topic, 0), (topic, 1)}:
-            assert loop.time() < deadline
+
+        async def took_both() -> bool:
+            if new.assignment() == {(topic, 0), (topic, 1)}:
+                return True
             assert await new.fetch(100, 50) == []
+            return False
+
+        await eventually(took_both, timeout_s=5, what="partition 0 to move over", interval_s=0)
         assert await new.fetch(100, 300) == []
         await new.close()
     finally:

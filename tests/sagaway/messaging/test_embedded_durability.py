@@ -19,6 +19,7 @@ from sagaway.messaging.envelope import command
 from sagaway.messaging.records import Record
 from sagaway.messaging.transport import Subscription
 from sagaway.settings.composed import Settings
+from tests.harness.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -87,12 +88,19 @@ def settings_json(settings: Settings) -> str:
 
 
 async def consume(subscription: Subscription, count: int, timeout_s: float = 20.0) -> list[Record]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
     out: list[Record] = []
-    while len(out) < count:
-        assert loop.time() < deadline, f"got {len(out)} of {count} records"
+
+    async def enough() -> bool:
         out.extend(await subscription.fetch(500, 100))
+        return len(out) >= count
+
+    if count:
+        await eventually(
+            enough,
+            timeout_s=timeout_s,
+            what=lambda: f"{count} records (got {len(out)})",
+            interval_s=0,
+        )
     return out
 
 

@@ -14,16 +14,9 @@ from sagaway.messaging.processing import DLQ_HEADERS, RecordProcessor, dead_lett
 from sagaway.messaging.records import Record
 from sagaway.settings.composed import Settings
 from tests.fixtures.broker import MakeTransport
+from tests.harness.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def wait_for(condition, timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 def test_a_dead_letter_keeps_the_record_and_says_where_it_came_from() -> None:
@@ -81,7 +74,12 @@ async def test_stopping_mid_batch_leaves_the_batch_for_the_next_member(
     second = RecordProcessor(transport, broker_settings.messaging, group_id, [topic], record_them)
     await second.start()
     try:
-        await wait_for(lambda: len(seen) >= 5)
+        await eventually(
+            lambda: len(seen) >= 5,
+            timeout_s=30,
+            what="the next member to get the batch",
+            interval_s=0.02,
+        )
     finally:
         await second.stop()
     assert seen == [0, 1, 2, 3, 4]
@@ -133,7 +131,12 @@ async def test_a_dead_letter_that_cannot_be_written_is_retried_and_not_committed
         assert processor.dead_lettered == 0
         assert processor.committed_batches == 0
         await transport.create_topics({topic + ".dlq": 1})
-        await wait_for(lambda: processor.dead_lettered == 1 and processor.committed_batches == 1)
+        await eventually(
+            lambda: processor.dead_lettered == 1 and processor.committed_batches == 1,
+            timeout_s=30,
+            what="the dead letter written and its batch committed",
+            interval_s=0.02,
+        )
         await processor.stop()
         reader = transport.subscribe("reader", [topic + ".dlq"])
         await reader.start()

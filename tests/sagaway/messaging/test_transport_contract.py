@@ -6,7 +6,7 @@ import asyncio
 import os
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import orjson
 import pytest
@@ -18,6 +18,7 @@ from sagaway.messaging.records import Record
 from sagaway.messaging.transport import CommitFailed, Subscription, Transport
 from sagaway.settings.composed import Settings
 from tests.fixtures.broker import MakeTransport
+from tests.harness.waiting import eventually
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -34,15 +35,22 @@ async def consume(
     subscription: Subscription, count: int, timeout_s: float = 30.0, commit: bool = False
 ) -> list[Record]:
     """Fetch until `count` records arrived (or fail after `timeout_s`)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
     out: list[Record] = []
-    while len(out) < count:
-        assert loop.time() < deadline, f"got {len(out)} of {count} records"
+
+    async def enough() -> bool:
         batch = await subscription.fetch(500, 100)
         if commit and batch:
             await subscription.commit(batch)
         out.extend(batch)
+        return len(out) >= count
+
+    if count:
+        await eventually(
+            enough,
+            timeout_s=timeout_s,
+            what=lambda: f"{count} records (got {len(out)})",
+            interval_s=0,
+        )
     return out
 
 
@@ -140,16 +148,25 @@ async def consume_for(subscription: Subscription, seconds: float) -> list[Record
     return await fetch_nothing(subscription, seconds)
 
 
-async def until(condition, members: Sequence[Subscription], timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+async def until(
+    condition: Callable[[], bool], members: Sequence[Subscription], timeout_s: float = 30.0
+) -> None:
     """Keep the members polling (as a consumer loop would) until `condition()` holds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        assert loop.time() < deadline, "condition not reached: " + ", ".join(
-            str(sorted(m.assignment())) for m in members
-        )
+
+    async def reached() -> bool:
+        if condition():
+            return True
         await asyncio.gather(*(m.fetch(1, 20) for m in members))
         # Records fetched while waiting are not committed, so they come again; nothing is lost.
+        return False
+
+    await eventually(
+        reached,
+        timeout_s=timeout_s,
+        what=lambda: "the assignment wanted: "
+        + ", ".join(str(sorted(m.assignment())) for m in members),
+        interval_s=0,
+    )
 
 
 async def test_a_new_member_resumes_after_the_committed_offset_and_gets_uncommitted_again(
@@ -256,7 +273,12 @@ async def test_poison_records_go_to_the_dlq_with_their_error_and_the_consumer_go
     )
     await processor.start()
     try:
-        await wait_for(lambda: len(handled) == 2 and processor.dead_lettered == len(poison))
+        await eventually(
+            lambda: len(handled) == 2 and processor.dead_lettered == len(poison),
+            timeout_s=30,
+            what="the good records handled and the poison dead-lettered",
+            interval_s=0.02,
+        )
     finally:
         await processor.stop()
     assert [m.payload["i"] for m in handled] == [100, 200]
@@ -277,14 +299,6 @@ async def test_poison_records_go_to_the_dlq_with_their_error_and_the_consumer_go
         assert letter.header("dlq-failed-at")
         for name, value in original.headers:
             assert letter.header(name) == value
-
-
-async def wait_for(condition, timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_a_transient_failure_is_retried_and_a_permanent_one_is_dead_lettered(
@@ -320,7 +334,12 @@ async def test_a_transient_failure_is_retried_and_a_permanent_one_is_dead_letter
     )
     await processor.start()
     try:
-        await wait_for(lambda: len(done) == 3 and processor.dead_lettered == 1)
+        await eventually(
+            lambda: len(done) == 3 and processor.dead_lettered == 1,
+            timeout_s=30,
+            what="three records handled and one dead-lettered",
+            interval_s=0.02,
+        )
     finally:
         await processor.stop()
     assert sorted(done) == ["fine-1", "fine-2", "flaky"]

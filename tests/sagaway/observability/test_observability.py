@@ -8,7 +8,6 @@ configured."""
 
 from __future__ import annotations
 
-import asyncio
 import http.server
 import importlib
 import io
@@ -21,7 +20,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +44,7 @@ from sagaway.observability import logs, tracing
 from sagaway.settings import ApiKeyConfig, ObservabilitySettings
 from sagaway.settings.composed import Settings
 from sagaway.storage.database import DatabaseUnavailable, connect_database
+from tests.harness.waiting import eventually, eventually_sync
 from tests.servers.postgres import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -246,20 +245,24 @@ def spans() -> Iterator[InMemorySpanExporter]:
         provider.shutdown()
 
 
-async def wait_for(
+async def finished_spans(
     exporter: InMemorySpanExporter,
     done: Callable[[Sequence[ReadableSpan]], bool],
     timeout_s: float = 10.0,
 ) -> Sequence[ReadableSpan]:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    """The finished spans, once `done` holds for them."""
+
+    def complete() -> Sequence[ReadableSpan] | None:
         finished = exporter.get_finished_spans()
-        if done(finished):
-            return finished
-        if time.monotonic() > deadline:
-            names = sorted({s.name for s in finished})
-            raise AssertionError(f"spans not complete after {timeout_s}s: {names}")
-        await asyncio.sleep(0.05)
+        return finished if done(finished) else None
+
+    return await eventually(
+        complete,
+        timeout_s=timeout_s,
+        what=lambda: (
+            f"the spans to be complete: {sorted({s.name for s in exporter.get_finished_spans()})}"
+        ),
+    )
 
 
 def by_name(spans: Sequence[ReadableSpan], name: str) -> ReadableSpan:
@@ -295,7 +298,7 @@ async def test_one_trace_runs_from_the_http_request_through_every_command_and_re
             attributes.get("messaging.message.conversation_id"),
         )
 
-    finished = await wait_for(
+    finished = await finished_spans(
         spans, lambda all_: any(s.name == "gateway final reply" and ours(s) for s in all_)
     )
     traced = [s for s in finished if s.context.trace_id == int(trace_id, 16)]
@@ -352,7 +355,7 @@ async def test_a_request_without_traceparent_starts_its_own_trace(
             for s in all_
         )
 
-    finished = await wait_for(spans, final)
+    finished = await finished_spans(spans, final)
     http = next(
         s for s in finished if s.name == "POST /api/v1/orders" and s.parent is None
     )
@@ -600,11 +603,16 @@ def test_cli_writes_json_lines_without_the_database_password(tmp_path: Path) -> 
             [str(sagaway), "orchestrator"], env=env, stdout=err, stderr=subprocess.STDOUT
         )
         try:
-            deadline = time.monotonic() + 20
-            while (tmp_path / "err").read_text().count("unavailable") < 2:
+
+            def warned_twice() -> bool:
                 assert process.poll() is None, (tmp_path / "err").read_text()
-                assert time.monotonic() < deadline, (tmp_path / "err").read_text()
-                time.sleep(0.1)
+                return (tmp_path / "err").read_text().count("unavailable") >= 2
+
+            eventually_sync(
+                warned_twice,
+                timeout_s=20,
+                what=lambda: f"two warnings:\n{(tmp_path / 'err').read_text()}",
+            )
         finally:
             process.send_signal(signal.SIGTERM)
             try:

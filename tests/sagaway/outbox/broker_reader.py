@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from sagaway.messaging.records import Record
 from sagaway.messaging.transport import Transport
+from tests.harness.waiting import eventually
 
 
 class BrokerReader:
@@ -25,16 +26,23 @@ class BrokerReader:
         await self.subscription.close()
 
     async def read_until(self, count: int, timeout_s: float = 30.0) -> list[Record]:
-        """Fetch until at least `count` records arrived in total; TimeoutError otherwise."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while len(self.records) < count:
-            if loop.time() > deadline:
-                raise TimeoutError(f"got {len(self.records)} of {count} records")
+        """Fetch until at least `count` records arrived in total; AssertionError otherwise."""
+
+        async def enough() -> bool:
+            if len(self.records) >= count:
+                return True
             batch = await self.subscription.fetch(5000, 200)
             if batch:
                 self.records.extend(batch)
                 await self.subscription.commit(batch)
+            return False
+
+        await eventually(
+            enough,
+            timeout_s=timeout_s,
+            what=lambda: f"{count} records (got {len(self.records)})",
+            interval_s=0,
+        )
         return self.records
 
     async def read_for(self, seconds: float) -> list[Record]:

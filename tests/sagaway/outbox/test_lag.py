@@ -14,10 +14,11 @@ from sagaway.cli.main import main
 from sagaway.messaging.embedded import EmbeddedTransport
 from sagaway.messaging.kafka import KafkaTransport
 from sagaway.messaging.topics import TopicNames
-from sagaway.outbox.lag import heartbeat_topic, measure_lag
+from sagaway.outbox.lag import OutboxLag, heartbeat_topic, measure_lag
 from sagaway.outbox.poll_relay import POLL_RELAY_NAME, PollRelay
 from sagaway.outbox.wal_relay import WalRelay
 from sagaway.settings.composed import Settings
+from tests.harness.waiting import eventually
 from tests.sagaway.outbox.broker_reader import BrokerReader
 from tests.sagaway.outbox.writing import write_sequence
 
@@ -62,14 +63,11 @@ async def test_wal_relay_heartbeat_and_slot_lag(
     relay = WalRelay(relay_kafka_settings.relay, "orders", pg_engine, kafka)
     task = asyncio.create_task(relay.run())
     try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 15
-        while True:
+        async def measured() -> OutboxLag | None:
             lag = await measure_lag(pg_engine, relay.slot, relay.slot)
-            if lag.heartbeat_lag_s is not None:
-                break
-            assert loop.time() < deadline, "no heartbeat measured"
-            await asyncio.sleep(0.1)
+            return lag if lag.heartbeat_lag_s is not None else None
+
+        lag = await eventually(measured, timeout_s=15, what="a heartbeat measured", interval_s=0.1)
         assert 0 <= lag.heartbeat_lag_s < 1.0
         assert lag.slot_lag_bytes is not None and lag.slot_lag_bytes >= 0
     finally:

@@ -20,8 +20,9 @@ from sagaway.outbox.poll_relay import PollRelay
 from sagaway.outbox.writer import add_to_outbox
 from sagaway.settings.composed import Settings
 from sagaway.storage.database import create_database_engine
+from tests.harness.processes import RoleProcess
 from tests.sagaway.outbox.broker_reader import BrokerReader
-from tests.sagaway.outbox.relay_process import RelayProcess
+from tests.sagaway.outbox.relay_process import start_relay
 from tests.sagaway.outbox.test_wal_relay import seqs_by_key
 from tests.sagaway.outbox.test_wal_relay_failures import handle_once
 from tests.sagaway.outbox.writing import numbered, write_sequence
@@ -194,19 +195,19 @@ async def test_sqlite_kill_9_mid_stream_then_restart_loses_nothing_and_inbox_dro
     engine = create_database_engine(migrated_sqlite_url)
     broker = EmbeddedTransport(settings.messaging)
     await broker.start()
-    processes: list[RelayProcess] = []
+    processes: list[RoleProcess] = []
     try:
         await broker.create_topics({topic: 4})
-        processes.append(RelayProcess(settings, migrated_sqlite_url, "orders", tmp_path / "r1.log"))
+        processes.append(start_relay(settings, migrated_sqlite_url, "orders", tmp_path / "r1.log"))
         async with BrokerReader(broker, [topic]) as reader:
             writers = asyncio.gather(
                 *(write_sequence(engine, topic, f"key-{w}", 1000, per_tx=5) for w in range(4))
             )
             await reader.read_until(500, timeout_s=60)
-            processes[0].kill()
+            processes[0].kill9()
             written = await writers
             processes.append(
-                RelayProcess(settings, migrated_sqlite_url, "orders", tmp_path / "r2.log")
+                start_relay(settings, migrated_sqlite_url, "orders", tmp_path / "r2.log")
             )
             records = await reader.read_until(4000, timeout_s=90)
             await reader.read_for(1.0)

@@ -19,6 +19,7 @@ from sagaway.outbox.wal_relay import WalRelay
 from sagaway.outbox.wal_slot import drop_slot, slot_name
 from sagaway.outbox.writer import add_to_outbox
 from sagaway.settings.composed import Settings
+from tests.harness.waiting import eventually
 from tests.sagaway.outbox.broker_reader import BrokerReader
 from tests.sagaway.outbox.writing import numbered, write_sequence
 
@@ -52,15 +53,6 @@ def seqs_by_key(records: list[Record]) -> dict[str, list[int]]:
 async def outbox_count(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
         return int(await conn.scalar(sa.select(sa.func.count()).select_from(outbox)) or 0)
-
-
-async def wait_for(predicate, timeout_s: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await predicate():
-        if loop.time() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 async def test_twenty_thousand_rows_from_four_writers_arrive_in_commit_order_per_key(
@@ -149,7 +141,7 @@ async def test_idle_relay_confirms_progress_so_the_slot_does_not_pin_wal(
         async def caught_up() -> bool:
             return await slot_lag() < 100_000
 
-        await wait_for(caught_up, timeout_s=10)
+        await eventually(caught_up, timeout_s=10, what="the slot to catch up")
 
 
 async def test_drop_slot_removes_slot_and_publication_and_refuses_while_active(

@@ -4,7 +4,7 @@ and a standby taking over — on real PostgreSQL and tansu."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,16 +16,18 @@ from sagaway.messaging.envelope import Message
 from sagaway.messaging.kafka import KafkaTransport
 from sagaway.messaging.records import Record
 from sagaway.settings.composed import Settings
+from tests.harness.processes import RoleProcess
+from tests.harness.waiting import eventually
 from tests.sagaway.outbox.broker_reader import BrokerReader
-from tests.sagaway.outbox.relay_process import RelayProcess
+from tests.sagaway.outbox.relay_process import start_relay
 from tests.sagaway.outbox.test_wal_relay import seqs_by_key
 from tests.sagaway.outbox.writing import write_sequence
 from tests.servers.tansu import TansuServer, free_port
 
 
 @pytest.fixture
-def processes() -> Iterator[list[RelayProcess]]:
-    started: list[RelayProcess] = []
+def processes() -> Iterator[list[RoleProcess]]:
+    started: list[RoleProcess] = []
     yield started
     for process in started:
         process.stop()
@@ -41,13 +43,11 @@ async def slot_active(engine: AsyncEngine, slot: str = "sagaway_orders") -> bool
         )
 
 
-async def wait_until(check, timeout_s: float, what: str) -> float:  # type: ignore[no-untyped-def]
+async def wait_until(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> float:
+    """Seconds until `check()` held."""
     loop = asyncio.get_running_loop()
     started = loop.time()
-    while not await check():
-        if loop.time() - started > timeout_s:
-            raise TimeoutError(f"{what} did not happen within {timeout_s}s")
-        await asyncio.sleep(0.05)
+    await eventually(check, timeout_s=timeout_s, what=what)
     return loop.time() - started
 
 
@@ -68,7 +68,7 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing_and_inbox_drops_dupl
     migrated_pg_url: str,
     pg_engine: AsyncEngine,
     tmp_path: Path,
-    processes: list[RelayProcess],
+    processes: list[RoleProcess],
 ) -> None:
     settings = relay_kafka_settings.replace(relay_batch_size=200)
     topic = settings.messaging.topic_prefix + "events"
@@ -76,7 +76,7 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing_and_inbox_drops_dupl
     await kafka.start()
     try:
         await kafka.create_topics({topic: 4})
-        first = RelayProcess(settings, migrated_pg_url, "orders", tmp_path / "relay1.log")
+        first = start_relay(settings, migrated_pg_url, "orders", tmp_path / "relay1.log")
         processes.append(first)
         await wait_until(lambda: slot_active(pg_engine), 30, "relay start")
         async with BrokerReader(kafka, [topic]) as reader:
@@ -84,9 +84,9 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing_and_inbox_drops_dupl
                 *(write_sequence(pg_engine, topic, f"key-{w}", 5000, per_tx=5) for w in range(4))
             )
             await reader.read_until(3000, timeout_s=60)
-            first.kill()  # mid-stream: writers are still committing
+            first.kill9()  # mid-stream: writers are still committing
             written = await writers
-            second = RelayProcess(settings, migrated_pg_url, "orders", tmp_path / "relay2.log")
+            second = start_relay(settings, migrated_pg_url, "orders", tmp_path / "relay2.log")
             processes.append(second)
             records = await reader.read_until(20_000, timeout_s=90)
             await reader.read_for(1.0)
@@ -110,18 +110,18 @@ async def test_relay_started_while_broker_is_down_publishes_everything_once_it_i
     migrated_pg_url: str,
     pg_engine: AsyncEngine,
     tmp_path: Path,
-    processes: list[RelayProcess],
+    processes: list[RoleProcess],
 ) -> None:
     port = free_port()
     settings = relay_kafka_settings.replace(kafka_bootstrap=f"127.0.0.1:{port}")
     topic = settings.messaging.topic_prefix + "events"
     written = await write_sequence(pg_engine, topic, "before", 200, per_tx=20)
-    relay = RelayProcess(settings, migrated_pg_url, "orders", tmp_path / "relay.log")
+    relay = start_relay(settings, migrated_pg_url, "orders", tmp_path / "relay.log")
     processes.append(relay)
 
     async def said_broker_is_down() -> bool:
-        assert relay.process.poll() is None, relay.log_text()
-        return "is unavailable" in relay.log_text()
+        assert relay.process.poll() is None, relay.output()
+        return "is unavailable" in relay.output()
 
     await wait_until(said_broker_is_down, 60, "the relay reporting the broker down")
     written += await write_sequence(pg_engine, topic, "while-down", 200, per_tx=20)
@@ -144,7 +144,7 @@ async def test_standby_relay_takes_over_within_seconds_after_kill_9(
     migrated_pg_url: str,
     pg_engine: AsyncEngine,
     tmp_path: Path,
-    processes: list[RelayProcess],
+    processes: list[RoleProcess],
 ) -> None:
     settings = relay_kafka_settings
     topic = settings.messaging.topic_prefix + "events"
@@ -152,27 +152,27 @@ async def test_standby_relay_takes_over_within_seconds_after_kill_9(
     await kafka.start()
     try:
         await kafka.create_topics({topic: 2})
-        active = RelayProcess(settings, migrated_pg_url, "orders", tmp_path / "active.log")
+        active = start_relay(settings, migrated_pg_url, "orders", tmp_path / "active.log")
         processes.append(active)
         await wait_until(lambda: slot_active(pg_engine), 30, "relay start")
-        standby = RelayProcess(settings, migrated_pg_url, "orders", tmp_path / "standby.log")
+        standby = start_relay(settings, migrated_pg_url, "orders", tmp_path / "standby.log")
         processes.append(standby)
 
         async def standing_by() -> bool:
-            return "standing by" in standby.log_text()
+            return "standing by" in standby.output()
 
         await wait_until(standing_by, 20, "standby")
         async with BrokerReader(kafka, [topic]) as reader:
             writer = asyncio.create_task(write_sequence(pg_engine, topic, "k", 3000, per_tx=3))
             await reader.read_until(300, timeout_s=30)
-            active.kill()
+            active.kill9()
             took = await wait_until(lambda: slot_active(pg_engine), 10, "take-over")
             written = await writer
             records = await reader.read_until(3000, timeout_s=60)
             await reader.read_for(0.5)
         assert took < 5.0
         assert {(r.header("message-id") or b"").decode() for r in records} == set(written)
-        assert "is active" in standby.log_text()
+        assert "is active" in standby.output()
     finally:
         await kafka.close()
 

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sagaway.messaging.embedded import EmbeddedTransport
 from sagaway.sqlite import checkpointer
 from sagaway.storage.database import create_database_engine
+from tests.harness.waiting import eventually
 
 
 def _checkpoints(path: Path) -> int:
@@ -25,13 +26,6 @@ def _restarts(path: Path) -> int:
     counts = checkpointer.checkpoints_of(path)
     assert counts is not None, "no thread watches this file"
     return counts[1]
-
-
-async def _wait_for(predicate: object, timeout_s: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not predicate():  # type: ignore[operator]
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_service_database_is_checkpointed_by_the_thread(
@@ -49,7 +43,9 @@ async def test_a_service_database_is_checkpointed_by_the_thread(
         # Far below the automatic threshold (tests/sagaway/storage/test_database.py checks it is
         # AUTOCHECKPOINT_PAGES), so only the thread can have copied these frames back.
         before = _checkpoints(path)
-        await _wait_for(lambda: _checkpoints(path) >= before + 2)
+        await eventually(
+            lambda: _checkpoints(path) >= before + 2, timeout_s=5, what="two more checkpoints"
+        )
         # The rows' pages are in the database file itself now, not only in its WAL (the engine's
         # connections are open, so no close has checkpointed it either).
         assert path.stat().st_size > 300 * 4000
@@ -68,12 +64,14 @@ async def test_a_wal_past_the_restart_size_is_started_over(tmp_path: Path) -> No
         async with engine.begin() as conn:  # well under RESTART_FRAMES pages
             await conn.execute(sa.text("INSERT INTO t VALUES (:v)"), [{"v": "x" * 4000}] * 50)
         before = _checkpoints(path)
-        await _wait_for(lambda: _checkpoints(path) >= before + 2)
+        await eventually(
+            lambda: _checkpoints(path) >= before + 2, timeout_s=5, what="two more checkpoints"
+        )
         assert _restarts(path) == 0
         rows = checkpointer.RESTART_FRAMES + 500  # a page each
         async with engine.begin() as conn:
             await conn.execute(sa.text("INSERT INTO t VALUES (:v)"), [{"v": "x" * 4000}] * rows)
-        await _wait_for(lambda: _restarts(path) >= 1)
+        await eventually(lambda: _restarts(path) >= 1, timeout_s=5, what="a restart")
         async with engine.begin() as conn:  # the next write starts the WAL over
             await conn.execute(sa.text("INSERT INTO t VALUES ('small')"))
         wal = path.with_name(path.name + "-wal")
@@ -109,7 +107,9 @@ async def test_a_file_that_cannot_be_opened_is_tried_again_and_never_created(
         setup.execute("PRAGMA journal_mode=WAL")
         setup.execute("CREATE TABLE t (v TEXT)")
         setup.commit()
-        await _wait_for(lambda: _checkpoints(path) >= 1)  # the same thread, still alive
+        await eventually(  # the same thread, still alive
+            lambda: _checkpoints(path) >= 1, timeout_s=5, what="a checkpoint"
+        )
     finally:
         setup.close()
     del owner
@@ -124,7 +124,11 @@ async def test_the_thread_stops_once_no_engine_of_the_file_is_left(tmp_path: Pat
     await engine.dispose()
     del engine, conn
     gc.collect()
-    await _wait_for(lambda: checkpointer.checkpoints_of(path) is None)
+    await eventually(
+        lambda: checkpointer.checkpoints_of(path) is None,
+        timeout_s=5,
+        what="the file to be watched no more",
+    )
 
 
 async def test_the_embedded_broker_file_is_checkpointed_too(tmp_path: Path) -> None:

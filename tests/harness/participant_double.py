@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import UTC, datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -78,11 +77,13 @@ class ParticipantDouble:
         )
         relay: WalRelay | PollRelay
         if self.engine.dialect.name == "postgresql":
-            relay = WalRelay(self.relay_settings, "double", self.engine, self.transport,
-                             heartbeat=False)
+            relay = WalRelay(
+                self.relay_settings, "double", self.engine, self.transport, heartbeat=False
+            )
         else:
-            relay = PollRelay(self.relay_settings, "double", self.engine, self.transport,
-                              heartbeat=False)
+            relay = PollRelay(
+                self.relay_settings, "double", self.engine, self.transport, heartbeat=False
+            )
         self._relay_task = asyncio.create_task(relay.run())
         await self.processor.start()
 
@@ -135,9 +136,7 @@ class ParticipantDouble:
             answer = reply_to(command, "failure", {"reason": f"{command.command} said no"})
         else:
             answer = reply_to(command, "success", {"handled": command.command})
-        await store_reply(
-            conn, service, command.message_id, StoredReply(command.reply_to, answer)
-        )
+        await store_reply(conn, service, command.message_id, StoredReply(command.reply_to, answer))
         if data.get("lose_first_reply") == command.command and first:
             return
         await add_to_outbox(conn, [(command.reply_to, answer)])
@@ -161,26 +160,3 @@ async def commands_handled(engine: AsyncEngine, saga_id: str) -> list[str]:
             sa.select(handled.c.command).where(handled.c.saga_id == saga_id).order_by(handled.c.id)
         )
         return [r[0] for r in rows]
-
-
-def start_command(
-    topics: TopicNames,
-    saga_id: str,
-    saga_type: str,
-    data: dict[str, Any],
-    *,
-    reply_to_topic: str | None = None,
-) -> Record:
-    """The record a gateway would write to start a saga (docs/messages.md)."""
-    message = Message(
-        message_type="command",
-        command="orchestrator.start",
-        payload=data,
-        saga_id=saga_id,
-        saga_type=saga_type,
-        correlation_id=saga_id,
-        reply_to=reply_to_topic,
-        reply_mode="async",
-        principal="tests",
-    )
-    return message.to_record(topics.requests("orchestrator"))
