@@ -19,14 +19,19 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from console.errors import EXCEPTION_HANDLERS
+from console.input_guard import InputGuardMiddleware
+from console.session_middleware import SessionUserMiddleware
 from console.state import Console
 from console.views.actions import action_apply, action_confirm, bulk_apply, bulk_confirm
 from console.views.dead_letters import dead_letter_act, dead_letter_detail, dead_letter_list
 from console.views.login import login, login_form, logout
 from console.views.overview import overview, overview_panel
 from console.views.saga_detail import saga_detail, saga_panel
+from console.views.saga_types import saga_types
 from console.views.sagas import saga_list
+from console.views.sessions import lock_lift, session_revoke, sessions_page
 from orchestrator.registry import SagaRegistry
+from sagaway.http import HeaderLimits, SecurityHeaders, TrustedProxies
 from sagaway.messaging.transport import Transport
 from sagaway.settings import ConsoleSettings, MessagingSettings, StorageSettings
 
@@ -34,6 +39,17 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 SESSION_COOKIE = "sagaway_console"
+# Only the console's own static script and stylesheet: no inline script, event handler or style
+# attribute (htmx runs with includeIndicatorStyles and allowEval off — base.html's htmx-config;
+# charts and timeline bars are SVG markup). htmx requests its panels from the same origin.
+CONSOLE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+EXTRA_HEADERS = (
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()"),
+)
 
 
 @contextlib.asynccontextmanager
@@ -107,6 +123,7 @@ def create_console_app(
             methods=["POST"],
             name="action_apply",
         ),
+        Route("/saga-types", saga_types, name="saga_types"),
         Route("/dead-letters", dead_letter_list, name="dead_letter_list"),
         Route("/dead-letters/{letter_id:int}", dead_letter_detail, name="dead_letter_detail"),
         Route(
@@ -115,11 +132,33 @@ def create_console_app(
             methods=["POST"],
             name="dead_letter_act",
         ),
+        Route("/sessions", sessions_page, methods=["GET"], name="sessions"),
+        Route("/sessions/revoke", session_revoke, methods=["POST"], name="session_revoke"),
+        Route("/login-locks/lift", lock_lift, methods=["POST"], name="lock_lift"),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(
         routes=routes,
         middleware=[
+            # The client address (login throttling, the sessions page) from a configured proxy's
+            # X-Forwarded-For only.
+            Middleware(
+                TrustedProxies,  # type: ignore[arg-type]
+                trusted=console.config.trusted_proxies,
+            ),
+            Middleware(
+                SecurityHeaders,  # type: ignore[arg-type]
+                csp=CONSOLE_CSP,
+                extra=EXTRA_HEADERS,
+            ),
+            Middleware(
+                HeaderLimits,  # type: ignore[arg-type]
+                max_bytes=console.config.max_header_bytes,
+                max_count=console.config.max_headers,
+            ),
+            Middleware(InputGuardMiddleware),  # type: ignore[arg-type]
+            # The cookie carries only the session id and the CSRF token; the session itself is
+            # a console_sessions row (console/sessions.py).
             Middleware(
                 SessionMiddleware,  # type: ignore[arg-type]
                 secret_key=secret,
@@ -127,7 +166,8 @@ def create_console_app(
                 max_age=console.config.session_max_age_s,
                 same_site="strict",
                 https_only=console.config.cookie_secure,
-            )
+            ),
+            Middleware(SessionUserMiddleware, console=console),  # type: ignore[arg-type]
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=console_lifespan,

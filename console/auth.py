@@ -1,5 +1,7 @@
 """Who is logged in to the console: users and roles from the settings, argon2 password hashes,
-and the session (a signed, HTTP-only cookie) that remembers the login."""
+and the login a request carries (resolved from the server-side session by
+console.session_middleware; the signed, HTTP-only cookie holds only the session id and the CSRF
+token)."""
 
 from __future__ import annotations
 
@@ -10,10 +12,13 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from starlette.requests import Request
 
+from console.sessions import credential_of
 from sagaway.settings import ConsoleUser
 
 VIEWER, OPERATOR = "viewer", "operator"
-SESSION_USER, SESSION_ROLE = "user", "role"
+# The cookie session's key for the session id; the scope key the resolved user is kept under.
+SESSION_ID = "sid"
+SCOPE_USER = "sagaway.console_user"
 
 _hasher = PasswordHasher()
 # Verified against when the name is unknown, so a wrong name costs as long as a wrong password.
@@ -37,6 +42,7 @@ class Forbidden(Exception):
 class SessionUser:
     name: str
     role: str
+    session: str = ""  # the server-side session's handle (console.sessions), once logged in
 
     @property
     def may_act(self) -> bool:
@@ -77,12 +83,20 @@ class UserDirectory:
             return None
         return SessionUser(user.name, user.role)
 
-    def still_valid(self, name: str, role: str) -> SessionUser | None:
-        """A session names a user who still exists with that role (a removed user is logged out)."""
+    def credential(self, name: str) -> str | None:
+        """A digest of the user's current password hash (None: no such user): a session made
+        under another hash is over."""
         user = self._users.get(name)
-        if user is None or user.role != role:
+        return credential_of(user.password_hash) if user else None
+
+    def still_valid(self, name: str, credential: str, session: str) -> SessionUser | None:
+        """A session's user if they still exist with the password hash the session was made
+        under (a removed user, or a changed password, ends every session); the role is the
+        current one."""
+        user = self._users.get(name)
+        if user is None or credential_of(user.password_hash) != credential:
             return None
-        return SessionUser(user.name, user.role)
+        return SessionUser(user.name, user.role, session)
 
 
 def dev_operator(name: str = "admin") -> tuple[ConsoleUser, str]:
@@ -91,23 +105,24 @@ def dev_operator(name: str = "admin") -> tuple[ConsoleUser, str]:
     return ConsoleUser(name=name, role="operator", password_hash=hash_password(password)), password
 
 
-def log_in(request: Request, user: SessionUser) -> None:
-    # A new session on login: nothing from before (a planted CSRF token) carries over.
+def log_in(request: Request, session_id: str) -> None:
+    # A new cookie session on login: nothing from before (a planted CSRF token) carries over.
     request.session.clear()
-    request.session[SESSION_USER] = user.name
-    request.session[SESSION_ROLE] = user.role
+    request.session[SESSION_ID] = session_id
 
 
 def log_out(request: Request) -> None:
     request.session.clear()
 
 
+def session_id_of(request: Request) -> str | None:
+    value = request.session.get(SESSION_ID)
+    return value if isinstance(value, str) else None
+
+
 def current_user(request: Request) -> SessionUser | None:
-    name, role = request.session.get(SESSION_USER), request.session.get(SESSION_ROLE)
-    if not isinstance(name, str) or not isinstance(role, str):
-        return None
-    directory: UserDirectory = request.app.state.users
-    return directory.still_valid(name, role)
+    user = request.scope.get(SCOPE_USER)
+    return user if isinstance(user, SessionUser) else None
 
 
 def require_user(request: Request) -> SessionUser:

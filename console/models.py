@@ -1,5 +1,6 @@
-"""The console's own table (dead letters collected from `<topic>.dlq`) and the indexes its saga
-listing needs, registered on the shared declarative Base (migration 0030_console)."""
+"""The console's own tables (dead letters collected from `<topic>.dlq`; login sessions and lockouts)
+and the indexes its saga listing needs, registered on the shared declarative Base (migrations
+0030_console and 0033_console_sessions)."""
 
 from __future__ import annotations
 
@@ -79,3 +80,47 @@ class DeadLetter(Base):
 
 
 dead_letters: sa.Table = DeadLetter.__table__  # type: ignore[assignment]
+
+
+class ConsoleSession(Base):
+    """One console login: the cookie carries a random id, this row holds only its SHA-256, so a
+    leaked table cannot be replayed. A session ends when it expires, is revoked (logout, an
+    operator), or its user's password hash changes (`credential` no longer matches)."""
+
+    __tablename__ = "console_sessions"
+
+    id_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    user_name: Mapped[str] = mapped_column(sa.String(200), nullable=False)
+    # A digest of the password hash the user logged in under.
+    credential: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
+    last_seen_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    address: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
+    user_agent: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)
+
+    __table_args__ = (
+        sa.Index("ix_console_sessions_user_name", "user_name"),
+        sa.Index("ix_console_sessions_expires_at", "expires_at"),
+    )
+
+
+class LoginLock(Base):
+    """Recent failed logins of one user name or one client address, and its lockout: `locked_until`
+    refuses logins before any password is hashed; `lockouts` doubles each further lockout."""
+
+    __tablename__ = "console_login_locks"
+
+    # "user" or "address"
+    scope: Mapped[str] = mapped_column(sa.String(10), primary_key=True)
+    subject: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    lockouts: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    locked_until: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    last_failure_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
+
+
+console_sessions: sa.Table = ConsoleSession.__table__  # type: ignore[assignment]
+login_locks: sa.Table = LoginLock.__table__  # type: ignore[assignment]

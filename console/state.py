@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from markupsafe import Markup
@@ -19,6 +19,8 @@ from console.csrf import FIELD as CSRF_FIELD
 from console.csrf import csrf_token
 from console.dead_letters import DeadLetterCollector, dead_letter_topics, run_collector
 from console.links import path_of
+from console.login_throttle import LoginThrottle, PasswordChecks
+from console.sessions import SessionStore
 from console.sources import ConsoleSources, LagHistory, open_sources
 from console.templating import environment
 from orchestrator.registry import SagaRegistry
@@ -71,6 +73,11 @@ class Console:
         self.env = environment()
         self.tasks: list[asyncio.Task[None]] = []
         self._lag_cache: tuple[float, list[GroupLag] | str] | None = None
+        self.session_store: SessionStore | None = None
+        self.throttle: LoginThrottle | None = None
+        self.password_checks = PasswordChecks(
+            config.login_verify_concurrency, config.login_verify_queue
+        )
 
     @property
     def db(self) -> AsyncEngine:
@@ -81,6 +88,8 @@ class Console:
         if self.sources is not None:
             return
         self.sources = open_sources(self.config, self.storage, self._given_engine)
+        self.session_store = SessionStore(self.db, timedelta(seconds=self.config.session_max_age_s))
+        self.throttle = LoginThrottle(self.db, self.config)
         if not self.background:
             return
         self.tasks.append(asyncio.create_task(self.history.run(self.sources), name="console-lag"))
@@ -110,6 +119,7 @@ class Console:
         if self.sources is not None:
             await self.sources.close()
             self.sources = None
+            self.session_store = self.throttle = None
         self.tasks.clear()
 
     async def consumer_lag(self) -> list[GroupLag] | str:
@@ -138,11 +148,13 @@ class Console:
                 f'<input type="hidden" name="{CSRF_FIELD}" value="{csrf_token(request)}">'
             ),
             refresh_s=self.config.refresh_interval_s,
+            text_limit=self.config.operator_text_max_chars,
             action_labels=ACTION_LABELS,
             now=datetime.now(UTC),
         )
         html = self.env.get_template(name).render(context)
-        return HTMLResponse(html, status_code=status_code)
+        # Pages show what only a logged-in user may see: no cache keeps them.
+        return HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
 
 
 def console_of(request: Request) -> Console:

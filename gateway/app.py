@@ -1,6 +1,7 @@
 """The gateway assembled: `Gateway` owns the components and background tasks (replier, pending
 poller, callback sender, outbox relay, broker probe); `create_gateway_app` is the public ASGI
-app, `create_internal_app` the one for /metrics (never on the public listener)."""
+app, `create_internal_app` the one for /metrics (on the public listener only when
+`gateway_public_metrics` says so)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.asyncapi_route import asyncapi_route
 from gateway.auth import Authenticator
 from gateway.callbacks import CALLBACK_TOPIC, CallbackIntake, CallbackSender
 from gateway.health import BrokerHealth
@@ -34,6 +36,7 @@ from gateway.origins import request_document
 from gateway.pending import PendingPoller, PendingRequests
 from gateway.problems import (
     GatewayProblem,
+    TooManyFailedAuthentications,
     handle_http_exception,
     handle_problem,
     handle_unexpected,
@@ -44,6 +47,7 @@ from gateway.routes import GatewayRoutes
 from gateway.store import RequestState, RequestStore
 from gateway.tracing import TracingMiddleware
 from orchestrator.registry import SagaRegistry
+from sagaway.http import API_CSP, HeaderLimits, SecurityHeaders, TrustedProxies
 from sagaway.messaging.processing import RecordProcessor
 from sagaway.messaging.topics import TopicNames
 from sagaway.messaging.transport import Transport, TransportError
@@ -92,6 +96,12 @@ class Gateway:
         self.metrics.watch_pending(lambda: len(self.pending))
         self.auth = Authenticator(settings)
         self.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+        self.auth_failures = RateLimiter(
+            settings.auth_failure_per_minute / 60 if settings.auth_failure_burst else 0,
+            max(1, settings.auth_failure_burst),
+            problem=TooManyFailedAuthentications,
+            what="failed authentications",
+        )
         self.broker_health = BrokerHealth(transport)
         self.callback_sender = CallbackSender(settings, engine, self.metrics)
         self.replier = Replier(
@@ -165,6 +175,7 @@ class Gateway:
         self._background.clear()
         await self.replier.stop()
         await self.callback_intake.stop(grace_s=2.0)
+        self.auth.close()
         self.started = False
 
     async def _create_topics(self) -> None:
@@ -294,32 +305,50 @@ def create_gateway_app(
             if manage_lifecycle:
                 await gateway.stop()
 
-    app = Starlette(
-        routes=gateway.routes.routes(),
-        exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=lifespan,
-    )
+    routes = gateway.routes.routes()
+    routes.append(asyncapi_route(gateway))
+    if settings.gateway_public_metrics:
+        routes.append(Route("/metrics", metrics_endpoint(gateway), methods=["GET"]))
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
     app.add_middleware(MetricsMiddleware, metrics=gateway.metrics)
     app.add_middleware(TracingMiddleware)
+    harden(app, settings)
     app.state.gateway = gateway
     return app
 
 
-def create_internal_app(gateway: Gateway) -> Starlette:
-    """The internal listener's app: /metrics (Prometheus), /healthz, /readyz."""
+def harden(app: Starlette, settings: GatewaySettings) -> None:
+    """The shared HTTP defences (docs/security.md), outermost first: the client address from
+    trusted proxies only, security headers on every answer, then the header limits (431)."""
+    app.add_middleware(
+        HeaderLimits,
+        max_bytes=settings.gateway_max_header_bytes,
+        max_count=settings.gateway_max_headers,
+    )
+    app.add_middleware(SecurityHeaders, csp=API_CSP)
+    app.add_middleware(TrustedProxies, trusted=settings.trusted_proxies)
+
+
+def metrics_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[Response]]:
+    """GET /metrics: the gateway's own registry, then the process-wide one (its relay's lag)."""
 
     async def metrics(request: Request) -> Response:
-        # The gateway's own registry, then the process-wide one (its outbox relay's lag).
         body = gateway.metrics.render() + generate_latest(REGISTRY)
         return Response(body, media_type="text/plain; version=0.0.4")
 
+    return metrics
+
+
+def create_internal_app(gateway: Gateway) -> Starlette:
+    """The internal listener's app: /metrics (Prometheus), /healthz, /readyz."""
     app = Starlette(
         routes=[
-            Route("/metrics", metrics, methods=["GET"]),
+            Route("/metrics", metrics_endpoint(gateway), methods=["GET"]),
             Route("/healthz", gateway.routes.healthz, methods=["GET"]),
             Route("/readyz", gateway.routes.readyz, methods=["GET"]),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
     )
+    app.add_middleware(SecurityHeaders, csp=API_CSP)
     app.state.gateway = gateway
     return app

@@ -3,7 +3,8 @@ from the `callbacks` table (written with the result), retried with exponential b
 
 Signature header: `Sagaway-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 Receivers check it with `verify_signature` (or the same four lines) and deduplicate on
-`Sagaway-Delivery` (the delivery id is the same on every retry).
+`Sagaway-Delivery` (the delivery id is the same on every retry). Connections go only to the
+address the SSRF check vetted, checked again once connected (gateway/callback_network.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.callback_network import callback_transport, vetted
 from gateway.metrics import GatewayMetrics
 from gateway.models import callbacks
 from gateway.problems import CallbackRefused
@@ -218,9 +220,10 @@ class CallbackSender:
         if traceparent:
             headers["traceparent"] = traceparent
         assert self._client is not None
-        response = await self._client.post(
-            url, content=body, headers=headers, extensions=extensions
-        )
+        with vetted(target, private_allowed=target.listed):
+            response = await self._client.post(
+                url, content=body, headers=headers, extensions=extensions
+            )
         return response.status_code
 
     async def _record(self, delivery: Delivery, error: str | None, status_code: int | None) -> None:
@@ -265,8 +268,12 @@ class CallbackSender:
 
     async def run(self) -> None:
         # Redirects are refused: a 3xx is a failed try, never followed into another network.
+        # Connections go only to the addresses checked for the delivery in hand.
         async with httpx.AsyncClient(
-            follow_redirects=False, timeout=self.settings.callback_timeout_s, trust_env=False
+            transport=callback_transport(),
+            follow_redirects=False,
+            timeout=self.settings.callback_timeout_s,
+            trust_env=False,
         ) as client:
             self._client = client
             while True:

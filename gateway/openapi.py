@@ -81,8 +81,9 @@ def _start_operation(
             "413": _problem("Body too large."),
             "415": _problem("Body is not JSON."),
             "422": _problem("Input fails the saga's input model, or Idempotency-Key reused."),
-            "429": _problem("Rate limited (see Retry-After)."),
-            "503": _problem("Broker or database unavailable."),
+            "429": _problem("Rate limited, or too many failed authentications (Retry-After)."),
+            "431": _problem("Header fields too large or too many."),
+            "503": _problem("Broker or database unavailable, or authentication busy."),
         },
     }
 
@@ -164,6 +165,9 @@ def openapi_document(settings: GatewaySettings, registry: SagaRegistry) -> dict[
                 "401": _problem("No or invalid credentials."),
                 "403": _problem("The request belongs to another principal."),
                 "404": _problem("Unknown request."),
+                "429": _problem("Too many failed authentications from this address."),
+                "431": _problem("Header fields too large or too many."),
+                "503": _problem("Too many new API keys being checked at once."),
             },
         }
     }

@@ -111,6 +111,12 @@ class RateLimited(GatewayProblem):
         self.retry_after = retry_after
 
 
+class TooManyFailedAuthentications(RateLimited):
+    """An address that failed to authenticate too often: refused before any key is checked."""
+
+    slug, title = "too-many-failed-authentications", "Too many failed authentications"
+
+
 class ServiceUnavailable(GatewayProblem):
     status, slug, title = 503, "unavailable", "Service unavailable"
     retry_after = 2
@@ -118,6 +124,11 @@ class ServiceUnavailable(GatewayProblem):
 
 class BrokerUnavailable(ServiceUnavailable):
     slug, title = "broker-unavailable", "Message broker unavailable"
+
+
+class AuthenticationBusy(ServiceUnavailable):
+    slug, title = "authentication-busy", "Too many credentials being checked"
+    retry_after = 1
 
 
 class DatabaseUnavailable(ServiceUnavailable):

@@ -36,6 +36,7 @@ from gateway.problems import (
     PayloadTooLarge,
     RequestNotFound,
     SagaNotFound,
+    Unauthenticated,
     UnsupportedMediaType,
 )
 from gateway.ssrf import check_callback_url
@@ -148,12 +149,18 @@ class GatewayRoutes:
 
     # -- identity and limits ------------------------------------------------------------------
 
-    def identify(self, request: Request) -> Identity:
-        identity = self.gw.auth.authenticate(request)
-        key = identity.principal
-        if not identity.authenticated:
-            key = request.client.host if request.client else "unknown"
-        self.gw.rate_limiter.take(key)
+    async def identify(self, request: Request) -> Identity:
+        """Authenticate, then rate limit by principal. An address that failed too often is
+        refused (429) before any credential is looked at, so failures cost nothing."""
+        address = request.client.host if request.client else "unknown"
+        failures = self.gw.auth_failures
+        failures.check(address)
+        try:
+            identity = await self.gw.auth.authenticate(request)
+        except Unauthenticated:
+            failures.spend(address)
+            raise
+        self.gw.rate_limiter.take(identity.principal if identity.authenticated else address)
         return identity
 
     # -- starting a saga ----------------------------------------------------------------------
@@ -180,7 +187,7 @@ class GatewayRoutes:
         self, request: Request, saga_type: str, context: logs.RequestContext
     ) -> Response:
         gw = self.gw
-        identity = self.identify(request)
+        identity = await self.identify(request)
         try:
             definition = gw.registry.latest(saga_type)
         except UnknownSagaType as exc:
@@ -366,7 +373,7 @@ class GatewayRoutes:
     # -- reading a request --------------------------------------------------------------------
 
     async def get_request(self, request: Request) -> Response:
-        identity = self.identify(request)
+        identity = await self.identify(request)
         request_id = request.path_params["request_id"]
         state = await self.gw.store.get(request_id) if len(request_id) <= 36 else None
         if state is None:

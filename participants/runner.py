@@ -2,8 +2,9 @@
 
 Inside the transaction of the consumed batch: the batch's commands claim their inbox rows in one
 statement; a duplicate gets its stored reply again (stamped with the current delivery's attempt);
-a new command's handler runs, and a `Rejection` must undo its writes but keep the inbox row and
-the failure reply. That takes a SAVEPOINT per command — two more statements (round trips on
+a new command's handler runs, and a `Rejection` — or a reply that does not match the handler's
+contract, answered the same way (`ContractMismatch`) — must undo its writes but keep the inbox
+row and the failure reply. That takes a SAVEPOINT per command — two more statements (round trips on
 PostgreSQL) for every command, to serve the few that are rejected. So a batch first runs without
 savepoints; at the first rejection it rolls back and runs again with one per command (handlers
 already run again whenever a batch is redone, below). The replies are stored with the inbox rows and
@@ -28,7 +29,7 @@ import orjson
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from participants.sdk import CommandContext, Participant, Rejection
+from participants.sdk import CommandContext, ContractMismatch, Participant, Rejection
 from sagaway.inbox import StoredReply, claim_many, store_replies, stored_reply
 from sagaway.messaging.envelope import Message, new_message_id, now_rfc3339, reply_to
 from sagaway.messaging.processing import RecordProcessor
@@ -304,14 +305,18 @@ class ParticipantRunner:
         savepoint = await conn.begin_nested() if savepoints else None
         try:
             result = await spec.handler(context, payload)
-            body = _json_object(result, lenient=False)
+            body = _json_object(spec.reply_body(result), lenient=False)
         except Rejection as rejection:
             if savepoint is None:
                 raise RejectedWithoutSavepoint(message.message_id) from rejection
             await savepoint.rollback()
             stats.rejected += 1
-            log.debug("%s rejected %s: %s", message.command, message.saga_id, rejection.reason)
-            return reply_to(message, "failure", _json_object(rejection.to_payload(), lenient=True))
+            if isinstance(rejection, ContractMismatch):
+                log.warning("%s for saga %s: %s", message.command, message.saga_id, rejection)
+            else:
+                log.debug("%s rejected %s: %s", message.command, message.saga_id, rejection.reason)
+            refusal = spec.refusal_body(rejection)
+            return reply_to(message, "failure", _json_object(refusal, lenient=True))
         if savepoint is not None:
             await savepoint.commit()
         stats.succeeded += 1

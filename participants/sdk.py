@@ -2,14 +2,19 @@
 
     inventory = Participant("inventory")
 
-    @inventory.handles("inventory.reserve", payload=ReserveItems)
-    async def reserve(ctx: CommandContext, items: ReserveItems) -> dict[str, Any]:
+    @inventory.handles(RESERVE)      # a command contract, shared with the saga
+    async def reserve(ctx: CommandContext, items: ReserveItems) -> Reserved:
         ...                          # business writes on ctx.conn, the command's transaction
         raise Rejection("no stock", sku="sku-9")   # → failure reply, the saga compensates
-        return {"reservation_id": ...}             # → success reply
+        return Reserved(reservation_id=...)        # → success reply
 
-A handler returns a JSON object (success), raises `Rejection` (a business "no": failure reply),
-or raises anything else (transient: the command is retried with backoff, then dead-lettered).
+A handler returns its reply (success), raises `Rejection` (a business "no": failure reply), or
+raises anything else (transient: the command is retried with backoff, then dead-lettered).
+Registered for a contract (anything with `name`, `payload`, `reply` and `refusal`, such as the
+orchestrator's `Command`), the payload, the reply and the refusal's details are validated
+against its models; a reply that does not match is answered as a failure naming the field (its
+writes undone), never retried: a bug in the handler would fail the same way every time. A
+handler registered by name (`handles("inventory.reserve", payload=Model)`) returns a JSON object.
 
 A participant with settings of its own declares their model, `Participant("shipping",
 settings=ShippingSettings)`: the runner builds it once, and handlers read it as `ctx.settings`.
@@ -19,9 +24,9 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeGuard, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -33,7 +38,29 @@ VERB_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 MAX_VALIDATION_ERRORS = 20
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+PayloadT = TypeVar("PayloadT", bound=BaseModel)
+ReplyT = TypeVar("ReplyT", bound=BaseModel)
+PayloadT_co = TypeVar("PayloadT_co", bound=BaseModel, covariant=True)
+ReplyT_co = TypeVar("ReplyT_co", bound=BaseModel, covariant=True)
 Handler = Callable[["CommandContext", Any], Awaitable[Any]]
+TypedHandler = Callable[["CommandContext", PayloadT], Awaitable[ReplyT | Mapping[str, Any]]]
+
+
+class Contract(Protocol[PayloadT_co, ReplyT_co]):
+    """A command contract as the SDK reads it: the orchestrator's `Command` fits it, and the
+    SDK never imports the orchestrator (docs/architecture.md, layers)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def payload(self) -> type[PayloadT_co]: ...
+
+    @property
+    def reply(self) -> type[ReplyT_co]: ...
+
+    @property
+    def refusal(self) -> type[BaseModel] | None: ...
 
 
 class ParticipantDefinitionError(ValueError):
@@ -54,6 +81,11 @@ class Rejection(Exception):
         super().__init__(reason)
         self.reason = reason
         self.details = details
+
+    @classmethod
+    def of(cls, reason: str, details: BaseModel) -> Rejection:
+        """A refusal whose details are a model (the contract's `refusal`)."""
+        return cls(reason, **details.model_dump(mode="json"))
 
     def to_payload(self) -> dict[str, Any]:
         """The failure reply's value: `{"reason": ..., **details}`."""
@@ -96,11 +128,14 @@ class CommandContext:
 
 @dataclass(frozen=True, slots=True)
 class HandlerSpec:
-    """One registered command: its handler and the model its payload is validated against."""
+    """One registered command: its handler, the model its payload is validated against and,
+    for a contract, the models of its reply and of a refusal's details."""
 
     command: str
     handler: Handler
     payload_model: type[BaseModel] | None
+    reply_model: type[BaseModel] | None = None
+    refusal_model: type[BaseModel] | None = None
 
     def parse(self, payload: dict[str, Any]) -> Any:
         """The typed payload; an invalid one raises Rejection saying what is wrong."""
@@ -109,17 +144,61 @@ class HandlerSpec:
         try:
             return self.payload_model.model_validate(payload)
         except ValidationError as exc:
-            errors = exc.errors(include_url=False, include_context=False, include_input=False)
-            shown = [
-                {"loc": [str(part) for part in error["loc"]], "msg": error["msg"]}
-                for error in errors[:MAX_VALIDATION_ERRORS]
-            ]
-            summary = "; ".join(
-                f"{'.'.join(e['loc']) or '(payload)'}: {e['msg']}" for e in shown[:3]
+            raise _mismatch(f"invalid {self.command} payload", exc, "(payload)") from None
+
+    def reply_body(self, result: Any) -> Any:
+        """The reply a handler returned, checked against the contract: a JSON object, or
+        (untyped) the result as it is. A mismatch raises `ContractMismatch`."""
+        model = self.reply_model
+        if model is None:
+            return result
+        what = f"{self.command} reply does not match {model.__name__}"
+        if isinstance(result, BaseModel) and not isinstance(result, model):
+            raise ContractMismatch(
+                f"{what}: the handler returned a {type(result).__name__}",
+                errors=[{"loc": [], "msg": f"not a {model.__name__}"}],
             )
-            raise Rejection(
-                f"invalid {self.command} payload: {summary}", errors=shown
-            ) from None
+        try:
+            checked = result if isinstance(result, model) else model.model_validate(result)
+        except ValidationError as exc:
+            raise _mismatch(what, exc, "(reply)", ContractMismatch) from None
+        return checked.model_dump(mode="json")
+
+    def refusal_body(self, rejection: Rejection) -> dict[str, Any]:
+        """A failure reply's value; with a contract's `refusal`, its details are checked, and
+        details that do not match are named in the reason (it is still a refusal)."""
+        model = self.refusal_model
+        if model is None or isinstance(rejection, ContractMismatch):
+            return rejection.to_payload()
+        try:
+            details = model.model_validate(rejection.details).model_dump(mode="json")
+        except ValidationError as exc:
+            mismatch = _mismatch(
+                f"{self.command} refusal does not match {model.__name__}", exc, "(details)"
+            )
+            return {
+                "reason": f"{rejection.reason} ({mismatch.reason})",
+                "errors": mismatch.details["errors"],
+            }
+        return {"reason": rejection.reason, **details}
+
+
+class ContractMismatch(Rejection):
+    """A handler's reply does not match its contract: answered as a failure naming the fields
+    (the handler's writes undone), never retried."""
+
+
+def _mismatch(
+    what: str, exc: ValidationError, root: str, kind: type[Rejection] = Rejection
+) -> Rejection:
+    """A rejection whose reason names each field in error (`items.0.sku: Field required`)."""
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    shown = [
+        {"loc": [str(part) for part in error["loc"]], "msg": error["msg"]}
+        for error in errors[:MAX_VALIDATION_ERRORS]
+    ]
+    summary = "; ".join(f"{'.'.join(e['loc']) or root}: {e['msg']}" for e in shown[:3])
+    return kind(f"{what}: {summary}", errors=shown)
 
 
 class Participant:
@@ -161,13 +240,31 @@ class Participant:
             return None
         return self.settings_model()
 
+    @overload
+    def handles(
+        self, command: Contract[PayloadT, ReplyT]
+    ) -> Callable[[TypedHandler[PayloadT, ReplyT]], TypedHandler[PayloadT, ReplyT]]: ...
+
+    @overload
     def handles(
         self, command: str, *, payload: type[ModelT] | None = None
-    ) -> Callable[[Handler], Handler]:
+    ) -> Callable[[Handler], Handler]: ...
+
+    def handles(self, command: Any, *, payload: Any = None) -> Callable[[Any], Any]:
         """Register the decorated `async def handler(ctx, payload)` for `command`.
 
-        With `payload=Model`, the handler gets a validated `Model` instance; without, the raw dict.
+        `command` is a contract (its payload model is validated in, its reply model out) or a
+        name: with `payload=Model`, the handler gets a validated `Model` instance; without, the
+        raw dict.
         """
+        reply_model: type[BaseModel] | None = None
+        refusal_model: type[BaseModel] | None = None
+        if not isinstance(command, str):
+            if payload is not None:
+                raise ParticipantDefinitionError(
+                    f"{command!r}: a contract carries its payload model; leave payload= out"
+                )
+            command, payload, reply_model, refusal_model = _read_contract(command)
         prefix = f"{self.name}."
         if not isinstance(command, str) or not command.startswith(prefix):
             raise ParticipantDefinitionError(
@@ -191,7 +288,9 @@ class Participant:
                 raise ParticipantDefinitionError(
                     f"the handler of {command!r} must be an `async def` function"
                 )
-            self._handlers[command] = HandlerSpec(command, handler, payload)
+            self._handlers[command] = HandlerSpec(
+                command, handler, payload, reply_model, refusal_model
+            )
             return handler
 
         return register
@@ -200,11 +299,39 @@ class Participant:
         return self._handlers.get(command or "")
 
 
+def _read_contract(
+    contract: Any,
+) -> tuple[str, type[BaseModel], type[BaseModel], type[BaseModel] | None]:
+    """The name and models of a contract, read structurally (see `Contract`)."""
+    name = getattr(contract, "name", None)
+    payload, reply, refusal = (
+        getattr(contract, part, None) for part in ("payload", "reply", "refusal")
+    )
+    if (
+        not isinstance(name, str)
+        or not _is_model(payload)
+        or not _is_model(reply)
+        or not (refusal is None or _is_model(refusal))
+    ):
+        raise ParticipantDefinitionError(
+            f"{contract!r} is neither a command name nor a contract (a `name` and pydantic "
+            "models `payload`, `reply` and optionally `refusal`)"
+        )
+    return name, payload, reply, refusal
+
+
+def _is_model(value: Any) -> TypeGuard[type[BaseModel]]:
+    return isinstance(value, type) and issubclass(value, BaseModel)
+
+
 __all__ = [
     "CommandContext",
+    "Contract",
+    "ContractMismatch",
     "Handler",
     "HandlerSpec",
     "Participant",
     "ParticipantDefinitionError",
     "Rejection",
+    "TypedHandler",
 ]

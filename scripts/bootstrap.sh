@@ -30,6 +30,15 @@ ensure_venv() {
         "$VENV/bin/pip" install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" >&2 || true
     fi
     local stamp="$VENV/.sagaway-installed${EXTRAS:+-$EXTRAS}"
+    if [[ -z "$EXTRAS" ]]; then
+        # An install with extras (./run-tests makes one) holds the plain install too.
+        local with_extras
+        for with_extras in "$VENV"/.sagaway-installed-*; do
+            if [[ -f "$with_extras" && ! "$ROOT/pyproject.toml" -nt "$with_extras" ]]; then
+                stamp="$with_extras"
+            fi
+        done
+    fi
     if [[ ! -f "$stamp" || "$ROOT/pyproject.toml" -nt "$stamp" ]]; then
         echo "bootstrap: installing sagaway${EXTRAS:+[$EXTRAS]} into $VENV" >&2
         "$VENV/bin/pip" install -q -e "$ROOT${EXTRAS:+[$EXTRAS]}" 2>&1 \

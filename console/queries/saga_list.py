@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from console.inputs import has_control_character
 from console.queries.rows import aware, row_dict
 from orchestrator.models import saga_instances
 
@@ -73,7 +74,7 @@ class Cursor:
             when = datetime.fromisoformat(created)
         except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
             raise BadFilter(f"not a page cursor: {token[:40]!r}") from exc
-        if not saga_id:
+        if not saga_id or len(saga_id) > 200 or has_control_character(saga_id):
             raise BadFilter(f"not a page cursor: {token[:40]!r}")
         return cls(aware(when) or when, saga_id)
 
@@ -97,6 +98,8 @@ class SagaFilter:
         search = params.get("q", "").strip()
         if len(saga_type) > 200 or len(search) > 200:
             raise BadFilter("filter text longer than 200 characters")
+        if has_control_character(saga_type) or has_control_character(search):
+            raise BadFilter("filter text holds a control character")
         return cls(saga_type, status, age, search)
 
     def params(self) -> dict[str, str]:

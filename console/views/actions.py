@@ -7,17 +7,27 @@ import dataclasses
 import logging
 from typing import Any
 
-import orjson
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from console.auth import require_operator
 from console.csrf import check_csrf
+from console.inputs import InputRefused, check_text, has_control_character, parse_result
 from console.links import link
 from console.queries.saga import get_saga
 from console.queries.saga_list import AGE_LABELS, SagaFilter, count_sagas, matching_sagas
+from console.skip_form import (
+    FIELD_PREFIX,
+    check_reply,
+    reply_contract,
+    reply_fields,
+    result_from_fields,
+    what_happened_next,
+)
 from console.state import ACTION_LABELS, Console, console_of
+from orchestrator.engine.effects import Decision
 from orchestrator.operator_actions import (
     ActionRejected,
     InvalidAction,
@@ -57,17 +67,61 @@ async def action_confirm(request: Request) -> Response:
         step=step,
         step_names=list((state.get("steps") or {}).keys()),
         result_text=request.query_params.get("result", "{}"),
+        **_skip_context(console, saga, action, step, None),
     )
 
 
-def _parse_result(text: str) -> dict[str, Any]:
+def _skip_context(
+    console: Console, saga: dict[str, Any], action: str, step: str, form: FormData | None
+) -> dict[str, Any]:
+    """What the Skip form shows for a step whose command has a contract: its reply's fields
+    (and, after a refusal, what the operator typed in each)."""
+    contract = reply_contract(console.registry, saga, step) if action == "skip" else None
+    if contract is None:
+        return {"reply_fields": [], "reply_model": None, "reply_values": {}}
+    fields = reply_fields(contract)
+    values = {
+        f.name: _redisplayed(form, f.input_name, "", console.config.operator_text_max_chars)
+        for f in fields
+    } if form is not None else {}
+    return {
+        "reply_fields": fields,
+        "reply_model": f"{contract.name} → {contract.reply.__name__}",
+        "reply_values": values,
+    }
+
+
+async def _operator_input(
+    console: Console, saga_id: str, action: str, form: FormData
+) -> tuple[str | None, dict[str, Any] | None, str | None]:
+    """The step, skip result and abort reason of an action form, checked alike on SQLite and
+    PostgreSQL (console/inputs.py); a skip result is checked against the reply model of the
+    step's contract, if any. InvalidAction names what is wrong (nothing is recorded)."""
+    limit = console.config.operator_text_max_chars
+    max_bytes = console.config.skip_result_max_bytes
     try:
-        value = orjson.loads(text or "{}")
-    except orjson.JSONDecodeError as exc:
-        raise InvalidAction(f"the result is not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise InvalidAction('the result must be a JSON object, e.g. {"reserved": true}')
-    return value
+        step = check_text(
+            str(form.get("step", "")), field="the step", max_chars=200, multiline=False
+        )
+        reason = check_text(str(form.get("reason", "")), field="the reason", max_chars=limit)
+        result = None
+        if action == "skip":
+            async with console.db.connect() as conn:
+                saga = await get_saga(conn, saga_id)
+            if saga is None:
+                raise SagaNotFound(saga_id)
+            contract = reply_contract(console.registry, saga, step)
+            if contract is not None and any(k.startswith(FIELD_PREFIX) for k in form.keys()):
+                result = result_from_fields(
+                    reply_fields(contract), form, max_chars=limit, max_bytes=max_bytes
+                )
+            else:
+                result = parse_result(str(form.get("result", "")), max_bytes=max_bytes)
+            if contract is not None:
+                check_reply(contract, result)
+    except InputRefused as exc:
+        raise InvalidAction(str(exc)) from exc
+    return step or None, result, reason or None
 
 
 async def _apply(
@@ -78,10 +132,10 @@ async def _apply(
     step: str | None,
     result: dict[str, Any] | None,
     reason: str | None,
-) -> None:
+) -> Decision:
     for attempt in range(3):
         try:
-            await apply_action(
+            return await apply_action(
                 console.db,
                 console.registry,
                 console.topics,
@@ -92,11 +146,11 @@ async def _apply(
                 result=result,
                 reason=reason,
             )
-            return
         except SagaConflict:
             # The saga moved while we acted (a reply arrived): act on its new state.
             if attempt == 2:
                 raise
+    raise AssertionError("unreachable")
 
 
 async def action_apply(request: Request) -> Response:
@@ -106,11 +160,10 @@ async def action_apply(request: Request) -> Response:
     check_csrf(request, form)
     action = _action(request)
     saga_id = request.path_params["saga_id"]
-    step = str(form.get("step", "")) or None
-    reason = str(form.get("reason", "")) or None
+    step: str | None = None
     try:
-        result = _parse_result(str(form.get("result", ""))) if action == "skip" else None
-        await _apply(console, saga_id, action, user.name, step, result, reason)
+        step, result, reason = await _operator_input(console, saga_id, action, form)
+        decision = await _apply(console, saga_id, action, user.name, step, result, reason)
     except SagaNotFound as exc:
         raise HTTPException(404, str(exc)) from exc
     except (InvalidAction, ActionRejected, SagaConflict) as exc:
@@ -128,10 +181,24 @@ async def action_apply(request: Request) -> Response:
             step=step or "",
             error=str(exc),
             step_names=list((state.get("steps") or {}).keys()),
-            result_text=str(form.get("result", "{}")),
+            result_text=_redisplayed(form, "result", "{}", console.config.skip_result_max_bytes),
+            reason_text=_redisplayed(form, "reason", "", console.config.operator_text_max_chars),
+            **_skip_context(console, saga, action, str(form.get("step", ""))[:200], form),
         )
     log.info("console: %s applied %s to saga %s", user.name, action, saga_id)
+    if action == "skip" and step:
+        # The saga page says what followed (saga.html reads it once).
+        request.session["action_outcome"] = {
+            "saga": saga_id, "text": what_happened_next(decision, step),
+        }
     return RedirectResponse(link(request, "saga_detail", {"done": action}, saga_id=saga_id), 303)
+
+
+def _redisplayed(form: FormData, field: str, default: str, limit: int) -> str:
+    """What the operator typed, to show again in the form (control characters, which the form
+    refused, dropped; clipped to the limit)."""
+    text = str(form.get(field, default))[:limit]
+    return "".join(ch for ch in text if ch in "\n\t" or not has_control_character(ch))
 
 
 def _bulk_action(value: str | None) -> str:

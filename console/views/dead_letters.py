@@ -28,6 +28,8 @@ async def dead_letter_list(request: Request) -> Response:
         before = int(before_raw) if before_raw else None
     except ValueError as exc:
         raise HTTPException(400, "before must be a dead letter id") from exc
+    if before is not None and not 0 <= before <= MAX_ID:
+        raise HTTPException(400, "before must be a dead letter id")
     size = console.config.page_size
     async with console.db.connect() as conn:
         rows = await list_dead_letters(conn, status=status, before_id=before, limit=size + 1)
@@ -48,8 +50,15 @@ async def dead_letter_list(request: Request) -> Response:
     )
 
 
+# Ids are 64-bit: a larger number names no letter (and neither database could compare it).
+MAX_ID = 2**63 - 1
+
+
 def _letter_id(request: Request) -> int:
-    return int(request.path_params["letter_id"])
+    letter_id = int(request.path_params["letter_id"])
+    if letter_id > MAX_ID:
+        raise HTTPException(404, "no such dead letter")
+    return letter_id
 
 
 async def dead_letter_detail(request: Request) -> Response:

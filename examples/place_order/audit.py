@@ -12,11 +12,15 @@ payments, shipping, orchestrator); `load_snapshot` reads them. The rules:
   has none of them; a failed saga is a violation (it needs an operator); no reservation, charge or
   shipment belongs to an order the orchestrator does not know;
 - with no saga in flight: completed orders = shipments = captured charges.
+
+Before any of that, `check_databases` makes sure each database is the one of the service it is
+read as, so that a wrong URL is refused instead of reported as hundreds of violations.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +34,20 @@ from orchestrator.models import saga_instances
 
 SAGA_TYPE = "place-order"
 IN_FLIGHT = ("running", "compensating")
+
+# The tables each service's database holds (every migrated database has them all).
+SERVICE_TABLES: dict[str, tuple[sa.Table, ...]] = {
+    "inventory": (stock, reservations),
+    "payments": (accounts, charges),
+    "shipping": (shipments,),
+    "orchestrator": (saga_instances,),
+}
+# The row a completed order leaves in each participant's database.
+COMPLETED_ORDER_ROWS: dict[str, sa.Table] = {
+    "inventory": reservations,
+    "payments": charges,
+    "shipping": shipments,
+}
 
 
 @dataclass
@@ -208,6 +226,58 @@ def audit(snap: Snapshot) -> AuditReport:
     return AuditReport(totals, violations)
 
 
+@dataclass(frozen=True)
+class WrongDatabase:
+    """The database read as `service` is not that service's: `problem` says why."""
+
+    service: str
+    problem: str
+
+
+async def check_databases(engines: Mapping[str, AsyncEngine]) -> list[WrongDatabase]:
+    """Each service's database (`engines` by service name) must hold that service's tables and,
+    once the orchestrator has completed orders, the rows a completed order leaves there. One
+    that does not is another service's — typically a URL without {service} read for every
+    service — and auditing it would call every order a violation."""
+    wrong = []
+    for service, tables in SERVICE_TABLES.items():
+        async with engines[service].connect() as conn:
+            present = set(await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names()))
+        missing = [table.name for table in tables if table.name not in present]
+        if missing:
+            wrong.append(
+                WrongDatabase(
+                    service,
+                    f"has no {service} tables ({', '.join(missing)}): if it is the {service} "
+                    f"database, run `sagaway migrate --service {service}` first",
+                )
+            )
+    if wrong:
+        return wrong
+    async with engines["orchestrator"].connect() as conn:
+        completed = int(
+            await conn.scalar(
+                sa.select(sa.func.count()).where(
+                    saga_instances.c.saga_type == SAGA_TYPE, saga_instances.c.status == "completed"
+                )
+            )
+            or 0
+        )
+    if not completed:
+        return []
+    for service, table in COMPLETED_ORDER_ROWS.items():
+        async with engines[service].connect() as conn:
+            if await conn.scalar(sa.select(sa.literal(1)).select_from(table).limit(1)) is None:
+                wrong.append(
+                    WrongDatabase(
+                        service,
+                        f"has no {service} rows ({table.name} is empty) although the "
+                        f"orchestrator's database holds {completed} completed orders",
+                    )
+                )
+    return wrong
+
+
 async def _rows(engine: AsyncEngine, query: sa.Select[Any]) -> list[dict[str, Any]]:
     async with engine.connect() as conn:
         return [dict(row._mapping) for row in (await conn.execute(query)).all()]
@@ -240,4 +310,12 @@ async def load_snapshot(
     return snap
 
 
-__all__ = ["AuditReport", "Snapshot", "Violation", "audit", "load_snapshot"]
+__all__ = [
+    "AuditReport",
+    "Snapshot",
+    "Violation",
+    "WrongDatabase",
+    "audit",
+    "check_databases",
+    "load_snapshot",
+]

@@ -11,36 +11,29 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from examples.place_order.contracts import (
+    RELEASE,
+    RESERVE,
+    Released,
+    ReleaseReservation,
+    Reserved,
+    ReserveItems,
+)
 from examples.place_order.models import reservations, stock
-from examples.place_order.order_lines import MAX_ITEMS, OrderLine, units_by_sku
+from examples.place_order.order_lines import units_by_sku
 from participants.sdk import CommandContext, Participant, Rejection
+
+__all__ = ["ReleaseReservation", "ReserveItems", "participant", "release", "reserve"]
 
 RESERVED = "reserved"
 RELEASED = "released"
 
 participant = Participant("inventory", "Stock per sku: reserve an order's lines, release them.")
-
-
-class ReserveItems(BaseModel):
-    """`inventory.reserve`: the order lines to take out of available stock."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    items: Annotated[list[OrderLine], Field(min_length=1, max_length=MAX_ITEMS)]
-
-
-class ReleaseReservation(BaseModel):
-    """`inventory.release`: the order is the saga; the reservation id is informative only."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    reservation_id: str | None = None
 
 
 # Built once, run with parameters: building a statement per call (and its cache key) cost SQLAlchemy
@@ -65,14 +58,14 @@ async def _reservation(conn: AsyncConnection, order_id: str) -> sa.Row[Any] | No
     return (await conn.execute(_RESERVATION, {"order_id": order_id})).first()
 
 
-@participant.handles("inventory.reserve", payload=ReserveItems)
-async def reserve(ctx: CommandContext, payload: ReserveItems) -> dict[str, Any]:
+@participant.handles(RESERVE)
+async def reserve(ctx: CommandContext, payload: ReserveItems) -> Reserved:
     order_id = ctx.require_saga_id()
     conn = ctx.conn
     existing = await _reservation(conn, order_id)
     if existing is not None:
         if existing.status == RESERVED:
-            return {"reservation_id": existing.reservation_id, "units": existing.units}
+            return Reserved(reservation_id=existing.reservation_id, units=existing.units)
         raise Rejection(
             f"order {order_id} was already released; its late reserve is refused",
             order_id=order_id,
@@ -107,11 +100,11 @@ async def reserve(ctx: CommandContext, payload: ReserveItems) -> dict[str, Any]:
             "updated_at": now,
         },
     )
-    return {"reservation_id": reservation_id, "units": units}
+    return Reserved(reservation_id=reservation_id, units=units)
 
 
-@participant.handles("inventory.release", payload=ReleaseReservation)
-async def release(ctx: CommandContext, payload: ReleaseReservation) -> dict[str, Any]:
+@participant.handles(RELEASE)
+async def release(ctx: CommandContext, payload: ReleaseReservation) -> Released:
     order_id = ctx.require_saga_id()
     conn = ctx.conn
     now = datetime.now(UTC)
@@ -129,9 +122,9 @@ async def release(ctx: CommandContext, payload: ReleaseReservation) -> dict[str,
                 updated_at=now,
             )
         )
-        return {"reservation_id": None, "released_units": 0, "tombstone": True}
+        return Released(reservation_id=None, released_units=0, tombstone=True)
     if existing.status == RELEASED:
-        return {"reservation_id": existing.reservation_id, "released_units": 0}
+        return Released(reservation_id=existing.reservation_id, released_units=0)
     for line in sorted(existing.items, key=lambda line: line["sku"]):
         given_back = await conn.execute(
             sa.update(stock)
@@ -149,4 +142,4 @@ async def release(ctx: CommandContext, payload: ReleaseReservation) -> dict[str,
         .where(reservations.c.order_id == order_id)
         .values(status=RELEASED, updated_at=now)
     )
-    return {"reservation_id": existing.reservation_id, "released_units": existing.units}
+    return Released(reservation_id=existing.reservation_id, released_units=existing.units)

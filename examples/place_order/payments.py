@@ -13,34 +13,25 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from examples.place_order.contracts import (
+    CHARGE,
+    REFUND,
+    ChargeCustomer,
+    Charged,
+    RefundCharge,
+    Refunded,
+)
 from examples.place_order.models import accounts, charges
-from examples.place_order.order_lines import Cents, Identifier
 from participants.sdk import CommandContext, Participant, Rejection
+
+__all__ = ["ChargeCustomer", "RefundCharge", "charge", "participant", "refund"]
 
 CHARGED = "charged"
 REFUNDED = "refunded"
 
 participant = Participant("payments", "Customer credit: charge an order, refund it.")
-
-
-class ChargeCustomer(BaseModel):
-    """`payments.charge`: take `amount_cents` from `customer_id`'s credit."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    customer_id: Identifier
-    amount_cents: Cents
-
-
-class RefundCharge(BaseModel):
-    """`payments.refund`: the order is the saga; the customer is recorded on a tombstone."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    customer_id: Identifier | None = None
 
 
 # Built once, run with parameters: building a statement per call (and its cache key) cost SQLAlchemy
@@ -63,14 +54,14 @@ async def _charge(conn: AsyncConnection, order_id: str) -> sa.Row[Any] | None:
     return (await conn.execute(_CHARGE, {"order_id": order_id})).first()
 
 
-@participant.handles("payments.charge", payload=ChargeCustomer)
-async def charge(ctx: CommandContext, payload: ChargeCustomer) -> dict[str, Any]:
+@participant.handles(CHARGE)
+async def charge(ctx: CommandContext, payload: ChargeCustomer) -> Charged:
     order_id = ctx.require_saga_id()
     conn = ctx.conn
     existing = await _charge(conn, order_id)
     if existing is not None:
         if existing.status == CHARGED:
-            return {"payment_id": existing.payment_id, "amount_cents": existing.amount_cents}
+            return Charged(payment_id=existing.payment_id, amount_cents=existing.amount_cents)
         raise Rejection(
             f"order {order_id} was already refunded; its late charge is refused",
             order_id=order_id,
@@ -105,11 +96,11 @@ async def charge(ctx: CommandContext, payload: ChargeCustomer) -> dict[str, Any]
             "updated_at": now,
         },
     )
-    return {"payment_id": payment_id, "amount_cents": amount}
+    return Charged(payment_id=payment_id, amount_cents=amount)
 
 
-@participant.handles("payments.refund", payload=RefundCharge)
-async def refund(ctx: CommandContext, payload: RefundCharge) -> dict[str, Any]:
+@participant.handles(REFUND)
+async def refund(ctx: CommandContext, payload: RefundCharge) -> Refunded:
     order_id = ctx.require_saga_id()
     conn = ctx.conn
     now = datetime.now(UTC)
@@ -127,9 +118,9 @@ async def refund(ctx: CommandContext, payload: RefundCharge) -> dict[str, Any]:
                 updated_at=now,
             )
         )
-        return {"payment_id": None, "refunded_cents": 0, "tombstone": True}
+        return Refunded(payment_id=None, refunded_cents=0, tombstone=True)
     if existing.status == REFUNDED:
-        return {"payment_id": existing.payment_id, "refunded_cents": 0}
+        return Refunded(payment_id=existing.payment_id, refunded_cents=0)
     given_back = await conn.execute(
         sa.update(accounts)
         .where(accounts.c.customer_id == existing.customer_id)
@@ -142,4 +133,4 @@ async def refund(ctx: CommandContext, payload: RefundCharge) -> dict[str, Any]:
         .where(charges.c.order_id == order_id)
         .values(status=REFUNDED, updated_at=now)
     )
-    return {"payment_id": existing.payment_id, "refunded_cents": existing.amount_cents}
+    return Refunded(payment_id=existing.payment_id, refunded_cents=existing.amount_cents)

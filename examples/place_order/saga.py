@@ -1,15 +1,31 @@
 """The `place-order` saga: reserve the stock, charge the customer, schedule the shipment.
 
-`shipping.schedule` is the pivot (the last step, no compensation): if it refuses, the charge is
-refunded and the stock released, newest first; once it succeeded, the order is complete.
+`shipping.schedule` is the pivot (`pivot=True`, the last step, no compensation): if it refuses,
+the charge is refunded and the stock released, newest first; once it succeeded, the order is
+complete.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr
 
+from examples.place_order.contracts import (
+    CHARGE,
+    REFUND,
+    RELEASE,
+    RESERVE,
+    SCHEDULE,
+    ChargeCustomer,
+    Charged,
+    RefundCharge,
+    ReleaseReservation,
+    Reserved,
+    ReserveItems,
+    Scheduled,
+    ScheduleShipment,
+)
 from examples.place_order.countries import is_country_code
 from examples.place_order.order_lines import MAX_ITEMS, Cents, Identifier, OrderLine
 from orchestrator.dsl import (
@@ -49,87 +65,103 @@ class PlaceOrder(BaseModel):
     ]
 
 
-Data = dict[str, Any]
+class OrderState(PlaceOrder):
+    """The saga's data: the order, then what each step's reply added. Stored as JSON with the
+    keys set so far (the same as the untyped saga stored), so sagas in flight carry on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reservation_id: str | None = None
+    payment_id: str | None = None
+    shipment_id: str | None = None
 
 
-def _reserve_payload(data: Data) -> Data:
-    return {"items": data["items"]}
+class OrderPlaced(BaseModel):
+    """The saga's result."""
+
+    reservation_id: str | None
+    payment_id: str | None
+    shipment_id: str | None
+    customer_id: str
+    total_cents: int
 
 
-def _reserved(data: Data, reply: Data) -> Data:
-    return {**data, "reservation_id": reply["reservation_id"]}
+def _reserve_payload(order: OrderState) -> ReserveItems:
+    return ReserveItems(items=order.items)
 
 
-def _release_payload(data: Data) -> Data:
-    return {"reservation_id": data.get("reservation_id")}
+def _reserved(order: OrderState, reply: Reserved) -> OrderState:
+    return order.model_copy(update={"reservation_id": reply.reservation_id})
 
 
-def _charge_payload(data: Data) -> Data:
-    return {"customer_id": data["customer_id"], "amount_cents": data["total_cents"]}
+def _release_payload(order: OrderState) -> ReleaseReservation:
+    return ReleaseReservation(reservation_id=order.reservation_id)
 
 
-def _charged(data: Data, reply: Data) -> Data:
-    return {**data, "payment_id": reply["payment_id"]}
+def _charge_payload(order: OrderState) -> ChargeCustomer:
+    return ChargeCustomer(customer_id=order.customer_id, amount_cents=order.total_cents)
 
 
-def _refund_payload(data: Data) -> Data:
-    return {"customer_id": data["customer_id"], "payment_id": data.get("payment_id")}
+def _charged(order: OrderState, reply: Charged) -> OrderState:
+    return order.model_copy(update={"payment_id": reply.payment_id})
 
 
-def _shipment_payload(data: Data) -> Data:
-    return {"customer_id": data["customer_id"], "country": data["country"], "items": data["items"]}
+def _refund_payload(order: OrderState) -> RefundCharge:
+    return RefundCharge(customer_id=order.customer_id, payment_id=order.payment_id)
 
 
-def _scheduled(data: Data, reply: Data) -> Data:
-    return {**data, "shipment_id": reply["shipment_id"]}
+def _shipment_payload(order: OrderState) -> ScheduleShipment:
+    return ScheduleShipment(customer_id=order.customer_id, country=order.country, items=order.items)
 
 
-def _result(data: Data) -> Data:
-    return {
-        "reservation_id": data["reservation_id"],
-        "payment_id": data["payment_id"],
-        "shipment_id": data["shipment_id"],
-        "customer_id": data["customer_id"],
-        "total_cents": data["total_cents"],
-    }
+def _scheduled(order: OrderState, reply: Scheduled) -> OrderState:
+    return order.model_copy(update={"shipment_id": reply.shipment_id})
+
+
+def _result(order: OrderState) -> OrderPlaced:
+    return OrderPlaced(
+        reservation_id=order.reservation_id,
+        payment_id=order.payment_id,
+        shipment_id=order.shipment_id,
+        customer_id=order.customer_id,
+        total_cents=order.total_cents,
+    )
 
 
 def define_place_order(
     *, timeout: float = DEFAULT_TIMEOUT_S, retries: int = DEFAULT_RETRIES
 ) -> SagaDefinition:
-    """The definition, with every step's reply timeout and re-sends as given (tests shorten
-    them; the registered `place_order` uses the defaults)."""
+    """The definition, with the saga's reply timeout and re-sends (every step's) as given (tests
+    shorten them; the registered `place_order` uses the defaults)."""
     return saga(
         "place-order",
         version=1,
         input=PlaceOrder,
+        state=OrderState,
         description="Reserve stock, charge the customer, schedule the shipment (the pivot).",
+        timeout=timeout,
+        retries=retries,
         steps=[
             step(
                 "reserve-stock",
-                invoke="inventory.reserve",
+                RESERVE,
                 payload=_reserve_payload,
                 on_reply=_reserved,
-                compensate=compensation("inventory.release", payload=_release_payload),
-                timeout=timeout,
-                retries=retries,
+                compensate=compensation(RELEASE, payload=_release_payload),
             ),
             step(
                 "charge-payment",
-                invoke="payments.charge",
+                CHARGE,
                 payload=_charge_payload,
                 on_reply=_charged,
-                compensate=compensation("payments.refund", payload=_refund_payload),
-                timeout=timeout,
-                retries=retries,
+                compensate=compensation(REFUND, payload=_refund_payload),
             ),
             step(
                 "schedule-shipping",
-                invoke="shipping.schedule",
+                SCHEDULE,
                 payload=_shipment_payload,
                 on_reply=_scheduled,
-                timeout=timeout,
-                retries=retries,
+                pivot=True,
             ),
         ],
         result=_result,

@@ -6,6 +6,8 @@ import click
 
 from console.auth import ConsoleConfigError, hash_password
 from orchestrator.registry import SagaModuleError, load_registry
+from sagaway.http import SERVER_OPTIONS
+from sagaway.observability.listeners import ListenerUnavailable, bind_listener, listener_port
 from sagaway.settings.composed import Settings
 
 
@@ -52,11 +54,25 @@ def console_command(
         raise click.ClickException(str(exc)) from None
     listen_host = host or settings.console.host
     listen_port = settings.console.port if port is None else port
-    click.echo(f"sagaway console on http://{listen_host}:{listen_port}/")
-    uvicorn.run(
+    try:
+        sock = bind_listener(
+            listen_host, listen_port, "the console", "--port or SAGAWAY_CONSOLE__PORT"
+        )
+    except ListenerUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"sagaway console on http://{listen_host}:{listener_port(sock)}/")
+    config = uvicorn.Config(
         app,
         host=listen_host,
-        port=listen_port,
+        port=listener_port(sock),
         log_level=settings.observability.log_level.lower(),
         log_config=None,  # our handler formats uvicorn's lines too
+        **SERVER_OPTIONS,  # X-Forwarded-For only through TrustedProxies
     )
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    if not server.started:
+        raise click.ClickException("the console did not start: see the lines above")

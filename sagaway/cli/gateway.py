@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Iterator
+from typing import Any
 
 import click
 import sqlalchemy as sa
@@ -15,10 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.app import SERVICE, create_gateway_app, create_internal_app
 from gateway.models import callbacks, requests
-from orchestrator.registry import SagaModuleError, load_registry
+from orchestrator.registry import SagaModuleError, SagaRegistry, load_registry
+from sagaway.cli.database_errors import database_errors_as_click
+from sagaway.http import SERVER_OPTIONS
 from sagaway.messaging.factory import connect_transport
 from sagaway.observability import event_loop
+from sagaway.observability.listeners import bind_listener, listener_port
 from sagaway.outbox.choose import RelayModeError, make_relay, relay_mode
+from sagaway.settings import GatewaySettings
 from sagaway.settings.composed import Settings
 from sagaway.storage.database import connect_database
 
@@ -45,8 +51,34 @@ async def check_migrated(engine: AsyncEngine) -> None:
         ) from None
 
 
+def bind_listeners(settings: GatewaySettings) -> tuple[socket.socket, socket.socket | None]:
+    """The public listener's socket and the internal one's (None when gateway_internal_port is
+    0), taken before anything else starts: a port in use stops the gateway with an error naming
+    it and the setting to change, instead of a gateway that serves without /metrics."""
+    public = bind_listener(
+        settings.gateway_host,
+        settings.gateway_port,
+        "the gateway API",
+        "--port or SAGAWAY_GATEWAY_PORT",
+    )
+    if not settings.gateway_internal_port:
+        return public, None
+    try:
+        internal = bind_listener(
+            settings.gateway_internal_host,
+            settings.gateway_internal_port,
+            "the gateway's /metrics",
+            "--internal-port or SAGAWAY_GATEWAY_INTERNAL_PORT (0 = no /metrics)",
+        )
+    except BaseException:
+        public.close()
+        raise
+    return public, internal
+
+
 async def serve_gateway(settings: Settings) -> None:
-    """Connect (waiting for a database or broker that is down), then serve until signalled."""
+    """Take the ports, connect (waiting for a database or broker that is down), then serve
+    until signalled."""
     gateway_settings = settings.gateway
     try:
         registry = load_registry(settings.orchestrator.sagas or [])
@@ -54,6 +86,22 @@ async def serve_gateway(settings: Settings) -> None:
         raise click.ClickException(str(exc)) from None
     if not len(registry):
         log.warning("no saga modules are configured (SAGAWAY_SAGAS): every start answers 404")
+    public, internal = bind_listeners(gateway_settings)
+    sockets = [public] if internal is None else [public, internal]
+    try:
+        await _serve(settings, registry, public, internal)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+async def _serve(
+    settings: Settings,
+    registry: SagaRegistry,
+    public: socket.socket,
+    internal: socket.socket | None,
+) -> None:
+    gateway_settings = settings.gateway
     engine = await connect_database(settings.storage, SERVICE)
     try:
         await check_migrated(engine)
@@ -72,67 +120,57 @@ async def serve_gateway(settings: Settings) -> None:
             gateway = app.state.gateway
             await gateway.start()
             level = settings.observability.log_level.lower()
-            servers = [
-                _Server(
+
+            def server(asgi_app: Any, host: str, sock: socket.socket) -> _Server:
+                return _Server(
                     uvicorn.Config(
-                        app,
-                        host=gateway_settings.gateway_host,
-                        port=gateway_settings.gateway_port,
+                        asgi_app,
+                        host=host,
+                        port=listener_port(sock),
                         lifespan="off",
                         log_level=level,
                         access_log=False,
                         log_config=None,  # our handler formats uvicorn's lines too
+                        **SERVER_OPTIONS,  # X-Forwarded-For only through TrustedProxies
                     )
                 )
-            ]
-            if gateway_settings.gateway_internal_port:
+
+            servers = [(server(app, gateway_settings.gateway_host, public), public)]
+            if internal is not None:
                 servers.append(
-                    _Server(
-                        uvicorn.Config(
+                    (
+                        server(
                             create_internal_app(gateway),
-                            host=gateway_settings.gateway_internal_host,
-                            port=gateway_settings.gateway_internal_port,
-                            lifespan="off",
-                            log_level=level,
-                            access_log=False,
-                            log_config=None,  # our handler formats uvicorn's lines too
-                        )
+                            gateway_settings.gateway_internal_host,
+                            internal,
+                        ),
+                        internal,
                     )
                 )
             loop = asyncio.get_running_loop()
 
             def stop() -> None:
-                for server in servers:
-                    server.should_exit = True
+                for each, _sock in servers:
+                    each.should_exit = True
 
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop)
             click.echo(
                 f"gateway {gateway.instance_id} on http://{gateway_settings.gateway_host}:"
-                f"{gateway_settings.gateway_port}"
+                f"{listener_port(public)}"
                 + (
                     f" (metrics on http://{gateway_settings.gateway_internal_host}:"
-                    f"{gateway_settings.gateway_internal_port}/metrics)"
-                    if gateway_settings.gateway_internal_port
+                    f"{listener_port(internal)}/metrics)"
+                    if internal is not None
                     else ""
                 ),
                 err=True,
             )
-
-            async def serve_internal(server: uvicorn.Server) -> None:
-                try:
-                    await server.serve()
-                except SystemExit:  # uvicorn exits when it cannot bind
-                    log.error(
-                        "the internal listener %s:%d could not start: /metrics is not served",
-                        gateway_settings.gateway_internal_host,
-                        gateway_settings.gateway_internal_port,
-                    )
-
             try:
-                await asyncio.gather(
-                    servers[0].serve(), *(serve_internal(server) for server in servers[1:])
-                )
+                await asyncio.gather(*(each.serve(sockets=[sock]) for each, sock in servers))
+            except OSError as exc:  # another process took a port between bind and listen
+                stop()
+                raise click.ClickException(f"the gateway cannot listen: {exc}") from None
             finally:
                 await gateway.stop()
         finally:
@@ -170,4 +208,6 @@ def gateway_command(
         **{name: value for name, value in overrides.items() if value is not None}
     )
     with contextlib.suppress(KeyboardInterrupt):
-        event_loop.run(serve_gateway(settings), settings.observability.event_loop)
+        database_errors_as_click(
+            lambda: event_loop.run(serve_gateway(settings), settings.observability.event_loop)
+        )

@@ -7,7 +7,9 @@ import click
 
 from sagaway import __version__
 from sagaway.cli.application import application
+from sagaway.cli.asyncapi import asyncapi_command
 from sagaway.cli.console import console_command
+from sagaway.cli.console_user import console_user_command
 from sagaway.cli.dev import dev_command
 from sagaway.cli.examples import audit_command, seed_command
 from sagaway.cli.gateway import gateway_command
@@ -15,6 +17,7 @@ from sagaway.cli.migrate import migrate_command
 from sagaway.cli.orchestrator import orchestrator_command
 from sagaway.cli.participant import participant_command
 from sagaway.cli.relay import relay
+from sagaway.cli.sagas import sagas_command
 from sagaway.settings.composed import Settings, load_settings
 
 
@@ -61,8 +64,11 @@ COMMANDS: tuple[click.Command, ...] = (
     gateway_command,
     participant_command,
     console_command,
+    console_user_command,
     seed_command,
     audit_command,
+    sagas_command,
+    asyncapi_command,
 )
 for command in COMMANDS:
     main.add_command(command)

@@ -18,6 +18,7 @@ from orchestrator.messages import SERVICE
 from orchestrator.models import saga_instances
 from orchestrator.registry import SagaModuleError, load_registry
 from orchestrator.service import OrchestratorService
+from sagaway.cli.database_errors import database_errors_as_click
 from sagaway.messaging.factory import connect_transport
 from sagaway.observability import event_loop
 from sagaway.observability.metrics import serve_metrics
@@ -97,4 +98,6 @@ def orchestrator_command(settings: Settings, with_relay: bool) -> None:
         await run_orchestrator(settings, with_relay=with_relay)
 
     with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
-        event_loop.run(runner(), settings.observability.event_loop)
+        database_errors_as_click(
+            lambda: event_loop.run(runner(), settings.observability.event_loop)
+        )

@@ -90,7 +90,8 @@ def participant_command(
     if migrate_first:
         url = settings.storage.database_url_for(participant.name)
         click.echo(database_errors_as_click(lambda: upgrade(url)).summary())
-    serve_metrics(settings.observability.metrics_port, f"participant {participant.name}")
+    metrics_port = settings.observability.metrics_port
+    database_errors_as_click(lambda: serve_metrics(metrics_port, f"participant {participant.name}"))
     database_errors_as_click(
         lambda: _run_until_signalled(
             lambda: run_participant(settings, participant, relay, relay_mode),

@@ -42,6 +42,18 @@ def _shown(path: Path) -> str:
     return str(path)
 
 
+def _metrics_lines(url: str, metrics_url: str | None, public_metrics: bool) -> list[str]:
+    """Where /metrics is: the internal listener (not the public port), unless configured."""
+    lines = []
+    if metrics_url is not None:
+        lines.append(f"  Metrics       {metrics_url}  (internal listener)")
+    if public_metrics:
+        lines.append(f"  Metrics       {url}/metrics  (public: gateway_public_metrics)")
+    if not lines:
+        lines.append("  Metrics       not served (gateway_internal_port = 0)")
+    return lines
+
+
 def dev_banner(
     url: str,
     *,
@@ -49,6 +61,8 @@ def dev_banner(
     credentials: DevCredentials | None,
     auth_enabled: bool,
     participants_process: bool = False,
+    metrics_url: str | None = None,
+    public_metrics: bool = False,
 ) -> str:
     """What `sagaway dev` prints once it answers: where everything is, and how to try it."""
     if credentials is not None:
@@ -68,7 +82,7 @@ def dev_banner(
         f"  Status   GET  {url}/api/v1/requests/{{id}}",
         f"  Console       {url}{CONSOLE_PATH}/",
         f"                {login}",
-        f"  Metrics       {url}/metrics",
+        *_metrics_lines(url, metrics_url, public_metrics),
         f"  OpenAPI       {url}/openapi.json",
         "",
     ]

@@ -1,5 +1,6 @@
-"""The one HTTP listener of `sagaway dev`: its port, bound before anything else, and the app it
-serves (the console at /console, /metrics, the gateway everywhere else)."""
+"""The HTTP listeners of `sagaway dev`: the public one, bound before anything else, and the app
+it serves (the console at /console, the gateway everywhere else); and the internal one serving
+/metrics (docs/security.md: metrics say a lot about traffic, so they are not public)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from starlette.routing import Mount, Route
 
 from gateway.problems import handle_http_exception
 from sagaway.dev import DevError
+from sagaway.http import API_CSP, SERVER_OPTIONS, SecurityHeaders
+from sagaway.settings import GatewaySettings
 
 CONSOLE_PATH = "/console"
 
@@ -59,7 +62,8 @@ class DevServer(uvicorn.Server):
 
 
 def dev_server(app: Starlette, *, log_level: str, grace_s: int) -> DevServer:
-    """The server for `app`; quiet at INFO (`sagaway dev` logs what matters itself)."""
+    """The server for `app`; quiet at INFO (`sagaway dev` logs what matters itself). Forwarded
+    headers are left to the apps' own TrustedProxies (sagaway.http)."""
     level = log_level.upper()
     config = uvicorn.Config(
         app,
@@ -68,19 +72,43 @@ def dev_server(app: Starlette, *, log_level: str, grace_s: int) -> DevServer:
         access_log=False,
         log_config=None,  # our handler formats uvicorn's lines too
         timeout_graceful_shutdown=grace_s,
+        **SERVER_OPTIONS,
     )
     return DevServer(config)
 
 
-def compose_app(
-    gateway_app: Starlette, console_app: Starlette, gateway_metrics: Callable[[], bytes]
-) -> Starlette:
-    """The gateway and the console behind one listener, with one /metrics for the process."""
+DEFAULT_INTERNAL_PORT: int = GatewaySettings.model_fields["gateway_internal_port"].default
 
-    async def metrics(request: Request) -> Response:
-        # The gateway's own registry, then the process-wide one (orchestrator, relays).
-        body = gateway_metrics() + generate_latest(REGISTRY)
-        return Response(body, media_type="text/plain; version=0.0.4")
+
+def internal_port(settings: GatewaySettings, public_port: int) -> int | None:
+    """Where /metrics is served: nowhere with gateway_internal_port 0, that port when it is set
+    to another than its default, else the port after the public one (8001 beside the default
+    8000; any free one beside port 0)."""
+    if settings.gateway_internal_port == 0:
+        return None
+    if settings.gateway_internal_port != DEFAULT_INTERNAL_PORT:
+        return settings.gateway_internal_port
+    return public_port + 1 if 0 < public_port < 65535 else 0
+
+
+def bind_internal_listener(settings: GatewaySettings, public_port: int) -> socket.socket | None:
+    """The internal listener's socket, or None when /metrics is not served. The port after the
+    public one gives way to a free one when taken; a port set in the settings must be free."""
+    port = internal_port(settings, public_port)
+    if port is None:
+        return None
+    host = settings.gateway_internal_host
+    try:
+        return bind_listener(host, port)
+    except DevError:
+        if settings.gateway_internal_port != DEFAULT_INTERNAL_PORT or port == 0:
+            raise
+        return bind_listener(host, 0)
+
+
+def compose_app(gateway_app: Starlette, console_app: Starlette) -> Starlette:
+    """The gateway and the console behind one listener (the gateway serves /metrics there too
+    only with gateway_public_metrics)."""
 
     async def to_console(request: Request) -> Response:
         return RedirectResponse(f"{CONSOLE_PATH}/", status_code=307)
@@ -90,10 +118,25 @@ def compose_app(
             Route("/", to_console, methods=["GET"]),
             Route(CONSOLE_PATH, to_console, methods=["GET"]),
             Mount(CONSOLE_PATH, app=console_app),
-            Route("/metrics", metrics, methods=["GET"]),
             Mount("", app=gateway_app),
         ],
         # A path no mount matches (Mount's pattern stops at a newline, say) is answered
         # like the gateway answers it: a problem+json 404, not Starlette's text/plain.
         exception_handlers={HTTPException: handle_http_exception},
     )
+
+
+def metrics_app(gateway_metrics: Callable[[], bytes]) -> Starlette:
+    """The internal listener's app: one /metrics for the process."""
+
+    async def metrics(request: Request) -> Response:
+        # The gateway's own registry, then the process-wide one (orchestrator, relays).
+        body = gateway_metrics() + generate_latest(REGISTRY)
+        return Response(body, media_type="text/plain; version=0.0.4")
+
+    app = Starlette(
+        routes=[Route("/metrics", metrics, methods=["GET"])],
+        exception_handlers={HTTPException: handle_http_exception},
+    )
+    app.add_middleware(SecurityHeaders, csp=API_CSP)
+    return app

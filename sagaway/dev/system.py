@@ -29,7 +29,15 @@ from sagaway.dev import DevError
 from sagaway.dev.banner import dev_banner
 from sagaway.dev.data_dir import SERVICES, DataDirLock, DevCredentials, dev_credentials, migrate_all
 from sagaway.dev.dev_settings import console_settings, dev_settings
-from sagaway.dev.listener import DevServer, base_url, bind_listener, compose_app, dev_server
+from sagaway.dev.listener import (
+    DevServer,
+    base_url,
+    bind_internal_listener,
+    bind_listener,
+    compose_app,
+    dev_server,
+    metrics_app,
+)
 from sagaway.dev.participants import start_example_participants
 from sagaway.dev.second_process import (
     ParticipantsProcess,
@@ -71,6 +79,7 @@ class DevSystem:
         self.started_in_s: float | None = None
         self.server: DevServer | None = None
         self.app: Starlette | None = None
+        self.metrics_url: str | None = None
         self.engines: dict[str, AsyncEngine] = {}
         self.transport: Transport | None = None
         self._stack = contextlib.AsyncExitStack()
@@ -104,6 +113,11 @@ class DevSystem:
         listener = bind_listener(self.host, self.port)
         stack.callback(listener.close)
         self.port = listener.getsockname()[1]
+        internal = bind_internal_listener(self.settings.gateway, self.port)
+        if internal is not None:
+            stack.callback(internal.close)
+            host = self.settings.gateway.gateway_internal_host
+            self.metrics_url = f"{base_url(host, internal.getsockname()[1])}/metrics"
         lock = DataDirLock(self.data_dir)
         lock.acquire()
         stack.callback(lock.release)
@@ -198,7 +212,9 @@ class DevSystem:
         await stack.enter_async_context(console_lifespan(console_app))
 
         self._phase("services")
-        self.app = compose_app(gateway_app, console_app, gateway.metrics.render)
+        self.app = compose_app(gateway_app, console_app)
+        if internal is not None:
+            await self._serve_internal(internal, metrics_app(gateway.metrics.render))
         await self._serve(listener)
         self._phase("http")
         log.info(
@@ -259,6 +275,26 @@ class DevSystem:
                 raise DevError("the HTTP server stopped while starting")
             await asyncio.sleep(0.01)
 
+    async def _serve_internal(self, listener: socket.socket, app: Starlette) -> None:
+        """/metrics on the internal listener, stopped after the public one."""
+        log_level = self.settings.observability.log_level
+        server = dev_server(app, log_level=log_level, grace_s=1)
+        task = asyncio.create_task(server.serve(sockets=[listener]), name="dev-metrics-http")
+
+        async def stop_serving() -> None:
+            server.should_exit = True
+            await asyncio.wait([task], timeout=3)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+        self._stack.push_async_callback(stop_serving)
+        while not server.started:
+            if task.done():
+                task.result()
+                raise DevError("the internal HTTP server (/metrics) stopped while starting")
+            await asyncio.sleep(0.01)
+
     async def wait_stopped(self) -> None:
         """Until the HTTP server ends (after request_stop)."""
         if self._serve_task is not None:
@@ -283,6 +319,8 @@ class DevSystem:
             credentials=self.credentials,
             auth_enabled=self.auth_enabled,
             participants_process=self.participants_process,
+            metrics_url=self.metrics_url,
+            public_metrics=self.settings.gateway.gateway_public_metrics,
         )
 
 

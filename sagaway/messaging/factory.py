@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sagaway.messaging.kafka_capabilities import BrokerCannotDoThat
 from sagaway.messaging.transport import Transport
 from sagaway.observability.startup import retry_until_up
 from sagaway.settings import MessagingSettings
@@ -28,20 +29,28 @@ def describe_broker(settings: MessagingSettings) -> str:
 async def connect_transport(
     settings: MessagingSettings, *, give_up_after_s: float | None = None
 ) -> Transport:
-    """A started transport; while the broker is down, log which one and retry with backoff."""
+    """A started transport; while the broker is down, log which one and retry with backoff.
+    A broker that answers but cannot do what the settings require (BrokerCannotDoThat) is not
+    waited for: that error is raised at once."""
 
-    async def connect() -> Transport:
+    async def connect() -> Transport | BrokerCannotDoThat:
         transport = make_transport(settings)
         try:
             await transport.start()
+        except BrokerCannotDoThat as exc:
+            await transport.close()
+            return exc
         except BaseException:
             await transport.close()
             raise
         return transport
 
-    return await retry_until_up(
+    connected = await retry_until_up(
         describe_broker(settings),
         connect,
         max_backoff_s=settings.startup_retry_max_s,
         give_up_after_s=give_up_after_s,
     )
+    if isinstance(connected, BrokerCannotDoThat):
+        raise connected
+    return connected

@@ -23,6 +23,7 @@ from aiokafka.errors import (
     for_code,
 )
 
+from sagaway.messaging.kafka_capabilities import use_idempotence
 from sagaway.messaging.records import Record
 from sagaway.messaging.transport import CommitFailed, Subscription, Transport, TransportError
 from sagaway.settings import MessagingSettings
@@ -44,6 +45,7 @@ class KafkaTransport(Transport):
         self.bootstrap = settings.kafka_bootstrap
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
+        self.idempotent = False  # settled by start(): see kafka_capabilities.py
 
     def __repr__(self) -> str:
         return f"KafkaTransport({self.bootstrap!r})"
@@ -51,10 +53,16 @@ class KafkaTransport(Transport):
     async def start(self) -> None:
         if self._producer is not None:
             return
+        try:
+            self.idempotent = await use_idempotence(
+                self.settings, self.bootstrap, REQUEST_TIMEOUT_MS
+            )
+        except (KafkaError, OSError) as exc:
+            raise TransportError(f"Kafka broker at {self.bootstrap} unavailable: {exc!r}") from exc
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
             acks="all",
-            enable_idempotence=self.settings.producer_idempotence,
+            enable_idempotence=self.idempotent,
             request_timeout_ms=REQUEST_TIMEOUT_MS,
             linger_ms=0,
             max_batch_size=self.settings.producer_batch_bytes,

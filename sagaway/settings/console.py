@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import ipaddress
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from sagaway.settings.sources import ComponentSettings
+from sagaway.settings.sources import ComponentSettings, split_list
 
 
 class ConsoleUser(BaseModel):
@@ -28,7 +29,7 @@ class ConsoleSettings(BaseModel):
     """The operator console (`sagaway console`, or /console under `sagaway dev`).
 
     TOML: a `[console]` table and `[[console.users]]` entries; environment: SAGAWAY_CONSOLE as a
-    JSON object with the same fields."""
+    JSON object with the same fields, or one field at a time as SAGAWAY_CONSOLE__<FIELD>."""
 
     host: str = Field(default="127.0.0.1", description="Interface `sagaway console` listens on.")
     port: int = Field(
@@ -40,12 +41,16 @@ class ConsoleSettings(BaseModel):
     session_secret: SecretStr | None = Field(
         default=None,
         description=(
-            "Key that signs session cookies; unset → a random key per process (sessions end "
-            "when the console restarts, and several console instances do not share them)."
+            "Key that signs the session cookie (it carries a random session id; the session "
+            "itself is a row in the console_sessions table); unset → a random key per process "
+            "(sessions end when the console restarts, and several console instances do not "
+            "share them)."
         ),
     )
     session_max_age_s: int = Field(
-        default=8 * 3600, ge=60, description="How long a login lasts (session cookie lifetime)."
+        default=8 * 3600,
+        ge=60,
+        description="How long a login lasts (its session's expiry and the cookie's lifetime).",
     )
     cookie_secure: bool = Field(
         default=True,
@@ -85,6 +90,80 @@ class ConsoleSettings(BaseModel):
     sample_interval_s: float = Field(
         default=10.0, gt=0, description="How often the console samples outbox lag for its chart."
     )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Addresses or CIDRs of reverse proxies whose X-Forwarded-For the console believes "
+            "(the client address logins are throttled by); empty: the peer address is the client."
+        ),
+    )
+    max_header_bytes: int = Field(
+        default=16_384, ge=1024, description="Largest total size of a request's headers (431)."
+    )
+    max_headers: int = Field(
+        default=100, ge=10, description="Most header fields a request may carry (431 above)."
+    )
+    login_max_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Failed logins for one user name before it is locked out for a while.",
+    )
+    login_address_max_failures: int = Field(
+        default=20,
+        ge=1,
+        description="Failed logins from one client address before that address is locked out.",
+    )
+    login_failure_window_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="Failures older than this are forgotten (the count starts again).",
+    )
+    login_lockout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "First lockout's length; each further lockout of the same user or address doubles it."
+        ),
+    )
+    login_lockout_max_s: float = Field(
+        default=3600.0, gt=0, description="Longest lockout (the doubling stops there)."
+    )
+    login_verify_concurrency: int = Field(
+        default=2,
+        ge=1,
+        description="Password hashes checked at once, off the event loop; more logins queue.",
+    )
+    login_verify_queue: int = Field(
+        default=16,
+        ge=0,
+        description="Logins that may wait for a hash check; more are refused (503) at once.",
+    )
+    operator_text_max_chars: int = Field(
+        default=2000,
+        ge=1,
+        le=100_000,
+        description="Longest free text an operator may enter (an abort reason, a filter).",
+    )
+    skip_result_max_bytes: int = Field(
+        default=65536,
+        ge=2,
+        description="Largest JSON result an operator may give a skipped step.",
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: Any) -> Any:
+        return split_list(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {entry!r} is not an address or CIDR") from None
+        return value
 
 
 class ConsoleSource(ComponentSettings):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+import ipaddress
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
 
-from sagaway.settings.sources import ComponentSettings
+from sagaway.settings.sources import ComponentSettings, split_list
 
 
 class RouteConfig(BaseModel):
@@ -59,7 +61,10 @@ class GatewaySettings(ComponentSettings):
         default=8001,
         ge=0,
         le=65535,
-        description="Gateway: port of the internal listener serving /metrics (0 = not served).",
+        description=(
+            "Gateway: port of the internal listener serving /metrics (0 = not served); "
+            "`sagaway dev` takes the port after its own unless this is set to another value."
+        ),
     )
     gateway_instance_id: str | None = Field(
         default=None,
@@ -121,6 +126,49 @@ class GatewaySettings(ComponentSettings):
     rate_limit_burst: int = Field(
         default=100, ge=1, description="Gateway: token-bucket size of the rate limit (burst)."
     )
+    auth_failure_burst: int = Field(
+        default=10,
+        ge=0,
+        description=(
+            "Gateway: failed authentications a client address may make in a row before it is "
+            "answered 429 without any key being checked (0 = no limit)."
+        ),
+    )
+    auth_failure_per_minute: float = Field(
+        default=6.0,
+        gt=0,
+        description="Gateway: failed authentications per minute an address earns back.",
+    )
+    auth_verify_concurrency: int = Field(
+        default=2,
+        ge=1,
+        description=(
+            "Gateway: argon2 API-key checks running at once, each on a worker thread; a new key "
+            "arriving while all are busy is answered 503."
+        ),
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Gateway: addresses or CIDRs of reverse proxies whose X-Forwarded-For and "
+            "X-Forwarded-Proto are believed (empty: never; the peer address is the client)."
+        ),
+    )
+    gateway_max_header_bytes: int = Field(
+        default=16_384,
+        ge=1024,
+        description="Gateway: largest total size of a request's header fields (431 above).",
+    )
+    gateway_max_headers: int = Field(
+        default=100, ge=8, description="Gateway: most header fields in one request (431 above)."
+    )
+    gateway_public_metrics: bool = Field(
+        default=False,
+        description=(
+            "Gateway: also serve /metrics, unauthenticated, on the public listener (off: only "
+            "on the internal one)."
+        ),
+    )
     callback_secret: SecretStr | None = Field(
         default=None,
         description="Gateway: HMAC-SHA256 secret signing callbacks (callbacks refused unless set).",
@@ -157,3 +205,18 @@ class GatewaySettings(ComponentSettings):
             "the example's POST /api/v1/orders."
         ),
     )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: Any) -> Any:
+        return split_list(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {entry!r} is not an address or CIDR") from None
+        return value

@@ -17,6 +17,9 @@ from sagaway.settings.shared import (
 )
 from sagaway.settings.sources import ComponentSettings
 
+# Written in SAGAWAY_DATABASE_URL, it stands for the service whose database is meant.
+SERVICE_PLACEHOLDER = "{service}"
+
 
 class StorageSettings(ComponentSettings):
     """Where each service's database is, and how to reach it."""
@@ -24,7 +27,10 @@ class StorageSettings(ComponentSettings):
     database_url: str | None = Field(
         default=None,
         description=(
-            "SQLAlchemy async URL of this service's database; unset → a SQLite file in data_dir."
+            "SQLAlchemy async URL of the database; `{service}` in it is replaced by the service "
+            "name (`postgresql+asyncpg://u:p@db:5432/{service}`: a database per service), "
+            "without it every service shares that one database; unset → a SQLite file per "
+            "service in data_dir."
         ),
     )
     database_pool_size: int = Field(
@@ -36,9 +42,11 @@ class StorageSettings(ComponentSettings):
     startup_retry_max_s: StartupRetryMax = DEFAULT_STARTUP_RETRY_MAX_S
 
     def database_url_for(self, service: str) -> str:
-        """The database of `service`: the configured URL, or its own SQLite file in data_dir."""
+        """The database of `service`: the configured URL with `{service}` replaced by its name
+        (a URL without it names one database shared by every service), or its own SQLite file
+        in data_dir."""
         if self.database_url:
-            return self.database_url
+            return self.database_url.replace(SERVICE_PLACEHOLDER, service)
         return f"sqlite+aiosqlite:///{(self.data_dir / f'{service}.db').resolve()}"
 
 
@@ -65,10 +73,13 @@ class MessagingSettings(ComponentSettings):
     fetch_max_wait_ms: int = Field(
         default=500, ge=1, description="Longest a fetch waits on the broker for new records."
     )
-    producer_idempotence: bool = Field(
-        default=True,
+    producer_idempotence: bool | Literal["auto"] = Field(
+        default="auto",
         description=(
-            "Use Kafka's idempotent producer (turn off for brokers without InitProducerId)."
+            "Kafka's idempotent producer: `auto` uses it when the broker gives producer ids "
+            "(InitProducerId), else the plain producer with one warning; `true` requires it "
+            "(a broker without it stops the process); `false` never asks. Without it a retried "
+            "send may write a record twice, and the consumers' inboxes drop the copy."
         ),
     )
     producer_batch_bytes: int = Field(

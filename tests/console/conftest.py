@@ -27,7 +27,7 @@ PASSWORDS = {"olga": "operator-pw", "vera": "viewer-pw"}
 _HASHES = {name: hash_password(pw) for name, pw in PASSWORDS.items()}
 
 
-def console_settings(data_dir: Path, **console: Any) -> Settings:
+def console_settings(data_dir: Path, database_url: str | None = None, **console: Any) -> Settings:
     values: dict[str, Any] = {
         "users": [
             ConsoleUser(name="olga", role="operator", password_hash=_HASHES["olga"]),
@@ -39,6 +39,7 @@ def console_settings(data_dir: Path, **console: Any) -> Settings:
     values.update(console)
     return load_settings(
         data_dir=data_dir,
+        database_url=database_url,
         embedded_poll_interval_ms=20,
         console=ConsoleSettings.model_validate(values),
     )
@@ -77,13 +78,10 @@ class Seeded:
         return asyncio.run(wrapped())
 
 
-@pytest.fixture
-def seeded(tmp_path: Path, sqlite_template: Path) -> Seeded:
-    settings = console_settings(tmp_path)
-    for service in ("orchestrator", "gateway"):
-        shutil.copyfile(sqlite_template, tmp_path / f"{service}.db")
+def seed(settings: Settings) -> Seeded:
+    """Sagas in every state (and a request held open) in these settings' databases."""
 
-    async def seed() -> Seeded:
+    async def run() -> Seeded:
         engine = create_database_engine(settings.storage.database_url_for("orchestrator"))
         gateway = create_database_engine(settings.storage.database_url_for("gateway"))
         try:
@@ -97,7 +95,28 @@ def seeded(tmp_path: Path, sqlite_template: Path) -> Seeded:
             await gateway.dispose()
         return Seeded(settings, done, waiting, comp, failed, "req-held-open-1")
 
-    return asyncio.run(seed())
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def seeded(tmp_path: Path, sqlite_template: Path) -> Seeded:
+    settings = console_settings(tmp_path)
+    for service in ("orchestrator", "gateway"):
+        shutil.copyfile(sqlite_template, tmp_path / f"{service}.db")
+    return seed(settings)
+
+
+@pytest.fixture
+def pg_seeded(tmp_path: Path, migrated_pg_url: str) -> Seeded:
+    """The same sagas in one PostgreSQL database (every service's tables in it)."""
+    return seed(console_settings(tmp_path, database_url=migrated_pg_url))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_seeded(request: pytest.FixtureRequest) -> Seeded:
+    """`seeded` on SQLite, then `pg_seeded`: a test taking it runs on both databases."""
+    name = "seeded" if request.param == "sqlite" else "pg_seeded"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
 
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -120,14 +139,15 @@ def log_in(client: TestClient, name: str, prefix: str = "") -> None:
     assert response.status_code == 303, response.text
 
 
-@pytest.fixture
-def make_client(seeded: Seeded) -> Iterator[Any]:
+def _client_maker(seeded: Seeded) -> Iterator[Any]:
     clients: list[TestClient] = []
 
     def make(user: str | None = "olga", *, background: bool = False, **settings: Any) -> TestClient:
         config = seeded.settings
         if settings:
-            config = console_settings(seeded.settings.storage.data_dir, **settings)
+            config = console_settings(
+                seeded.settings.storage.data_dir, seeded.settings.storage.database_url, **settings
+            )
         app = console_app(config, background=background)
         client = TestClient(app, base_url="https://testserver")
         client.__enter__()
@@ -139,6 +159,17 @@ def make_client(seeded: Seeded) -> Iterator[Any]:
     yield make
     for client in clients:
         client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def make_client(seeded: Seeded) -> Iterator[Any]:
+    yield from _client_maker(seeded)
+
+
+@pytest.fixture
+def make_any_client(any_seeded: Seeded) -> Iterator[Any]:
+    """make_client over `any_seeded` (SQLite, then PostgreSQL)."""
+    yield from _client_maker(any_seeded)
 
 
 @pytest.fixture

@@ -47,6 +47,6 @@ book_trip = saga(
             on_reply=_merge,
             compensate=compensation("cards.refund", payload=_data),
         ),
-        step(ISSUE, invoke="tickets.issue", payload=_data, on_reply=_merge),
+        step(ISSUE, invoke="tickets.issue", payload=_data, on_reply=_merge, pivot=True),
     ],
 )

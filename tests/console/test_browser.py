@@ -156,13 +156,23 @@ def log_in(page: Any, system: Stack) -> None:
 
 @pytest.fixture
 def page(browser: Any, system: Stack) -> Iterator[Any]:
+    """A fresh page; the test fails if the console's Content-Security-Policy blocked anything
+    on it (an inline script or style that htmx or a template still needed)."""
     context = browser.new_context(viewport={"width": 1440, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(30_000)
+    blocked: list[str] = []
+    page.on(
+        "console",
+        lambda message: blocked.append(message.text)
+        if "Content Security Policy" in message.text
+        else None,
+    )
     try:
         yield page
     finally:
         context.close()
+    assert blocked == [], blocked
 
 
 def test_log_in_with_a_wrong_then_the_right_password_and_log_out(
@@ -281,3 +291,26 @@ def test_sagas_list_and_dead_letters_pages_render(page: Any, system: Stack) -> N
     page.goto(console_url(system) + "/dead-letters")
     page.wait_for_selector("#dead-letters")
     shot(page, "11-dead-letters")
+
+
+def test_revoking_a_session_asks_first_then_ends_it(page: Any, system: Stack) -> None:
+    """The confirmation comes from console/static/console.js (no inline handler under the CSP):
+    dismissed, nothing happens; accepted, the session ends and the browser must log in again."""
+    log_in(page, system)
+    page.goto(console_url(system) + "/sessions")
+    row = page.locator("#sessions tr:has(.pill:text-is('this session'))")
+    asked: list[str] = []
+
+    def answer(dialog: Any) -> None:
+        asked.append(dialog.message)
+        dialog.dismiss() if len(asked) == 1 else dialog.accept()
+
+    page.on("dialog", answer)
+    row.locator("button:has-text('Revoke')").click()
+    assert asked == ["End this session of admin?"]  # console.js asked, under the CSP
+    page.reload()  # still logged in: the dismissed form was not sent
+    page.wait_for_selector("#sessions .pill:text-is('this session')")
+    shot(page, "12-sessions")
+    row.locator("button:has-text('Revoke')").click()
+    page.wait_for_url("**/login?next=*")
+    assert len(asked) == 2

@@ -1,7 +1,8 @@
 """HTTP fuzzing of the gateway with schemathesis, driven by its own `/openapi.json`, against a real
 `sagaway dev` (gateway, orchestrator, participants, SQLite, embedded broker) with an API key
-configured: no 5xx, every 4xx is `application/problem+json`, and every response conforms to the
-document (status codes, headers, bodies)."""
+configured: no 5xx, every 4xx is `application/problem+json`, every response conforms to the
+document (status codes, headers, bodies) and carries the security headers. Headers the document
+does not declare (Authorization, X-API-Key) are fuzzed by tests/fuzz/test_gateway_headers.py."""
 
 from __future__ import annotations
 
@@ -104,6 +105,9 @@ def check_case(case: schemathesis.Case, base_url: str, extra: dict[str, str]) ->
     headers = {"X-API-Key": API_KEY, **extra}
     response = case.call(base_url=base_url, headers=headers, timeout=15)
     case.validate_response(response, checks=CHECKS, headers=headers)
+    # Every answer, whatever the input, carries the security headers (sagaway.http).
+    assert "default-src 'none'" in response.headers["content-security-policy"][0]
+    assert response.headers["x-content-type-options"] == ["nosniff"]
     if 400 <= response.status_code < 500:
         content_type = response.headers.get("content-type") or [""]
         assert content_type[0] == PROBLEM_JSON, response.text

@@ -13,6 +13,7 @@ import httpx
 import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
 
 from gateway.app import SERVICE, Gateway, create_gateway_app
 from orchestrator.registry import load_registry
@@ -67,9 +68,7 @@ def gateway_test_settings(
     return tuned_settings(data_dir, kafka_bootstrap, **values)
 
 
-async def decided(
-    client: httpx.AsyncClient, location: str, timeout_s: float
-) -> dict[str, Any]:
+async def decided(client: httpx.AsyncClient, location: str, timeout_s: float) -> dict[str, Any]:
     """The document at a request's status URL once its status is no longer `accepted`."""
 
     async def document() -> dict[str, Any] | None:
@@ -103,6 +102,12 @@ class RunningGateway:
     client: httpx.AsyncClient
     transport: Transport
     engine: AsyncEngine
+    app: Starlette
+
+    def client_from(self, address: str) -> httpx.AsyncClient:
+        """Another in-process client, whose requests come from `address` (the caller closes)."""
+        transport = httpx.ASGITransport(app=self.app, client=(address, 40000))
+        return httpx.AsyncClient(transport=transport, base_url="http://gateway.test", timeout=30)
 
     @property
     def settings(self) -> GatewaySettings:
@@ -147,7 +152,7 @@ async def make_gateway(gateway_settings: Settings) -> AsyncIterator[MakeGateway]
         client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://gateway.test", timeout=30
         )
-        item = RunningGateway(gateway, client, transport, engine)
+        item = RunningGateway(gateway, client, transport, engine, app)
         running.append(item)
         if start:
             await gateway.start()

@@ -1,11 +1,11 @@
-"""/healthz, /readyz, /metrics (internal listener only) and /openapi.json."""
+"""/healthz, /readyz, /metrics (internal listener only, unless configured) and /openapi.json."""
 
 from __future__ import annotations
 
 import httpx
 
 from gateway.app import create_internal_app
-from tests.gateway.conftest import RunningGateway, order
+from tests.gateway.conftest import MakeGateway, RunningGateway, order
 from tests.gateway.orchestrator_double import OrchestratorDouble
 
 
@@ -35,6 +35,15 @@ async def test_metrics_are_on_the_internal_listener_only(
     assert "sagaway_gateway_http_request_duration_seconds_bucket" in text
     assert "sagaway_gateway_pending_sync_requests 0.0" in text
     assert "sagaway_gateway_reply_lag_seconds_count 1.0" in text
+
+
+async def test_metrics_are_on_the_public_listener_too_only_when_configured(
+    make_gateway: MakeGateway,
+) -> None:
+    running = await make_gateway("gw-public-metrics", gateway_public_metrics=True)
+    answer = await running.client.get("/metrics")
+    assert answer.status_code == 200
+    assert "sagaway_gateway_pending_sync_requests" in answer.text
 
 
 async def test_openapi_lists_the_routes_with_the_saga_input_models(gw: RunningGateway) -> None:

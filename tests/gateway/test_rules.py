@@ -138,7 +138,7 @@ def test_backoff_doubles_up_to_the_cap() -> None:
     assert [backoff_s(settings, n) for n in (1, 2, 3, 4)] == [1, 2, 4, 5]
 
 
-def test_api_key_hashes_and_tokens() -> None:
+async def test_api_key_hashes_and_tokens() -> None:
     from argon2 import PasswordHasher
     from starlette.requests import Request
 
@@ -157,10 +157,10 @@ def test_api_key_hashes_and_tokens() -> None:
         raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         return Request({"type": "http", "headers": raw})
 
-    assert auth.authenticate(request({"X-API-Key": "ka"})).principal == "a"
-    assert auth.authenticate(request({"Authorization": "ApiKey kb"})).principal == "b"
+    assert (await auth.authenticate(request({"X-API-Key": "ka"}))).principal == "a"
+    assert (await auth.authenticate(request({"Authorization": "ApiKey kb"}))).principal == "b"
     token = issue_token("s", "svc", sagas=["place-order"])
-    identity = auth.authenticate(request({"Authorization": f"Bearer {token}"}))
+    identity = await auth.authenticate(request({"Authorization": f"Bearer {token}"}))
     assert identity.principal == "svc" and identity.sagas == frozenset({"place-order"})
 
 

@@ -36,7 +36,7 @@ three_steps = saga(
              on_reply=remember("reserve"), **FAST),
         step("charge", "beta.charge", compensate="beta.refund",
              on_reply=remember("charge"), **FAST),
-        step("ship", "gamma.ship", on_reply=remember("ship"), **FAST),
+        step("ship", "gamma.ship", on_reply=remember("ship"), pivot=True, **FAST),
     ],
 )
 
@@ -49,7 +49,7 @@ parallel_group = saga(
             step("reserve", "alpha.reserve", compensate="alpha.release", **FAST),
             step("charge", "beta.charge", compensate="beta.refund", **FAST),
         ),
-        step("ship", "gamma.ship", **FAST),
+        step("ship", "gamma.ship", pivot=True, **FAST),
     ],
 )
 
@@ -76,7 +76,7 @@ chaos_three_steps = saga(
     steps=[
         step("reserve", "alpha.reserve", compensate="alpha.release", **CHAOS),
         step("charge", "beta.charge", compensate="beta.refund", **CHAOS),
-        step("ship", "gamma.ship", **CHAOS),
+        step("ship", "gamma.ship", pivot=True, **CHAOS),
     ],
 )
 
@@ -89,6 +89,6 @@ chaos_parallel = saga(
             step("reserve", "alpha.reserve", compensate="alpha.release", **CHAOS),
             step("charge", "beta.charge", compensate="beta.refund", **CHAOS),
         ),
-        step("ship", "gamma.ship", **CHAOS),
+        step("ship", "gamma.ship", pivot=True, **CHAOS),
     ],
 )

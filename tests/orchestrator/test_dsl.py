@@ -34,7 +34,7 @@ def test_declaration_reads_top_to_bottom_and_finds_the_pivot() -> None:
         steps=[
             step("reserve-stock", "inventory.reserve", compensate="inventory.release"),
             step("charge-payment", "payments.charge", compensate="payments.refund"),
-            step("schedule-shipping", "shipping.schedule"),
+            step("schedule-shipping", "shipping.schedule", pivot=True),
             step("notify", "mail.send"),
         ],
     )
@@ -69,7 +69,7 @@ def test_compensation_inherits_payload_and_policy_unless_given() -> None:
 def test_parallel_group_is_one_element_with_its_branches() -> None:
     d = saga("g", version=1, steps=[
         parallel("book", undoable("hotel"), undoable("car")),
-        step("pay", "svc.pay"),
+        step("pay", "svc.pay", pivot=True),
     ])
     assert [e.name for e in d.elements] == ["book", "pay"]
     assert d.elements[0].is_group and [s.name for s in d.elements[0].steps] == ["hotel", "car"]
@@ -77,7 +77,7 @@ def test_parallel_group_is_one_element_with_its_branches() -> None:
 
 
 def test_input_model_validates_bodies_and_publishes_a_schema() -> None:
-    d = saga("s", version=1, input=Order, steps=[step("a", "svc.a")])
+    d = saga("s", version=1, input=Order, steps=[step("a", "svc.a", pivot=True)])
     assert d.validate_input({"order_id": "o", "quantity": "3"}) == {"order_id": "o", "quantity": 3}
     with pytest.raises(ValidationError):
         d.validate_input({"order_id": "o"})
@@ -85,7 +85,7 @@ def test_input_model_validates_bodies_and_publishes_a_schema() -> None:
 
 
 def test_without_input_model_any_json_object_is_accepted() -> None:
-    d = saga("s", version=1, steps=[step("a", "svc.a")])
+    d = saga("s", version=1, steps=[step("a", "svc.a", pivot=True)])
     assert d.validate_input({"x": 1}) == {"x": 1}
     assert d.input_schema() == {"type": "object"}
     with pytest.raises(TypeError):
@@ -100,7 +100,7 @@ def error(**kwargs: Any) -> SagaDefinitionError:
 
 
 def test_error_names_saga_step_and_fix() -> None:
-    e = error(steps=[step("a", "svc.a"), step("b", "svc.b", compensate="svc.undo")])
+    e = error(steps=[step("a", "svc.a", pivot=True), step("b", "svc.b", compensate="svc.undo")])
     assert e.saga == "my-saga" and e.step == "b"
     assert str(e).startswith("saga 'my-saga', step 'b': ")
     assert "after the pivot 'a'" in str(e) and "Fix: remove its compensation" in str(e)
@@ -142,20 +142,21 @@ def test_nested_parallel_group_is_an_error() -> None:
 
 
 def test_parallel_group_cannot_be_the_pivot() -> None:
-    e = error(steps=[parallel("g", undoable("a"), step("b", "svc.b"))])
-    assert e.step == "b" and "pivot" in str(e)
+    e = error(steps=[parallel("g", undoable("a"), step("b", "svc.b", pivot=True))])
+    assert e.step == "b" and "branch of parallel group 'g'" in str(e)
+    assert "Fix: make the pivot a single step" in str(e)
 
 
 def test_retriable_parallel_group_after_pivot_is_allowed() -> None:
     d = saga("s", version=1, steps=[
-        step("pivot", "svc.p"),
+        step("pivot", "svc.p", pivot=True),
         parallel("notify", step("mail", "mail.send"), step("sms", "sms.send")),
     ])
     assert d.pivot == 0
 
 
 def test_conditional_pivot_is_an_error() -> None:
-    e = error(steps=[step("p", "svc.p", when=lambda d: True)])
+    e = error(steps=[step("p", "svc.p", when=lambda d: True, pivot=True)])
     assert e.step == "p" and "conditional" in str(e)
 
 

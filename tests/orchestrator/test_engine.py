@@ -41,6 +41,8 @@ def place_order_saga(version: int = 1) -> SagaDefinition:
         "place-order",
         version=version,
         input=PlaceOrder,
+        timeout=5,
+        retries=2,
         steps=[
             step(
                 "reserve-stock",
@@ -49,8 +51,6 @@ def place_order_saga(version: int = 1) -> SagaDefinition:
                                    "quantity": d["quantity"]},
                 on_reply=lambda d, r: {**d, "reservation_id": r["reservation_id"]},
                 compensate="inventory.release",
-                timeout=5,
-                retries=2,
                 backoff=Backoff(initial=1, multiplier=2, max=10, jitter=0.2),
             ),
             step(
@@ -59,16 +59,14 @@ def place_order_saga(version: int = 1) -> SagaDefinition:
                 payload=lambda d: {"order_id": d["order_id"], "amount_cents": d["amount_cents"]},
                 on_reply=lambda d, r: {**d, "charge_id": r["charge_id"]},
                 compensate=compensation("payments.refund", retries=5),
-                timeout=5,
-                retries=2,
             ),
             step(
                 "schedule-shipping",
                 invoke="shipping.schedule",
                 payload=lambda d: {"order_id": d["order_id"], "address": d["address"]},
                 on_reply=lambda d, r: {**d, "tracking": r["tracking"]},
-                timeout=5,
                 retries=1,
+                pivot=True,
             ),
         ],
         result=lambda d: {"order_id": d["order_id"], "tracking": d["tracking"]},
@@ -162,7 +160,7 @@ def test_place_order_completes_with_the_result_builder_output() -> None:
 def test_reply_handler_updates_data_used_by_later_payloads() -> None:
     d = saga("chain", version=1, steps=[
         step("a", "svc.a", on_reply=lambda d, r: {**d, "token": r["token"]}, compensate="svc.x"),
-        step("b", "svc.b", payload=lambda d: {"token": d["token"]}),
+        step("b", "svc.b", payload=lambda d: {"token": d["token"]}, pivot=True),
     ])
     s = Saga(d, {})
     s.succeed("a", token="tok")
@@ -170,7 +168,7 @@ def test_reply_handler_updates_data_used_by_later_payloads() -> None:
 
 
 def test_default_result_is_the_saga_data() -> None:
-    d = saga("one", version=1, steps=[step("a", "svc.a")])
+    d = saga("one", version=1, steps=[step("a", "svc.a", pivot=True)])
     s = Saga(d, {"x": 1})
     assert s.succeed("a").final.result == {"x": 1}  # type: ignore[union-attr]
 
@@ -236,7 +234,7 @@ def test_business_failure_is_not_retried() -> None:
 def test_failure_after_pivot_leaves_saga_failed_and_nothing_is_compensated() -> None:
     d = saga("after-pivot", version=1, steps=[
         step("a", "svc.a", compensate="svc.undo-a"),
-        step("pivot", "svc.p"),
+        step("pivot", "svc.p", pivot=True),
         step("c", "svc.c"),
     ])
     s = Saga(d, {})
@@ -375,7 +373,7 @@ def group_saga() -> SagaDefinition:
                  on_reply=lambda d, r: {**d, "car": r["id"]}),
             step("flight", "flights.book", compensate="flights.cancel", retries=0),
         ),
-        step("confirm", "svc.confirm"),
+        step("confirm", "svc.confirm", pivot=True),
     ])
 
 
@@ -540,7 +538,8 @@ def test_skip_step_treats_awaiting_step_as_succeeded_with_result() -> None:
 
 
 def test_skip_of_failed_step_after_pivot_continues_the_saga() -> None:
-    d = saga("p", version=1, steps=[step("pivot", "svc.p"), step("notify", "svc.n")])
+    d = saga("p", version=1, steps=[step("pivot", "svc.p", pivot=True),
+                                           step("notify", "svc.n")])
     s = Saga(d, {})
     s.succeed("pivot")
     s.reply(s.command("notify"), "failure", reason="smtp down")
@@ -561,7 +560,8 @@ def test_abort_compensates_now_including_the_step_in_flight() -> None:
 
 
 def test_abort_refused_after_pivot_succeeded() -> None:
-    d = saga("p", version=1, steps=[step("pivot", "svc.p"), step("notify", "svc.n")])
+    d = saga("p", version=1, steps=[step("pivot", "svc.p", pivot=True),
+                                           step("notify", "svc.n")])
     s = Saga(d, {})
     s.succeed("pivot")
     decision = s.apply(Abort(1.0))
@@ -595,7 +595,7 @@ def test_reply_handler_exception_compensates_the_step_as_unknown() -> None:
 def test_payload_builder_exception_fails_the_step_without_sending() -> None:
     d = saga("bug", version=1, steps=[
         step("a", "svc.a", compensate="svc.undo-a"),
-        step("b", "svc.b", payload=lambda d: {"x": d["missing"]}),
+        step("b", "svc.b", payload=lambda d: {"x": d["missing"]}, pivot=True),
     ])
     s = Saga(d, {})
     decision = s.succeed("a")
@@ -612,7 +612,7 @@ def test_result_builder_exception_fails_the_saga_and_resume_retries_it() -> None
             raise RuntimeError("boom")
         return {"ok": True}
 
-    d = saga("r", version=1, steps=[step("a", "svc.a")], result=result)
+    d = saga("r", version=1, steps=[step("a", "svc.a", pivot=True)], result=result)
     s = Saga(d, {})
     assert s.succeed("a").final.status == "failed"  # type: ignore[union-attr]
     assert s.apply(Resume(1.0)).final.result == {"ok": True}  # type: ignore[union-attr]

@@ -95,7 +95,7 @@ def saga_shapes(draw: st.DrawFn) -> list[dict[str, Any]]:
     for _ in range(before):
         shape.append(element(True))
     if has_pivot:
-        shape.append({"group": None, "branches": [new_step(False, False)]})
+        shape.append({"group": None, "branches": [{**new_step(False, False), "pivot": True}]})
         for _ in range(after):
             shape.append(element(False))
     return shape
@@ -118,6 +118,7 @@ def build(shape: list[dict[str, Any]]) -> SagaDefinition:
             timeout=5.0,
             retries=spec["retries"],
             backoff=Backoff(initial=0.5, multiplier=2.0, max=4.0, jitter=0.5),
+            pivot=spec.get("pivot", False),
         )
 
     elements: list[Any] = []

@@ -26,7 +26,7 @@ from sagaway.settings import OrchestratorSettings
 def order_v1() -> object:
     return saga("order", version=1, steps=[
         step("reserve", "inventory.reserve", compensate="inventory.release"),
-        step("ship", "shipping.schedule"),
+        step("ship", "shipping.schedule", pivot=True),
     ])
 
 
@@ -34,7 +34,7 @@ def order_v2() -> object:
     return saga("order", version=2, steps=[
         step("reserve", "inventory.reserve", compensate="inventory.release"),
         step("charge", "payments.charge", compensate="payments.refund"),
-        step("ship", "shipping.schedule"),
+        step("ship", "shipping.schedule", pivot=True),
     ])
 
 
@@ -47,14 +47,15 @@ def saga_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
     (root / "__init__.py").write_text("")
     (root / "orders.py").write_text(textwrap.dedent("""
         from orchestrator.dsl import saga, step
-        order_v1 = saga("order", version=1, steps=[step("ship", "shipping.schedule")])
-        order_v2 = saga("order", version=2, steps=[step("ship", "shipping.schedule"),
+        order_v1 = saga("order", version=1,
+                        steps=[step("ship", "shipping.schedule", pivot=True)])
+        order_v2 = saga("order", version=2, steps=[step("ship", "shipping.schedule", pivot=True),
                                                    step("mail", "mail.send")])
         ALIAS = order_v2
     """))
     (root / "refunds.py").write_text(textwrap.dedent("""
         from orchestrator.dsl import saga, step
-        refund = saga("refund", version=1, steps=[step("refund", "payments.refund")])
+        refund = saga("refund", version=1, steps=[step("refund", "payments.refund", pivot=True)])
     """))
     (root / "empty.py").write_text("X = 1\n")
     (root / "broken.py").write_text(textwrap.dedent("""

@@ -10,7 +10,7 @@ versioned_v1 = saga(
     version=1,
     steps=[
         step("reserve", "alpha.reserve", compensate="alpha.release", **FAST),
-        step("ship", "gamma.ship", **FAST),
+        step("ship", "gamma.ship", pivot=True, **FAST),
     ],
 )
 

@@ -43,6 +43,20 @@ def test_a_shared_variable_feeds_every_component_that_reads_it(
     assert settings.storage.database_url_for("inventory").endswith(f"{tmp_path}/inventory.db")
 
 
+def test_service_in_the_database_url_gives_each_service_its_own_database(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SAGAWAY_DATABASE_URL", "postgresql+asyncpg://u:p{w}@db:5432/{service}")
+
+    storage = Settings().storage
+
+    assert storage.database_url_for("payments") == "postgresql+asyncpg://u:p{w}@db:5432/payments"
+    assert storage.database_url_for("gateway") == "postgresql+asyncpg://u:p{w}@db:5432/gateway"
+    shared = StorageSettings(database_url="postgresql+asyncpg://u:p@db:5432/orders")
+    assert shared.database_url_for("payments") == shared.database_url_for("gateway")
+    assert shared.database_url_for("payments").endswith("/orders")
+
+
 def test_the_toml_file_comes_after_the_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

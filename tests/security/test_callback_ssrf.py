@@ -13,12 +13,21 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpcore
+import httpx
 import pytest
 import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.callback_network import (
+    ConnectionRefused,
+    VettedBackend,
+    callback_transport,
+    vetted,
+)
 from gateway.models import callbacks
+from gateway.ssrf import CallbackTarget
 from sagaway.messaging.envelope import Message
 from tests.gateway.conftest import MakeGateway, RunningGateway, order
 from tests.gateway.orchestrator_double import OrchestratorDouble
@@ -154,7 +163,17 @@ REFUSED_AT_ACCEPT = [
     "https://[::ffff:127.0.0.1]/hook",  # IPv4-mapped IPv6
     "https://[::ffff:7f00:1]/hook",
     "https://[::ffff:169.254.169.254]/hook",
+    "https://[2002:7f00:1::1]/hook",  # 6to4 of 127.0.0.1
+    "https://[2002:a9fe:a9fe::1]/hook",  # 6to4 of 169.254.169.254
+    "https://[2002:a00:1::]/hook",  # 6to4 of 10.0.0.1
+    "https://[64:ff9b::7f00:1]/hook",  # NAT64 of 127.0.0.1
+    "https://[64:ff9b::a9fe:a9fe]/hook",  # NAT64 of the metadata address
+    "https://[64:ff9b:1::808:808]/hook",  # local-use NAT64: never public
+    "https://[2001:0:4136:e378:8000:63bf:80ff:fffe]/hook",  # Teredo, client 127.0.0.1
+    "https://[::127.0.0.1]/hook",  # IPv4-compatible
+    "https://[::ffff:0:7f00:1]/hook",  # IPv4-translated
     "https://localhost/hook",
+    "https://sixtofour.example.com/hook",  # patched: resolves to 6to4 of 127.0.0.1
     "https://loopback.example.com/hook",  # patched: resolves to 127.0.0.1
     "https://mixed.example.com/hook",  # patched: one public and one private address
     "https://metadata.example.com/hook",  # patched: the cloud metadata address
@@ -167,6 +186,7 @@ async def test_non_public_callback_targets_are_refused_at_accept_time_in_every_s
     # 127.0.0.1 is allowed by exact listing: no other spelling of it may ride on that.
     running = await make_gateway("gw-ssrf", callback_allowed_hosts=["*", "127.0.0.1"])
     dns.set("loopback.example.com", ["127.0.0.1"])
+    dns.set("sixtofour.example.com", ["2002:7f00:1::1"])
     dns.set("mixed.example.com", [PUBLIC, "10.9.8.7"])
     dns.set("metadata.example.com", ["169.254.169.254"])
     for url in REFUSED_AT_ACCEPT:
@@ -225,6 +245,7 @@ async def test_a_kafka_callback_url_to_loopback_is_never_connected(
         f"https://internal.example.com:{sink.port}/hook",
         f"https://localhost:{sink.port}/hook",  # not allowed at all
         f"http://internal.example.com:{sink.port}/hook",  # http through a wildcard
+        f"https://a..example.com:{sink.port}/hook",  # no host name: refused on intake
     ]
     records = []
     for n, url in enumerate(urls):
@@ -244,7 +265,7 @@ async def test_a_kafka_callback_url_to_loopback_is_never_connected(
     rows = await wait_for_tries(running, 1)
     await asyncio.sleep(0.5)
     rows = await delivery_rows(running)
-    # The two refused on intake never become deliveries; the first is refused when sent.
+    # Those refused on intake never become deliveries; the first is refused when sent.
     assert [r.url for r in rows] == [urls[0]]
     assert rows[0].last_error.startswith("refused:") and "non-public" in rows[0].last_error
     assert sink.connections == 0
@@ -283,3 +304,70 @@ async def test_redirects_to_loopback_are_not_followed_and_only_listed_hosts_are_
     finally:
         for server, task in servers:
             await stop_receiver(server, task)
+
+
+INVALID_HOSTS = [
+    "https://a..b.com/hook",
+    "https://" + "a" * 64 + ".example.com/hook",
+    "https://.example.com/hook",
+    "https://-a.example.com/hook",
+    "https://a_b..example.com/hook",
+]
+
+
+async def test_a_callback_host_no_resolver_accepts_is_422_not_500(
+    make_gateway: MakeGateway, double: OrchestratorDouble
+) -> None:
+    running = await make_gateway("gw-idna", callback_allowed_hosts=["*"])
+    raw_hosts: list[bytes] = [url.encode() for url in INVALID_HOSTS]
+    raw_hosts += [b"https://\xc3\xa9\x80.example.com/hook", b"https://ex\xe4mple\x80.com/"]
+    for url in raw_hosts:
+        response = await running.client.post(
+            "/api/v1/orders", json=order(), headers={b"Callback-Url": url}
+        )
+        assert response.status_code == 422, (url, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["type"].endswith("callback-refused"), url
+    assert not double.starts
+
+
+class Elsewhere(httpcore.AsyncNetworkBackend):
+    """A network that takes a connection to one address somewhere else (a NAT, an interception
+    proxy): what the peer check after connecting is for."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.real = httpcore.AnyIOBackend()
+
+    async def connect_tcp(self, host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        return await self.real.connect_tcp("127.0.0.1", self.port, *args, **kwargs)
+
+    async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("not used")
+
+    async def sleep(self, seconds: float) -> None:
+        await self.real.sleep(seconds)
+
+
+async def test_the_callback_client_connects_only_to_the_address_vetted_for_the_delivery(
+    sink: Sink,
+) -> None:
+    url = f"http://127.0.0.1:{sink.port}/hook"
+    loopback = CallbackTarget(url, "http", "127.0.0.1", sink.port, ("127.0.0.1",))
+    async with httpx.AsyncClient(transport=callback_transport(), trust_env=False) as client:
+        with pytest.raises(httpx.ConnectError, match="not a vetted address"):
+            await client.post(url)  # no delivery vetted anything
+        with vetted(loopback, private_allowed=False), pytest.raises(httpx.ConnectError):
+            await client.post(url)  # vetted, but not public and not listed
+        other = CallbackTarget(url, "http", "127.0.0.2", sink.port, ("127.0.0.2",), True)
+        with vetted(other, private_allowed=True), pytest.raises(httpx.ConnectError):
+            await client.post(url)  # vetted for another address
+        assert sink.connections == 0
+        with vetted(loopback, private_allowed=True), pytest.raises(httpx.RemoteProtocolError):
+            await client.post(url)  # listed exactly: connected (the sink hangs up at once)
+        assert sink.connections == 1
+    # The peer is checked after connecting: a connection that lands elsewhere is closed.
+    backend = VettedBackend(Elsewhere(sink.port))
+    public = CallbackTarget("https://example.com/", "https", "example.com", 443, (PUBLIC,))
+    with vetted(public, private_allowed=False), pytest.raises(ConnectionRefused, match="not the"):
+        await backend.connect_tcp(PUBLIC, 443)

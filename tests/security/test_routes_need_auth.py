@@ -60,6 +60,9 @@ async def test_every_gateway_route_but_the_public_ones_answers_401_without_crede
         "gw-auth",
         api_keys={"shop": hash_api_key(API_KEY)},
         bearer_secret=BEARER_SECRET,
+        # Every failure here comes from one address: without this it would soon be 429
+        # (tests/gateway/test_auth_costs.py checks that limit).
+        auth_failure_burst=0,
         routes=[
             RouteConfig(method="POST", path="/api/v1/orders", saga="place-order"),
             RouteConfig(method="PUT", path="/api/v1/shop/orders", saga="place-order"),

@@ -1,18 +1,20 @@
 """A throwaway PostgreSQL 15 server for tests and benchmarks: Debian's package, run as the
 `postgres` user in a temporary directory on a free loopback port, with `wal_level=logical`.
 
-    python -m tests.servers.postgres          # start one, print its URL, stop on Ctrl-C/SIGTERM
+    python -m tests.servers.postgres              # start one, print its URL, stop on Ctrl-C/SIGTERM
+    python -m tests.servers.postgres --port 5499  # on this port (default: a free one)
+    python -m tests.servers.postgres --durable    # fsync and full-page writes on (benchmarks)
 """
 
 from __future__ import annotations
 
+import argparse
 import glob
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -253,8 +255,17 @@ def drop_database(admin_dsn: str, name: str) -> None:
     execute(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def main() -> None:
-    server = PostgresServer(fast="--durable" not in sys.argv)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Run a throwaway PostgreSQL server on 127.0.0.1 (wal_level=logical) until "
+        "interrupted; prints its URL."
+    )
+    parser.add_argument("--port", type=int, default=None, help="default: a free port")
+    parser.add_argument(
+        "--durable", action="store_true", help="keep fsync and full-page writes on"
+    )
+    args = parser.parse_args(argv)
+    server = PostgresServer(port=args.port, fast=not args.durable)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -1,10 +1,26 @@
-"""`audit`: a consistent system is clean, and each broken invariant is named."""
+"""`audit`: a consistent system is clean, and each broken invariant is named; `sagaway audit`
+refuses a database that is not the service's it is read as, instead of reporting violations."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import subprocess
+import uuid
+from pathlib import Path
 from typing import Any
 
+import orjson
+import pytest
+from click.testing import CliRunner
+
 from examples.place_order.audit import Snapshot, audit
+from examples.place_order.saga import place_order
+from orchestrator.registry import SagaRegistry
+from sagaway.cli.main import main
+from sagaway.storage.migrate import upgrade
+from tests.harness.processes import SAGAWAY, base_environment
+from tests.harness.stack import Servers, open_stack
 
 
 def consistent() -> Snapshot:
@@ -120,3 +136,86 @@ def test_the_human_report_lists_totals_then_violations() -> None:
     assert "orders completed: 1" in lines
     assert lines[-2] == "1 violation(s):"
     assert lines[-1].startswith("  [credit-conserved] c-1: credit 0 + net charges 300")
+
+
+# ---------------------------------------------------------------- `sagaway audit` on PostgreSQL
+
+
+def run_audit(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SAGAWAY, "audit", "--json", *args], env={**base_environment(), **env},
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+@pytest.mark.timeout(120)
+async def test_audit_refuses_one_database_read_for_every_service(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The README's pattern without {service}: SAGAWAY_DATABASE_URL is the orchestrator's
+    database, so the audit would read every service there and call each order a violation."""
+    system = await open_stack("kafka", tmp_path / "data", Servers.of("kafka", request))
+    try:
+        await system.roles.start_examples()
+        await system.roles.start_orchestrator(SagaRegistry([place_order]))
+        orders = [str(uuid.uuid4()) for _ in range(3)]
+        data = {"customer_id": "c-1", "items": [{"sku": "sku-1", "quantity": 1}],
+                "total_cents": 100, "country": "FR"}
+        await system.client.start_sagas([(o, place_order.saga_type, data) for o in orders])
+        assert set((await system.wait_terminal(orders)).values()) == {"completed"}
+        orchestrator = system.urls["orchestrator"]
+        database = orchestrator.rsplit("/", 1)[1]
+
+        refused = await asyncio.to_thread(run_audit, {"SAGAWAY_DATABASE_URL": orchestrator})
+
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert refused.stdout == ""
+        host = orchestrator.split("@", 1)[1].rsplit("/", 1)[0]
+        for service, others, table in (
+            ("inventory", "payments, shipping and orchestrator", "inventory_reservations"),
+            ("payments", "inventory, shipping and orchestrator", "payments_charges"),
+            ("shipping", "inventory, payments and orchestrator", "shipping_shipments"),
+        ):
+            assert (
+                f"- the {service} database, PostgreSQL at {host}/{database} (the one read for "
+                f"{others} too), has no {service} rows ({table} is empty) although the "
+                "orchestrator's database holds 3 completed orders;"
+            ) in refused.stderr
+        assert (
+            "set --inventory-url, --payments-url and --shipping-url, or SAGAWAY_DATABASE_URL "
+            "with {service} in it"
+        ) in refused.stderr
+        assert "the orchestrator database" not in refused.stderr
+        assert refused.stderr.startswith(
+            "inventory, payments, shipping and orchestrator are read from one database, "
+            f"PostgreSQL at {host}/{database}\n"
+        )
+
+        urls = [f"--{s}-url={system.urls[s]}" for s in ("inventory", "payments", "shipping")]
+        clean = await asyncio.to_thread(
+            run_audit, {"SAGAWAY_DATABASE_URL": orchestrator}, *urls
+        )
+
+        assert clean.returncode == 0, clean.stdout + clean.stderr
+        assert "read from one database" not in clean.stderr
+        report = orjson.loads(clean.stdout)
+        assert (report["orders_completed"], report["violations"]) == (3, [])
+    finally:
+        await system.close()
+
+
+def test_audit_refuses_a_database_without_its_services_tables(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    for service in ("orchestrator", "inventory", "shipping"):
+        upgrade(f"sqlite+aiosqlite:///{data_dir / f'{service}.db'}")
+    sqlite3.connect(data_dir / "payments.db").close()  # there, but never migrated
+
+    result = CliRunner().invoke(main, ["audit"], env={"SAGAWAY_DATA_DIR": str(data_dir)})
+
+    assert result.exit_code == 2, result.output
+    assert (
+        f"- the payments database, SQLite file {(data_dir / 'payments.db').resolve()}, has no "
+        "payments tables (payments_accounts, payments_charges): if it is the payments database, "
+        "run `sagaway migrate --service payments` first;"
+    ) in result.output
+    assert "the inventory database" not in result.output

@@ -23,6 +23,7 @@ from examples.place_order.models import accounts, charges, reservations, shipmen
 from examples.place_order.saga import define_place_order, place_order
 from orchestrator.models import saga_steps
 from orchestrator.registry import SagaRegistry
+from orchestrator.testing import refuse, reply, run_saga, time_out
 from sagaway.inbox import inbox
 from tests.examples.place_order.tampering import (
     TamperingTransport,
@@ -91,6 +92,73 @@ async def compensations(system: Stack, saga_id: str) -> list[tuple[str, str]]:
         .order_by(saga_steps.c.id),
     )
     return [(r["step_name"], r["status"]) for r in rows if r["status"] != "sent"]
+
+
+# ---------------------------------------------------------------- the saga's logic, with the kit
+# (orchestrator.testing: the pure engine against scripted services, no broker, no database)
+
+SERVICES = {
+    "inventory.reserve": reply({"reservation_id": "r-1"}),
+    "payments.charge": reply({"payment_id": "p-1"}),
+    "shipping.schedule": reply({"shipment_id": "s-1"}),
+}
+
+
+def test_kit_each_command_carries_what_its_service_needs() -> None:
+    run = run_saga(place_order, order("c-7", [("sku-2", 3), ("sku-5", 1)], 4200, "DE"), SERVICES)
+
+    items = [{"sku": "sku-2", "quantity": 3}, {"sku": "sku-5", "quantity": 1}]
+    assert run.payloads("inventory.reserve") == [{"items": items}]
+    assert run.payloads("payments.charge") == [{"customer_id": "c-7", "amount_cents": 4200}]
+    assert run.payloads("shipping.schedule") == [
+        {"customer_id": "c-7", "country": "DE", "items": items}
+    ]
+    assert run.result == {
+        "reservation_id": "r-1", "payment_id": "p-1", "shipment_id": "s-1",
+        "customer_id": "c-7", "total_cents": 4200,
+    }
+
+
+def test_kit_out_of_stock_ends_compensated_with_nothing_to_undo() -> None:
+    run = run_saga(place_order, order(), {**SERVICES, "inventory.reserve": refuse("no sku-1")})
+
+    assert run.sent == ["inventory.reserve"]
+    assert (run.status, run.failure) == (
+        "compensated", {"step": "reserve-stock", "reason": "no sku-1"}
+    )
+
+
+def test_kit_a_reserve_never_answered_is_released_without_its_reservation_id() -> None:
+    # The release must be safe without the reserve's reply (docs/sagas.md, compensation).
+    quick = define_place_order(timeout=1.0, retries=0)
+    run = run_saga(quick, order(), {**SERVICES, "inventory.reserve": time_out()})
+
+    assert run.sent == ["inventory.reserve", "inventory.release"]
+    assert run.payloads("inventory.release") == [{"reservation_id": None}]
+    assert run.status == "compensated"
+
+
+def test_kit_a_refused_shipment_refunds_the_payment_it_took() -> None:
+    run = run_saga(place_order, order(country="AQ"), {
+        **SERVICES, "shipping.schedule": refuse("we do not ship to AQ"),
+    })
+
+    assert run.compensations == ["payments.refund", "inventory.release"]
+    assert run.payloads("payments.refund") == [{"customer_id": "c-1", "payment_id": "p-1"}]
+    assert run.payloads("inventory.release") == [{"reservation_id": "r-1"}]
+
+
+def test_kit_the_pivot_is_never_undone_once_sent() -> None:
+    run = run_saga(
+        place_order, order(), {**SERVICES, "shipping.schedule": time_out()},
+        until=lambda run: "shipping.schedule" in run.sent,
+    )
+    assert run.abort() == "the pivot 'schedule-shipping' is in flight; wait for its outcome"
+
+    run.proceed()
+    assert run.status == "failed" and run.compensations == []
+    assert run.skip("schedule-shipping", {"shipment_id": "by-hand"}) is None
+    assert run.result is not None and run.result["shipment_id"] == "by-hand"
 
 
 @pytest.fixture

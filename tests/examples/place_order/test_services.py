@@ -179,7 +179,9 @@ async def test_charge_rejects_insufficient_credit_and_refund_gives_credit_back(
     refunded = await call(
         running, "payments.refund", {"customer_id": "c-9", "amount_cents": 999}, order
     )
-    assert refunded.payload == {"payment_id": charged.payload["payment_id"], "refunded_cents": 999}
+    assert refunded.payload == {
+        "payment_id": charged.payload["payment_id"], "refunded_cents": 999, "tombstone": False,
+    }
     # A second refund (another message) changes nothing.
     again = await call(running, "payments.refund", {"customer_id": "c-9"}, order)
     assert again.outcome == "success" and again.payload["refunded_cents"] == 0

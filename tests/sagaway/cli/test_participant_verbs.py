@@ -29,6 +29,7 @@ from sagaway.settings.composed import Settings
 from sagaway.storage.database import connect_database, create_database_engine
 from sagaway.storage.migrate import upgrade
 from tests.fixtures.broker import tuned_settings
+from tests.fixtures.postgres import PostgresForTests
 from tests.sagaway.outbox.broker_reader import BrokerReader
 
 pytestmark = pytest.mark.timeout(60)
@@ -124,7 +125,7 @@ async def test_seed_participant_and_audit_from_the_command_line(tmp_path: Path) 
     assert "participant inventory handles inventory.release, inventory.reserve" in output
 
     missing = await asyncio.to_thread(sagaway, settings, "audit")
-    assert missing.returncode == 1
+    assert missing.returncode == 2
     assert "no database at" in missing.stderr and "shipping.db" in missing.stderr
 
     for service in ("orchestrator", "shipping"):
@@ -143,7 +144,54 @@ async def test_seed_participant_and_audit_from_the_command_line(tmp_path: Path) 
 def invoke(settings: Settings, *args: str) -> Result:
     """The CLI in process (its import costs seconds per subprocess)."""
     env = {k: v for k, v in cli_env(settings).items() if k.startswith("SAGAWAY_")}
+    if settings.storage.database_url:
+        env["SAGAWAY_DATABASE_URL"] = settings.storage.database_url
     return CliRunner().invoke(main, list(args), env=env)
+
+
+def test_seed_says_it_writes_the_embedded_files_when_no_database_is_named(
+    tmp_path: Path,
+) -> None:
+    settings = tuned_settings(tmp_path / "data")
+    data_dir = settings.storage.data_dir.resolve()
+
+    result = invoke(settings, "seed", "--customers", "3", "--skus", "2")
+
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "no SAGAWAY_DATABASE_URL and no --<service>-url: using the embedded SQLite files of "
+        f"`sagaway dev` in {data_dir}",
+        f"payments: customers: added 3, 0 already there (SQLite file {data_dir}/payments.db)",
+        f"inventory: skus: added 2, 0 already there (SQLite file {data_dir}/inventory.db)",
+    ]
+
+
+def test_seed_writes_each_service_database_of_the_url_pattern(
+    tmp_path: Path, postgres_server: PostgresForTests
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    names = {service: f"{prefix}_{service}" for service in ("inventory", "payments")}
+    for name in names.values():
+        postgres_server.create_database(name)
+    settings = tuned_settings(
+        tmp_path / "data", database_url=postgres_server.async_url(f"{prefix}_{{service}}")
+    )
+    try:
+        result = invoke(settings, "seed", "--customers", "3", "--skus", "2")
+
+        assert result.exit_code == 0, result.output
+        [payments, inventory] = result.output.splitlines()
+        assert payments.startswith("payments: customers: added 3, 0 already there (PostgreSQL")
+        assert payments.endswith(f"/{names['payments']})")
+        assert inventory.startswith("inventory: skus: added 2, 0 already there (PostgreSQL")
+        assert inventory.endswith(f"/{names['inventory']})")
+        assert postgres_server.execute("SELECT count(*) FROM payments_accounts",
+                                       names["payments"]) == [(3,)]
+        assert postgres_server.execute("SELECT count(*) FROM inventory_stock",
+                                       names["inventory"]) == [(2,)]
+    finally:
+        for name in names.values():
+            postgres_server.drop_database(name)
 
 
 def test_an_unknown_participant_is_refused_with_the_known_names(tmp_path: Path) -> None:

@@ -99,11 +99,19 @@ def curl_request(banner: str) -> httpx.Request:
     return httpx.Request(method, url, headers=headers, content=body)
 
 
+def metrics_url(dev: RoleProcess) -> str:
+    """The internal listener's /metrics, as the banner prints it."""
+    found = re.search(r"Metrics +(http://\S+/metrics) +\(internal listener\)", dev.output())
+    assert found is not None, dev.output()
+    return found.group(1)
+
+
 def test_banner_lists_the_urls_and_console_login(dev: RoleProcess) -> None:
     banner = dev.output()
-    paths = ("/api/v1/orders", "/api/v1/requests/{id}", "/console/", "/metrics", "/openapi.json")
+    paths = ("/api/v1/orders", "/api/v1/requests/{id}", "/console/", "/openapi.json")
     for path in paths:
         assert f"{dev.url}{path}" in banner, path
+    assert not metrics_url(dev).startswith(f"{dev.url}/")
     assert "No API keys are configured" in banner
     login = re.search(r"user (\S+), password (\S+) ", banner)
     assert login is not None and login.group(1) == "admin"
@@ -173,8 +181,13 @@ def test_console_is_mounted_and_the_printed_login_works(dev: RoleProcess) -> Non
         assert sagas.status_code == 200 and "place-order" in sagas.text
 
 
-def test_metrics_and_openapi_are_served(dev: RoleProcess) -> None:
-    metrics = httpx.get(f"{dev.url}/metrics", timeout=10)
+def test_metrics_are_served_on_the_internal_listener_only_and_openapi_is_public(
+    dev: RoleProcess,
+) -> None:
+    public = httpx.get(f"{dev.url}/metrics", timeout=10)
+    assert public.status_code == 404
+    assert "sagaway_" not in public.text
+    metrics = httpx.get(metrics_url(dev), timeout=10)
     assert metrics.status_code == 200
     assert "sagaway_gateway_http_requests" in metrics.text
     assert "sagaway_orchestrator_sagas_started" in metrics.text
@@ -216,7 +229,7 @@ def test_participants_run_in_a_second_process_and_their_outbox_lag_is_in_metrics
     assert post_order(dev.url, order()).json()["status"] == "completed"
 
     def metrics() -> str | None:
-        text = httpx.get(f"{dev.url}/metrics", timeout=10).text
+        text = httpx.get(metrics_url(dev), timeout=10).text
         return text if 'sagaway_outbox_unpublished_rows{service="shipping"}' in text else None
 
     eventually_sync(
