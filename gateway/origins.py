@@ -114,13 +114,17 @@ def accepted_response(
 
 
 def final_response(state: RequestState, *, replayed: bool = False) -> Response:
-    """200 with the result when completed; raises the 409 problem when compensated/failed."""
+    """200 with the result when completed; raises the 409 problem when compensated/failed.
+    Both carry Location, and `Idempotent-Replayed: true` when answering a repeated key."""
+    headers = {"Location": status_url(state.id)}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
     if state.status != "completed":
         failure = state.error if isinstance(state.error, dict) else {}
         step = failure.get("step")
         reason = failure.get("reason") or f"the saga ended {state.status}"
         where = f" at step {step!r}" if step else ""
-        raise SagaDidNotComplete(
+        problem = SagaDidNotComplete(
             f"saga {state.saga_type} ended {state.status}{where}: {reason}",
             id=state.id,
             saga_type=state.saga_type,
@@ -128,9 +132,8 @@ def final_response(state: RequestState, *, replayed: bool = False) -> Response:
             step=step,
             reason=reason,
         )
-    headers = {"Location": status_url(state.id)}
-    if replayed:
-        headers["Idempotent-Replayed"] = "true"
+        problem.headers.update(headers)  # a replayed 409 says so, like a replayed 200
+        raise problem
     body = {
         "id": state.id,
         "saga_type": state.saga_type,

@@ -29,6 +29,8 @@ class GatewayProblem(Exception):
         super().__init__(detail)
         self.detail = detail
         self.extra = extra
+        # Response headers the answer carries besides the problem's own (Location on a 409).
+        self.headers: dict[str, str] = {}
 
     def to_json(self, instance: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -136,7 +138,7 @@ class DatabaseUnavailable(ServiceUnavailable):
 
 
 def problem_response(problem: GatewayProblem, instance: str | None = None) -> Response:
-    headers: dict[str, str] = {}
+    headers = dict(problem.headers)
     if problem.retry_after is not None:
         headers["Retry-After"] = str(problem.retry_after)
     if isinstance(problem, MethodNotAllowed) and "allow" in problem.extra:

@@ -78,6 +78,22 @@ _KEY_VALUE = re.compile(
 )
 
 
+# A secret this short and plain may also be a word of our own (the compose file's default
+# password is `sagaway`): it is hidden only where it stands alone. A longer or mixed one (what a
+# generator makes) is hidden wherever it appears, even inside a longer token.
+_WORD_LIKE = re.compile(r"[A-Za-z0-9]{1,15}")
+
+
+def _secret_pattern(secret: str) -> re.Pattern[str]:
+    """Where `secret` is to be hidden. A word-like one only where it stands as a value of its
+    own — between spaces, quotes, `:`, `@`, `/`, `=` or at the end of a sentence — so that
+    `user:sagaway@db` is hidden but `sagaway.orchestrator` and the slot `sagaway_payments`
+    stay readable."""
+    if _WORD_LIKE.fullmatch(secret):
+        return re.compile(rf"(?<![\w.-]){re.escape(secret)}(?![\w-]|\.\w)")
+    return re.compile(re.escape(secret))
+
+
 class Redactor:
     """Replaces secrets in log text with ***: the values configured as secrets (passwords of
     database URLs, signing keys) wherever they appear, and anything shaped like a credential
@@ -87,11 +103,12 @@ class Redactor:
         # Longest first, so a secret containing another is replaced whole; very short values
         # would blank out ordinary words and are left to the patterns.
         self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        self._patterns = [(secret, _secret_pattern(secret)) for secret in self.secrets]
 
     def __call__(self, text: str) -> str:
-        for secret in self.secrets:
+        for secret, pattern in self._patterns:
             if secret in text:
-                text = text.replace(secret, REDACTED)
+                text = pattern.sub(REDACTED, text)
         if "://" in text:
             text = _URL_CREDENTIALS.sub(rf"\g<keep>{REDACTED}@", text)
         text = _BEARER.sub(rf"\g<keep>{REDACTED}", text)

@@ -90,6 +90,31 @@ class ConsoleSettings(BaseModel):
     sample_interval_s: float = Field(
         default=10.0, gt=0, description="How often the console samples outbox lag for its chart."
     )
+    relay_stale_after_s: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "A relay heartbeat older than this is stale: the overview greys its lag and puts "
+            'the service in its "needs attention" band (relays beat every '
+            "relay_heartbeat_interval_s)."
+        ),
+    )
+    consumer_lag_growth_s: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "A consumer group whose lag only went up for this long (as the overview's refreshes "
+            "saw it) is listed as needing attention: its consumer is not keeping up."
+        ),
+    )
+    sync_wait_s: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "A sync request unanswered for longer than this is listed as needing attention "
+            "(set it to the gateway's gateway_default_wait_s)."
+        ),
+    )
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description=(

@@ -47,6 +47,11 @@ async def test_same_key_and_body_after_completion_returns_the_same_result(
     assert failed.status_code == again.status_code == 409
     assert failed.json()["id"] == again.json()["id"]
     assert len(double.sagas) == 2
+    # A replayed 409 says so, like a replayed 200 (docs/gateway.md), and both say where to look.
+    assert "Idempotent-Replayed" not in failed.headers
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert failed.headers["Location"] == again.headers["Location"]
+    assert again.headers["Location"].endswith(f"/api/v1/requests/{again.json()['id']}")
 
 
 async def test_same_key_with_another_body_is_422(

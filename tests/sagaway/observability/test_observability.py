@@ -625,3 +625,25 @@ def test_cli_writes_json_lines_without_the_database_password(tmp_path: Path) -> 
     assert any("unavailable" in line["message"] for line in lines)
     assert all(line["logger"] for line in lines)
     assert DB_PASSWORD not in output
+
+
+def test_a_password_that_is_also_a_word_is_hidden_only_where_it_stands_alone() -> None:
+    """The compose file's default password is `sagaway`: hiding it inside logger names and slot
+    names made every log line unreadable (`***.orchestrator`, `replication slot ***_payments`)."""
+    redact = logs.Redactor(
+        Settings(database_url="postgresql+asyncpg://app:sagaway@db:5432/payments").secret_values()
+    )
+
+    kept = "sagaway.orchestrator: replication slot sagaway_payments of db-sagaway is active"
+    assert redact(kept) == kept
+    assert redact("connect as app:sagaway@db failed") == "connect as app:***@db failed"
+    assert redact("the password is sagaway.") == "the password is ***."
+    assert redact('{"password": "sagaway"}') == '{"password": "***"}'
+    assert redact("login sagaway refused") == "login *** refused"
+
+
+def test_a_generated_secret_is_hidden_even_inside_a_longer_token() -> None:
+    secret = "Zk3-9qP_vT8wLm2xYr"
+    redact = logs.Redactor([secret])
+
+    assert secret not in redact(f"signature-{secret}xyz and {secret}")
