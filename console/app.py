@@ -23,7 +23,10 @@ from console.input_guard import InputGuardMiddleware
 from console.session_middleware import SessionUserMiddleware
 from console.state import Console
 from console.static_files import CachedStaticFiles
-from console.views.actions import action_apply, action_confirm, bulk_apply, bulk_confirm
+from console.views.actions import action_apply, action_confirm
+from console.views.audit import audit
+from console.views.bulk_actions import bulk_apply, bulk_confirm, bulk_result
+from console.views.dead_letter_bulk import dead_letter_bulk_apply, dead_letter_bulk_confirm
 from console.views.dead_letters import dead_letter_act, dead_letter_detail, dead_letter_list
 from console.views.login import login, login_form, logout
 from console.views.overview import overview, overview_panel
@@ -110,6 +113,8 @@ def create_console_app(
         Route("/sagas", saga_list, name="saga_list"),
         Route("/sagas/bulk", bulk_confirm, methods=["GET"], name="bulk_confirm"),
         Route("/sagas/bulk", bulk_apply, methods=["POST"], name="bulk_apply"),
+        Route("/bulk/{audit_id:int}", bulk_result, methods=["GET"], name="bulk_result"),
+        Route("/audit", audit, methods=["GET"], name="audit"),
         Route("/sagas/{saga_id}", saga_detail, name="saga_detail"),
         Route("/sagas/{saga_id}/panel", saga_panel, name="saga_panel"),
         Route(
@@ -126,6 +131,18 @@ def create_console_app(
         ),
         Route("/saga-types", saga_types, name="saga_types"),
         Route("/dead-letters", dead_letter_list, name="dead_letter_list"),
+        Route(
+            "/dead-letters/bulk",
+            dead_letter_bulk_confirm,
+            methods=["GET"],
+            name="dead_letter_bulk_confirm",
+        ),
+        Route(
+            "/dead-letters/bulk",
+            dead_letter_bulk_apply,
+            methods=["POST"],
+            name="dead_letter_bulk_apply",
+        ),
         Route("/dead-letters/{letter_id:int}", dead_letter_detail, name="dead_letter_detail"),
         Route(
             "/dead-letters/{letter_id:int}/{action}",

@@ -1,6 +1,8 @@
 """Dead letters: records that failed in some consumer land on `<topic>.dlq`; the console copies
 them into its `dead_letters` table, where an operator inspects them, replays one (the original
-record produced back to its source topic) or discards it. Both are recorded in the audit log."""
+record produced back to its source topic) or discards it. Both are recorded in the audit log,
+filed under the letter (and under its saga only when that saga exists). A replay carries the
+letter's id in a `replay-of` header, so a replay that fails again is linked to its original."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from console.models import dead_letters
-from orchestrator.models import operator_actions
+from orchestrator.models import operator_actions, saga_instances
 from sagaway.messaging.processing import DLQ_HEADERS
 from sagaway.messaging.records import Record
 from sagaway.messaging.topics import TopicNames
@@ -27,6 +29,11 @@ log = logging.getLogger(__name__)
 
 GROUP_ID = "sagaway-console-dlq"
 NEW, REPLAYED, DISCARDED = "new", "replayed", "discarded"
+# The header a replayed record carries: the id of the dead letter it replays.
+REPLAY_OF = "replay-of"
+TARGET_KIND = "dead-letter"
+# Ids are 64-bit: a larger number names no letter (and neither database could compare it).
+MAX_ID = 2**63 - 1
 
 
 class DeadLetterNotFound(LookupError):
@@ -62,6 +69,13 @@ def _parse_time(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _letter_id(text: str | None) -> int | None:
+    if not text or not text.isascii() or not text.isdigit():
+        return None
+    value = int(text)
+    return value if value <= MAX_ID else None
+
+
 def letter_row(record: Record, now: datetime) -> dict[str, object]:
     """The dead_letters row of a DLQ record (pure)."""
     headers = {name: value.decode("utf-8", errors="replace") for name, value in record.headers}
@@ -79,6 +93,7 @@ def letter_row(record: Record, now: datetime) -> dict[str, object]:
         "failed_at": _parse_time(headers.get("dlq-failed-at")),
         "received_at": now,
         "status": NEW,
+        "replay_of": _letter_id(headers.get(REPLAY_OF)),
     }
 
 
@@ -117,7 +132,8 @@ class DeadLetterCollector:
         await self.subscription.start()
         try:
             while True:
-                records = await self.subscription.fetch(messaging.consumer_max_records, 500)
+                # A new record ends the wait at once; the timeout only bounds an idle loop.
+                records = await self.subscription.fetch(messaging.consumer_max_records, 5000)
                 if not records:
                     continue
                 await store(self.engine, records)
@@ -143,10 +159,16 @@ async def _audit(
     conn: AsyncConnection, letter: dict[str, object], action: str, actor: str, detail: str
 ) -> None:
     headers = letter["headers"] if isinstance(letter["headers"], dict) else {}
-    saga_id = str(headers.get("saga-id") or letter.get("key") or "")[:36]
+    named = str(headers.get("saga-id") or letter.get("key") or "")[:36]
+    # Filed under the saga only if there is one: a poison record may name anything.
+    saga_id = named and await conn.scalar(
+        sa.select(saga_instances.c.id).where(saga_instances.c.id == named)
+    )
     await conn.execute(
         operator_actions.insert().values(
-            saga_id=saga_id,
+            saga_id=saga_id or None,
+            target_kind=TARGET_KIND,
+            target_id=str(letter["id"]),
             action=action,
             step=headers.get("saga-step"),
             params={"dead_letter_id": letter["id"], "source_topic": letter["source_topic"]},
@@ -179,7 +201,8 @@ async def _claim(
 
 
 def replay_record(letter: dict[str, object]) -> Record:
-    """The original record, minus the dlq-* headers, addressed to its source topic (pure)."""
+    """The original record, minus the dlq-* headers, addressed to its source topic and marked as
+    a replay of this letter (pure)."""
     headers = letter["headers"] if isinstance(letter["headers"], dict) else {}
     key = letter.get("key")
     return Record(
@@ -189,8 +212,9 @@ def replay_record(letter: dict[str, object]) -> Record:
         headers=tuple(
             (name, str(value).encode())
             for name, value in headers.items()
-            if name not in DLQ_HEADERS
-        ),
+            if name not in DLQ_HEADERS and name != REPLAY_OF
+        )
+        + ((REPLAY_OF, str(letter["id"]).encode()),),
     )
 
 

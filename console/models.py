@@ -1,6 +1,7 @@
 """The console's own tables (dead letters collected from `<topic>.dlq`; login sessions and lockouts)
 and the indexes its saga listing needs, registered on the shared declarative Base (migrations
-0030_console and 0033_console_sessions)."""
+0030_console, 0033_console_sessions, 0034_saga_search_keys and
+0035_operator_audit)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,15 @@ ix_saga_instances_saga_type_created_at_id = sa.Index(
     saga_instances.c.saga_type,
     saga_instances.c.created_at,
     saga_instances.c.id,
+)
+# A saga id prefix (the 8-character short id every table shows) on PostgreSQL: the primary key's
+# index follows the database's collation, which a prefix range cannot rely on; pattern_ops
+# orders bytewise. SQLite ranges over its primary key (binary order) and keeps this one empty.
+ix_saga_instances_id_prefix = sa.Index(
+    "ix_saga_instances_id_prefix",
+    saga_instances.c.id,
+    postgresql_ops={"id": "varchar_pattern_ops"},
+    sqlite_where=sa.false(),
 )
 # "The messages it sent" on the saga page: outbox rows are keyed by saga id.
 ix_outbox_key = sa.Index("ix_outbox_key", outbox.c.key)
@@ -72,10 +82,14 @@ class DeadLetter(Base):
     status: Mapped[str] = mapped_column(sa.String(20), nullable=False)
     resolved_by: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
     resolved_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    # The letter this one is a replay of (the replay carried its id in a `replay-of` header):
+    # a replayed letter that failed again links to its new copy, and back.
+    replay_of: Mapped[int | None] = mapped_column(BigIdType, nullable=True)
 
     __table_args__ = (
         sa.UniqueConstraint("dlq_topic", "dlq_partition", "dlq_offset"),
         sa.Index("ix_dead_letters_status_id", "status", "id"),
+        sa.Index("ix_dead_letters_replay_of", "replay_of"),
     )
 
 

@@ -119,7 +119,6 @@ class Gateway:
             f"{prefix}gateway.callback-intake",
             [self.callback_topic],
             CallbackIntake(settings, engine, self.callback_sender.wake).handle_batch,
-            poll_timeout_ms=200,
         )
         self.poller = PendingPoller(
             self.pending, self.store.terminal_among, settings.gateway_pending_poll_ms / 1000

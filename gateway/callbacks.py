@@ -117,7 +117,7 @@ class CallbackSender:
         engine: AsyncEngine,
         metrics: GatewayMetrics,
         *,
-        interval_s: float = 0.2,
+        interval_s: float = 2.0,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -285,9 +285,31 @@ class CallbackSender:
                 except Exception as exc:  # noqa: BLE001 - database blip: try again shortly
                     log.warning("callback sender: %s: %s", type(exc).__name__, exc)
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.interval_s):
+                    async with asyncio.timeout(await self._pause_s()):
                         await self._wake.wait()
                 self._wake.clear()
+
+    async def _pause_s(self) -> float:
+        """Until the next delivery is due (a retry's backoff, a lease that runs out), at most
+        `interval_s`: a new delivery stored here wakes the loop, and the look at `interval_s`
+        finds those another instance left behind."""
+        try:
+            async with self.engine.connect() as conn:
+                first = await conn.scalar(
+                    sa.select(sa.func.min(callbacks.c.next_attempt_at)).where(
+                        callbacks.c.status == "pending"
+                    )
+                )
+        except Exception as exc:  # noqa: BLE001 - database blip: look again at the safety net
+            log.debug("callback sender: next due unknown: %s", exc)
+            return self.interval_s
+        if first is None:
+            return self.interval_s
+        if isinstance(first, str):  # SQLite's MIN() loses the column type
+            first = datetime.fromisoformat(first)
+        if first.tzinfo is None:
+            first = first.replace(tzinfo=UTC)
+        return min(self.interval_s, max(0.0, (first - datetime.now(UTC)).total_seconds()))
 
 
 class CallbackIntake:

@@ -20,6 +20,8 @@ class PendingRequests:
 
     def __init__(self) -> None:
         self._waiting: dict[str, list[asyncio.Future[RequestState]]] = {}
+        # Set while some request is held: the poller sleeps on it instead of waking for nothing.
+        self.held = asyncio.Event()
 
     def __len__(self) -> int:
         return sum(len(futures) for futures in self._waiting.values())
@@ -30,6 +32,7 @@ class PendingRequests:
     def register(self, request_id: str) -> asyncio.Future[RequestState]:
         future: asyncio.Future[RequestState] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(request_id, []).append(future)
+        self.held.set()
         return future
 
     def discard(self, request_id: str, future: asyncio.Future[RequestState]) -> None:
@@ -40,10 +43,14 @@ class PendingRequests:
             futures.remove(future)
         if not futures:
             del self._waiting[request_id]
+            if not self._waiting:
+                self.held.clear()
 
     def complete(self, state: RequestState) -> int:
         """Wake everyone waiting for `state.id`; returns how many were woken."""
         futures = self._waiting.pop(state.id, [])
+        if not self._waiting:
+            self.held.clear()
         for future in futures:
             if not future.done():
                 future.set_result(state)
@@ -77,6 +84,7 @@ class PendingPoller:
 
     async def run(self) -> None:
         while True:
+            await self.pending.held.wait()
             await asyncio.sleep(self.interval_s)
             try:
                 await self.poll_once()

@@ -97,7 +97,6 @@ class Replier:
             replier_group(prefix),
             [self.topic],
             self.handle_batch,
-            poll_timeout_ms=100,
         )
 
     async def start(self) -> None:

@@ -1,6 +1,6 @@
-"""The orchestrator's tables: sagas, their step attempts, their timers, and the operator audit
-trail (every retry, skip, abort or resume an operator asked for, applied or refused, and who
-asked)."""
+"""The orchestrator's tables: sagas, their step attempts, their timers, their search keys, and
+the operator audit trail (every retry, skip, abort or resume an operator asked for, applied or
+refused, and who asked)."""
 
 from __future__ import annotations
 
@@ -95,15 +95,33 @@ class Timer(Base):
     )
 
 
+class SagaSearchKey(Base):
+    """One business key a saga's definition declares (`saga(search_keys=...)`), stored from its
+    input when it starts, so the console finds the saga by it (docs/console.md)."""
+
+    __tablename__ = "saga_search_keys"
+
+    saga_id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    value: Mapped[str] = mapped_column(sa.String(200), nullable=False)
+
+    # The search box looks a value up under any key name: the value leads.
+    __table_args__ = (sa.Index("ix_saga_search_keys_value_name", "value", "name"),)
+
+
 class OperatorAction(Base):
-    """One operator action on one saga."""
+    """One operator action: on one saga, or on what `target_kind`/`target_id` name (a dead letter,
+    a bulk action, a session) — then `saga_id` is set only when such a saga exists."""
 
     __tablename__ = "operator_actions"
 
     id: Mapped[int] = mapped_column(BigIdType, primary_key=True, autoincrement=True)
-    saga_id: Mapped[str] = mapped_column(sa.String(36), nullable=False)
-    # retry | skip | abort | resume
+    saga_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
+    # retry | skip | abort | resume | replay-dlq | discard-dlq | bulk-<action> | ...
     action: Mapped[str] = mapped_column(sa.String(20), nullable=False)
+    # dead-letter | bulk | ...; None for an action on the saga `saga_id`.
+    target_kind: Mapped[str | None] = mapped_column(sa.String(20), nullable=True)
+    target_id: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
     step: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
     # What the operator supplied: the result of a skipped step, the reason of an abort.
     params: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
@@ -117,10 +135,14 @@ class OperatorAction(Base):
     __table_args__ = (
         sa.Index("ix_operator_actions_saga_id_id", "saga_id", "id"),
         sa.Index("ix_operator_actions_created_at", "created_at"),
+        sa.Index("ix_operator_actions_actor_id", "actor", "id"),
+        sa.Index("ix_operator_actions_action_id", "action", "id"),
+        sa.Index("ix_operator_actions_target", "target_kind", "target_id"),
     )
 
 
 operator_actions: sa.Table = OperatorAction.__table__  # type: ignore[assignment]
 saga_instances: sa.Table = SagaInstance.__table__  # type: ignore[assignment]
+saga_search_keys: sa.Table = SagaSearchKey.__table__  # type: ignore[assignment]
 saga_steps: sa.Table = SagaStep.__table__  # type: ignore[assignment]
 timers: sa.Table = Timer.__table__  # type: ignore[assignment]

@@ -1,5 +1,6 @@
-"""The orchestrator's rows: the statements that read and write `saga_instances`, `saga_steps` and
-`timers`, and the mapping between those rows and a `LoadedSaga`, the engine's records and timers.
+"""The orchestrator's rows: the statements that read and write `saga_instances`, `saga_steps`,
+`saga_search_keys` and `timers`, and the mapping between those rows and a `LoadedSaga`, the
+engine's records and timers.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 from orchestrator.dsl import SagaDefinition
 from orchestrator.engine.effects import StepRecord, Timer
 from orchestrator.engine.state import AWAITING, BACKOFF, SagaState
-from orchestrator.models import saga_instances, saga_steps, timers
+from orchestrator.models import saga_instances, saga_search_keys, saga_steps, timers
 from orchestrator.registry import SagaRegistry, UnknownSagaType, UnknownSagaVersion
 
 TimerKey = tuple[str, str, str, int]  # (timeout|backoff, step, forward|compensation, attempt)
@@ -68,6 +69,8 @@ class LoadedSaga:
     changed: bool = False
     timers: list[tuple[int, TimerKey]] = field(default_factory=list)  # stored: (id, key)
     new_timers: dict[TimerKey, Timer] = field(default_factory=dict)
+    # The definition's search keys and their values in the input; stored with the new row.
+    search_keys: dict[str, str] = field(default_factory=dict)
 
     @property
     def new(self) -> bool:
@@ -263,6 +266,7 @@ LOAD_TIMERS = sa.select(
 ).where(timers.c.saga_id.in_(sa.bindparam("ids", expanding=True)))  # fmt: skip
 INSERT_SAGAS = saga_instances.insert()
 INSERT_STEPS = saga_steps.insert()
+INSERT_SEARCH_KEYS = saga_search_keys.insert()
 INSERT_TIMERS = timers.insert()
 DELETE_TIMERS = sa.delete(timers).where(timers.c.id.in_(sa.bindparam("ids", expanding=True)))
 POSTPONE_TIMERS = (

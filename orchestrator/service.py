@@ -41,6 +41,8 @@ log = logging.getLogger("sagaway.orchestrator")
 
 INBOX_PRUNE_INTERVAL_MAX_S = 3600.0
 MAX_CONFLICT_RETRIES = 5
+# How often the partitions owned are compared with the last ones logged (a log line, nothing more).
+WATCH_ASSIGNMENT_S = 2.0
 
 
 class OrchestratorService:
@@ -143,7 +145,7 @@ class OrchestratorService:
                     self.group_id,
                     ", ".join(f"{t}[{p}]" for t, p in sorted(current)) or "none",
                 )
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(WATCH_ASSIGNMENT_S)
 
     async def stop(self) -> None:
         """Finish the batch in hand, leave the group, stop the timer loop and relay."""
@@ -209,7 +211,9 @@ class OrchestratorService:
         while True:
             try:
                 async with self.engine.begin() as conn:
-                    await self.process(conn, items, spans)
+                    due = await self.process(conn, items, spans)
+                if due is not None and self.timer_loop is not None:
+                    self.timer_loop.wake_by(due)
                 return
             except SagaConflict:
                 conflicts += 1
@@ -232,9 +236,10 @@ class OrchestratorService:
         conn: AsyncConnection,
         items: Sequence[StartRequest | Message],
         spans: dict[int, tracing.Span] | None = None,
-    ) -> None:
+    ) -> float | None:
         """Apply starts and replies, in order, on `conn` (inside the caller's transaction).
-        `spans` (tracing on): each item's span, the parent of the messages it causes."""
+        `spans` (tracing on): each item's span, the parent of the messages it causes. Returns
+        the earliest due time (epoch seconds) of the timers written, None if none."""
         session = SagaSession(conn, self.registry, self.topics)
         replies = [i for i in items if isinstance(i, Message)]
         fresh = {id(m) for m in await claim_replies(conn, replies)}
@@ -251,6 +256,7 @@ class OrchestratorService:
                 logs.reset(token)
         session.trace_parent = None
         await session.flush()
+        return session.earliest_due
 
     def _process_one(
         self,

@@ -30,6 +30,7 @@ from orchestrator.registry import SagaRegistry, UnknownSagaType
 from orchestrator.saga_rows import (
     DELETE_TIMERS,
     INSERT_SAGAS,
+    INSERT_SEARCH_KEYS,
     INSERT_STEPS,
     INSERT_TIMERS,
     LOAD_SAGAS,
@@ -89,6 +90,9 @@ class SagaSession:
         self.timers_to_postpone: list[int] = []
         self.timers_to_delete: list[int] = []
         self.finished: list[LoadedSaga] = []
+        # The earliest due time (epoch seconds) of the timers this session wrote: once committed,
+        # the timer loop is told, so it sleeps until a deadline instead of polling for one.
+        self.earliest_due: float | None = None
         # The traceparent of the span handling the event being applied (tracing on); commands
         # and replies it causes are its children. None: children of the saga's origin.
         self.trace_parent: str | None = None
@@ -189,6 +193,7 @@ class SagaSession:
             self._finish(saga, Final("failed", None, saga.failure))
             return saga
         assert definition is not None
+        saga.search_keys = definition.search_values(data)
         saga.state = new_saga(saga_id, definition, data)
         SAGAS_STARTED.labels(saga_type).inc()
         self._apply(saga, Start(now))
@@ -283,6 +288,13 @@ class SagaSession:
         updates = [s for s in self.sagas.values() if s.changed and not s.new]
         if inserts:
             await conn.execute(INSERT_SAGAS, [s.insert_row(now) for s in inserts])
+            keys = [
+                {"saga_id": s.id, "name": name, "value": value}
+                for s in inserts
+                for name, value in s.search_keys.items()
+            ]
+            if keys:
+                await conn.execute(INSERT_SEARCH_KEYS, keys)
         if updates:
             await self._update(updates, now)
         if self.step_rows:
@@ -297,6 +309,10 @@ class SagaSession:
             s.version += 1
         for s in inserts + updates:
             s.changed = False
+
+    def _note_due(self, due: float) -> None:
+        if self.earliest_due is None or due < self.earliest_due:
+            self.earliest_due = due
 
     async def _update(self, sagas: list[LoadedSaga], now: datetime) -> None:
         if self.conn.dialect.name == "postgresql":
@@ -329,6 +345,7 @@ class SagaSession:
                 if key in live and key not in stored:
                     stored.add(key)
                     new_rows.append(timer_row(saga.id, timer, now))
+                    self._note_due(timer.due)
             if delete_ids:
                 gone = set(delete_ids)
                 saga.timers = [(i, k) for i, k in saga.timers if i not in gone]
@@ -336,6 +353,7 @@ class SagaSession:
         if delete_ids:
             await self.conn.execute(DELETE_TIMERS, {"ids": sorted(set(delete_ids))})
         if self.timers_to_postpone:
+            self._note_due(now.timestamp() + postpone_s)
             await self.conn.execute(
                 POSTPONE_TIMERS,
                 {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -51,6 +52,10 @@ class TimerLoop:
         self.topics = topics
         self.postgres = engine.dialect.name == "postgresql"
         self.fired = 0
+        self._wake = asyncio.Event()
+        # When the loop next looks (loop time; infinite while it is looking, so that a timer
+        # committed meanwhile wakes the sleep that follows). A timer due earlier wakes it.
+        self._next_look = math.inf
 
     async def fire_due(self) -> int:
         """Fire at most `timer_batch_size` due timers in one transaction; returns how many were
@@ -145,11 +150,30 @@ class TimerLoop:
             first = first.replace(tzinfo=UTC)
         return float(first.timestamp() - time.time())
 
+    def wake_by(self, due: float) -> None:
+        """A timer due at `due` (epoch seconds) was committed: look by then."""
+        if time.time() + (self._next_look - asyncio.get_running_loop().time()) > due:
+            self._wake.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Until `seconds` passed or `wake_by` asked for an earlier look."""
+        self._next_look = asyncio.get_running_loop().time() + seconds
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+        self._next_look = math.inf
+        self._wake.clear()
+
     async def run(self) -> None:
-        """Fire timers forever; sleeps until the next one is due (at most timer_poll_interval)."""
+        """Fire timers forever: sleep until the next one is due, or until this instance commits
+        an earlier one (`wake_by`); timers written elsewhere (another instance, an operator) are
+        found by a look every timer_poll_interval at the latest."""
         idle = self.settings.timer_poll_interval_ms / 1000
         backoff = RetryDelay(0.05, self.settings.startup_retry_max_s)
         while True:
+            self._next_look = math.inf
             try:
                 count = await self.fire_due()
                 if count >= self.settings.timer_batch_size:
@@ -172,9 +196,9 @@ class TimerLoop:
                 continue
             backoff.reset()
             if wait is None:
-                await asyncio.sleep(idle)
+                await self._sleep(idle)
             elif wait > 0:
-                await asyncio.sleep(min(idle, wait))
+                await self._sleep(min(idle, wait))
             elif count == 0:
                 # Due but not ours: another instance holds them (SKIP LOCKED); look again soon.
-                await asyncio.sleep(min(idle, 0.02))
+                await self._sleep(min(idle, 0.02))

@@ -165,6 +165,10 @@ def test_readme_try_it_examples_answer_as_shown(dev: RoleProcess, tmp_path: Path
 DOCS = {"README.md": README, "docker/README.md": (ROOT / "docker" / "README.md").read_text()}
 # Variables that are not settings: the config file, the launcher's, the tests'.
 NOT_SETTINGS = {"SAGAWAY_CONFIG", "SAGAWAY_VENV", "SAGAWAY_EXTRAS", "SAGAWAY_TEST_DATABASE_URL"}
+# Compose's own variables (image, ports, wheels): those docker/compose.yaml substitutes.
+COMPOSE_VARIABLES = set(
+    re.findall(r"\$\{(SAGAWAY_[A-Z0-9_]+)", (ROOT / "docker" / "compose.yaml").read_text())
+)
 
 
 def command_lines(text: str) -> list[list[str]]:
@@ -217,7 +221,7 @@ def test_readmes_name_real_verbs_and_options(doc: str) -> None:
 def test_readmes_name_real_settings(doc: str) -> None:
     start = README.index("<!-- settings-table:start")
     table = README[start : README.index("<!-- settings-table:end -->")]
-    settings = set(re.findall(r"`(SAGAWAY_[A-Z0-9_]+)`", table)) | NOT_SETTINGS
+    settings = set(re.findall(r"`(SAGAWAY_[A-Z0-9_]+)`", table)) | NOT_SETTINGS | COMPOSE_VARIABLES
     named = set(re.findall(r"\b(SAGAWAY_[A-Z0-9_]+)\b", DOCS[doc].replace(table, "")))
     nested = {name for name in named if name.startswith("SAGAWAY_CONSOLE")}  # JSON or __FIELD
     assert named - settings - nested == set()

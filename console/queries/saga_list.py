@@ -1,5 +1,5 @@
-"""The saga listing: its filter (type, status, age, search), keyset page cursors on
-(created_at, id), and the counts and matches a bulk action confirms and acts on."""
+"""The saga listing: its filter (type, status, age, search), its sorts (by age, by duration), keyset
+page cursors, its capped count, and the counts and matches a bulk action confirms and acts on."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from console.inputs import has_control_character
+from console.queries.duration import IN_FLIGHT as IN_FLIGHT
+from console.queries.duration import duration_ms, duration_s
 from console.queries.rows import aware, row_dict
+from console.queries.saga_search import search_clause
 from orchestrator.models import saga_instances
 
 SAGA_STATUSES = ("running", "compensating", "completed", "compensated", "failed")
-IN_FLIGHT = ("running", "compensating")
 FINISHED = ("completed", "compensated", "failed")
 # The age filter: a name in the form → (newer than, older than) in seconds.
 AGES: dict[str, tuple[int | None, int | None]] = {
@@ -49,6 +51,15 @@ LIST_COLUMNS = (
     saga_instances.c.created_at,
     saga_instances.c.updated_at,
 )
+# The listing counts at most this many matches ("more than 10,000" beyond), and sorts by duration
+# the newest this many: both stay one short index walk at a million sagas.
+COUNT_CAP = 10_000
+SORTS = {
+    "newest": "newest first",
+    "oldest": "oldest first",
+    "longest": "longest first",
+    "shortest": "shortest first",
+}
 
 
 class BadFilter(ValueError):
@@ -57,26 +68,35 @@ class BadFilter(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    """A position in the newest-first listing: the (created_at, id) of a row."""
+    """A position in the listing: the (created_at, id) of a row, and its duration in
+    milliseconds when the listing is sorted by duration."""
 
     created_at: datetime
     id: str
+    duration_ms: int | None = None
 
     def encode(self) -> str:
         text = f"{self.created_at.isoformat()}|{self.id}"
+        if self.duration_ms is not None:
+            text = f"d{self.duration_ms}|{text}"
         return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
     @classmethod
     def decode(cls, token: str) -> Cursor:
         try:
             padded = token + "=" * (-len(token) % 4)
-            created, _, saga_id = base64.urlsafe_b64decode(padded).decode().partition("|")
+            text = base64.urlsafe_b64decode(padded).decode()
+            duration: int | None = None
+            if text.startswith("d"):
+                millis, _, text = text[1:].partition("|")
+                duration = int(millis)
+            created, _, saga_id = text.partition("|")
             when = datetime.fromisoformat(created)
         except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
             raise BadFilter(f"not a page cursor: {token[:40]!r}") from exc
         if not saga_id or len(saga_id) > 200 or has_control_character(saga_id):
             raise BadFilter(f"not a page cursor: {token[:40]!r}")
-        return cls(aware(when) or when, saga_id)
+        return cls(aware(when) or when, saga_id, duration)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,21 +144,23 @@ class SagaFilter:
         if older is not None:
             clauses.append(t.created_at < now - timedelta(seconds=older))
         if self.search:
-            clauses.append(
-                sa.or_(
-                    t.id == self.search,
-                    t.correlation_id == self.search,
-                    t.principal == self.search,
-                )
-            )
+            clauses.append(search_clause(self.search))
         return clauses
 
 
 @dataclass(slots=True)
 class SagaPage:
     rows: list[dict[str, Any]]
-    older: Cursor | None  # set when there is a next (older) page
-    newer: Cursor | None  # set when there is a previous (newer) page
+    older: Cursor | None  # set when there is a next page (older, newest first)
+    newer: Cursor | None  # set when there is a previous page
+
+
+def parse_sort(value: str) -> str:
+    """The `sort` parameter, checked (default: newest first)."""
+    value = value.strip() or "newest"
+    if value not in SORTS:
+        raise BadFilter(f"unknown sort {value!r}: one of {', '.join(SORTS)}")
+    return value
 
 
 async def list_sagas(
@@ -149,36 +171,69 @@ async def list_sagas(
     before: Cursor | None = None,
     after: Cursor | None = None,
     now: datetime | None = None,
+    sort: str = "newest",
 ) -> SagaPage:
-    """One page, newest first: the rows older than `before`, or newer than `after`."""
+    """One page in `sort` order: the rows after `before` in that order, or those before `after`.
+    Each row carries its `duration_s`. Sorted by duration, the page ranks the newest
+    `COUNT_CAP` matching sagas."""
     now = now or datetime.now(UTC)
     t = saga_instances.c
-    clauses = filters.where(now)
-    key = sa.tuple_(t.created_at, t.id)
-    if after is not None:
-        clauses.append(key > sa.tuple_(sa.literal(after.created_at), sa.literal(after.id)))
-        order = (t.created_at.asc(), t.id.asc())
+    source: Any = saga_instances
+    columns: list[Any] = list(LIST_COLUMNS)
+    clauses: list[sa.ColumnElement[bool]] = []
+    if sort in ("longest", "shortest"):
+        window = (
+            sa.select(*LIST_COLUMNS, duration_ms(now).label("duration_ms"))
+            .where(*filters.where(now))
+            .order_by(t.created_at.desc(), t.id.desc())
+            .limit(COUNT_CAP)
+            .subquery("newest")
+        )
+        source, columns = window, list(window.c)
+        key: tuple[Any, Any] = (window.c.duration_ms, window.c.id)
     else:
-        if before is not None:
-            clauses.append(key < sa.tuple_(sa.literal(before.created_at), sa.literal(before.id)))
-        order = (t.created_at.desc(), t.id.desc())
-    query = sa.select(*LIST_COLUMNS).where(*clauses).order_by(*order).limit(page_size + 1)
-    rows = [row_dict(r) for r in (await conn.execute(query)).mappings()]
+        clauses = filters.where(now)
+        key = (t.created_at, t.id)
+    descending = sort in ("newest", "longest")
+
+    def position(cursor: Cursor) -> Any:
+        first = cursor.created_at if key[0] is t.created_at else cursor.duration_ms
+        return sa.tuple_(sa.literal(first), sa.literal(cursor.id))
+
+    # Forward: the rows after the cursor in listing order; backward (`after`): those before it,
+    # read in reverse order and then turned around.
+    cursor, forward = (after, False) if after is not None else (before, True)
+    ahead = descending == forward  # listing order runs down the key
+    if cursor is not None:
+        if cursor.duration_ms is None and key[0] is not t.created_at:
+            raise BadFilter("this page cursor belongs to another sort")
+        row_key = sa.tuple_(*key)
+        clauses.append(row_key < position(cursor) if ahead else row_key > position(cursor))
+    order = [k.desc() for k in key] if ahead else [k.asc() for k in key]
+    query = sa.select(*columns).select_from(source).where(*clauses).order_by(*order)
+    rows = [row_dict(r) for r in (await conn.execute(query.limit(page_size + 1))).mappings()]
     more = len(rows) > page_size
     rows = rows[:page_size]
-    if after is not None:
+    if not forward:
         rows.reverse()
-    first = Cursor(rows[0]["created_at"], rows[0]["id"]) if rows else None
-    last = Cursor(rows[-1]["created_at"], rows[-1]["id"]) if rows else None
-    if after is not None:
+    for row in rows:
+        row["duration_s"] = duration_s(row, now)
+    first = _cursor(rows[0]) if rows else None
+    last = _cursor(rows[-1]) if rows else None
+    if not forward:
         return SagaPage(rows, older=last, newer=first if more else None)
     return SagaPage(rows, older=last if more else None, newer=first if before else None)
+
+
+def _cursor(row: dict[str, Any]) -> Cursor:
+    return Cursor(row["created_at"], row["id"], row.get("duration_ms"))
 
 
 async def count_sagas(
     conn: AsyncConnection, filters: SagaFilter, *, limit: int, now: datetime | None = None
 ) -> int:
-    """How many sagas match, counting at most `limit` + 1 (a bulk action's confirmation)."""
+    """How many sagas match, counting at most `limit` + 1 (the listing's count, a bulk action's
+    confirmation)."""
     inner = (
         sa.select(saga_instances.c.id)
         .where(*filters.where(now or datetime.now(UTC)))

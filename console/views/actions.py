@@ -1,9 +1,9 @@
-"""Operator actions: retry, skip, abort or resume one saga, and retry or abort every saga a
-listing filter matches; each confirmed on a page first, then applied by a CSRF-checked POST."""
+"""Operator actions on one saga: retry, skip, abort or resume; each confirmed on a page first
+(offered only where the saga's status allows it), applied by a CSRF-checked POST that answers 303
+to the saga's page, which says what the saga did next. Bulk: console/views/bulk_actions.py."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -12,19 +12,18 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from console.action_outcome import outcome_of, refusal_for
 from console.auth import require_operator
 from console.csrf import check_csrf
 from console.inputs import InputRefused, check_text, has_control_character, parse_result
 from console.links import link
 from console.queries.saga import get_saga
-from console.queries.saga_list import AGE_LABELS, SagaFilter, count_sagas, matching_sagas
 from console.skip_form import (
     FIELD_PREFIX,
     check_reply,
     reply_contract,
     reply_fields,
     result_from_fields,
-    what_happened_next,
 )
 from console.state import ACTION_LABELS, Console, console_of
 from orchestrator.engine.effects import Decision
@@ -38,7 +37,7 @@ from orchestrator.session import SagaConflict
 
 log = logging.getLogger(__name__)
 
-BULK_ACTIONS = ("retry", "abort")
+BULK_ACTIONS = ("retry", "abort", "resume")
 
 
 def _action(request: Request) -> str:
@@ -59,9 +58,13 @@ async def action_confirm(request: Request) -> Response:
         raise HTTPException(404, f"no saga {saga_id!r}")
     step = request.query_params.get("step") or saga.get("current_step") or ""
     state = saga.get("state") or {}
+    # Nothing to confirm where the saga's status does not allow the action: say why instead.
+    refusal = refusal_for(action, saga)
     return console.render(
         request,
         "confirm_action.html",
+        status_code=409 if refusal else 200,
+        refusal=refusal,
         saga=saga,
         action=action,
         step=step,
@@ -124,7 +127,7 @@ async def _operator_input(
     return step or None, result, reason or None
 
 
-async def _apply(
+async def apply_with_retries(
     console: Console,
     saga_id: str,
     action: str,
@@ -133,6 +136,7 @@ async def _apply(
     result: dict[str, Any] | None,
     reason: str | None,
 ) -> Decision:
+    """apply_action, again on the saga's new state when it moved while we acted (twice more)."""
     for attempt in range(3):
         try:
             return await apply_action(
@@ -163,7 +167,9 @@ async def action_apply(request: Request) -> Response:
     step: str | None = None
     try:
         step, result, reason = await _operator_input(console, saga_id, action, form)
-        decision = await _apply(console, saga_id, action, user.name, step, result, reason)
+        decision = await apply_with_retries(
+            console, saga_id, action, user.name, step, result, reason
+        )
     except SagaNotFound as exc:
         raise HTTPException(404, str(exc)) from exc
     except (InvalidAction, ActionRejected, SagaConflict) as exc:
@@ -186,11 +192,11 @@ async def action_apply(request: Request) -> Response:
             **_skip_context(console, saga, action, str(form.get("step", ""))[:200], form),
         )
     log.info("console: %s applied %s to saga %s", user.name, action, saga_id)
-    if action == "skip" and step:
-        # The saga page says what followed (saga.html reads it once).
-        request.session["action_outcome"] = {
-            "saga": saga_id, "text": what_happened_next(decision, step),
-        }
+    # The saga page says what followed, once (_action_outcome.html reads it); a reload of that
+    # GET page repeats nothing.
+    request.session["action_outcome"] = {
+        "saga": saga_id, **outcome_of(decision, action, step).as_dict(),
+    }
     return RedirectResponse(link(request, "saga_detail", {"done": action}, saga_id=saga_id), 303)
 
 
@@ -199,74 +205,3 @@ def _redisplayed(form: FormData, field: str, default: str, limit: int) -> str:
     refused, dropped; clipped to the limit)."""
     text = str(form.get(field, default))[:limit]
     return "".join(ch for ch in text if ch in "\n\t" or not has_control_character(ch))
-
-
-def _bulk_action(value: str | None) -> str:
-    if value not in BULK_ACTIONS:
-        raise HTTPException(400, f"bulk action must be one of {', '.join(BULK_ACTIONS)}")
-    return value
-
-
-def _bulk_targets(action: str, filters: SagaFilter) -> SagaFilter | None:
-    """The sagas a bulk action acts on: abort only ever touches running sagas (a filter on
-    another status matches none), so the count confirmed is the set acted on."""
-    if action != "abort":
-        return filters
-    if filters.status not in ("", "running"):
-        return None
-    return dataclasses.replace(filters, status="running")
-
-
-async def bulk_confirm(request: Request) -> Response:
-    require_operator(request)
-    console = console_of(request)
-    action = _bulk_action(request.query_params.get("action"))
-    filters = SagaFilter.from_params(request.query_params)
-    limit = console.config.bulk_limit
-    targets = _bulk_targets(action, filters)
-    count = 0
-    if targets is not None:
-        async with console.db.connect() as conn:
-            count = await count_sagas(conn, targets, limit=limit)
-    return console.render(
-        request,
-        "confirm_bulk.html",
-        action=action,
-        filters=filters,
-        count=count,
-        limit=limit,
-        ages=AGE_LABELS,
-    )
-
-
-async def bulk_apply(request: Request) -> Response:
-    user = require_operator(request)
-    console = console_of(request)
-    form = await request.form()
-    check_csrf(request, form)
-    action = _bulk_action(str(form.get("action", "")))
-    filters = SagaFilter.from_params({k: str(v) for k, v in form.items()})
-    effective = _bulk_targets(action, filters)
-    targets: list[dict[str, Any]] = []
-    if effective is not None:
-        async with console.db.connect() as conn:
-            targets = await matching_sagas(conn, effective, limit=console.config.bulk_limit)
-    applied, refused = 0, []
-    for target in targets:
-        step = target["current_step"] if action == "retry" else None
-        try:
-            await _apply(console, target["id"], action, user.name, step, None, None)
-            applied += 1
-        except (InvalidAction, ActionRejected, SagaConflict, SagaNotFound) as exc:
-            refused.append((target["id"], str(exc)))
-    log.info(
-        "console: %s bulk %s: %d applied, %d refused", user.name, action, applied, len(refused)
-    )
-    return console.render(
-        request,
-        "bulk_done.html",
-        action=action,
-        applied=applied,
-        refused=refused,
-        back=link(request, "saga_list", filters.params()),
-    )

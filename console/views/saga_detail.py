@@ -20,9 +20,22 @@ from console.queries.saga import (
     saga_timer_rows,
 )
 from console.queries.saga_list import FINISHED
+from console.saga_data import data_view
 from console.state import Console, console_of
-from console.timeline import build_timeline
+from console.step_states import describe_steps
+from console.timeline import build_timeline, clock
+from orchestrator.dsl import SagaDefinition
 from orchestrator.models import operator_actions
+from orchestrator.registry import UnknownSagaType, UnknownSagaVersion
+
+
+def _definition(console: Console, saga: dict[str, Any]) -> SagaDefinition | None:
+    """The saga's definition when this console loads its version (it knows the pivot and which
+    steps have a compensation); None otherwise."""
+    try:
+        return console.registry.get(saga["saga_type"], int(saga["definition_version"]))
+    except (UnknownSagaType, UnknownSagaVersion):
+        return None
 
 
 async def _saga_context(console: Console, saga_id: str) -> dict[str, Any]:
@@ -50,9 +63,9 @@ async def _saga_context(console: Console, saga_id: str) -> dict[str, Any]:
         now=now,
         finished=finished,
         saga_updated_at=saga["updated_at"],
+        audit=audit,
     )
-    state = saga.get("state") or {}
-    step_names = list((state.get("steps") or {}).keys())
+    end = saga["updated_at"] if finished else now
     return {
         "saga": saga,
         "timeline": timeline,
@@ -61,8 +74,11 @@ async def _saga_context(console: Console, saga_id: str) -> dict[str, Any]:
         "audit": audit,
         "diagnosis": diagnose(saga, timeline.attempts, timer_rows, outbox_rows, now),
         "finished": finished,
-        "step_names": step_names,
-        "step_states": {name: (state.get("steps") or {}).get(name, {}) for name in step_names},
+        "duration_s": max(0.0, (end - saga["created_at"]).total_seconds()),
+        "step_rows": describe_steps(saga, _definition(console, saga)),
+        "data_view": data_view(saga.get("data")),
+        "result_view": data_view(saga.get("result")),
+        "clock": clock,
     }
 
 

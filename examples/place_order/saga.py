@@ -139,6 +139,7 @@ def define_place_order(
         input=PlaceOrder,
         state=OrderState,
         description="Reserve stock, charge the customer, schedule the shipment (the pivot).",
+        search_keys=("customer_id",),
         timeout=timeout,
         retries=retries,
         steps=[

@@ -19,6 +19,9 @@ from orchestrator.dsl.declare import (
     ResultBuilder,
 )
 
+# The longest search key value stored (the column's length).
+MAX_SEARCH_VALUE = 200
+
 
 class SagaDefinitionError(ValueError):
     """A saga declaration is invalid; the message names the saga, the step and the fix."""
@@ -89,6 +92,8 @@ class SagaDefinition:
     defaults: RetryPolicy
     # The model of the saga's data (`saga(state=...)`); None: a plain dict.
     state_model: type[BaseModel] | None = None
+    # Input fields stored at start so the console finds the saga by them (docs/console.md).
+    search_keys: tuple[str, ...] = ()
 
     @property
     def step_names(self) -> tuple[str, ...]:
@@ -121,6 +126,18 @@ class SagaDefinition:
                 raise TypeError(f"saga {self.saga_type!r} takes a JSON object")
             return dict(body)
         return self.input_model.model_validate(body).model_dump(mode="json")
+
+    def search_values(self, data: Data) -> dict[str, str]:
+        """The declared search keys' values in a saga's first data, as text: a key whose value
+        is missing, not a string or an integer, or longer than `MAX_SEARCH_VALUE` is left out."""
+        values: dict[str, str] = {}
+        for name in self.search_keys:
+            value = data.get(name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)
+            if isinstance(value, str) and value and len(value) <= MAX_SEARCH_VALUE:
+                values[name] = value
+        return values
 
     def __repr__(self) -> str:
         return f"SagaDefinition({self.saga_type!r}, version={self.version})"

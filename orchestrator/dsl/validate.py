@@ -55,13 +55,15 @@ def saga(
     timeout: float = DEFAULT_TIMEOUT_S,
     retries: int = DEFAULT_RETRIES,
     backoff: Backoff | None = None,
+    search_keys: Sequence[str] = (),
 ) -> SagaDefinition:
     """Declare and validate a saga. `steps` run top to bottom; `input` is the Pydantic model
     the gateway checks bodies against; `state` the model of the saga's data, which starts
     as the input (each step's functions get it, and `on_reply` returns the next one);
     `result(data)` builds the answer (default: the data).
     `timeout`, `retries` and `backoff` are the defaults of every step that does not set its
-    own (and, through the step, of its compensation)."""
+    own (and, through the step, of its compensation). `search_keys` names input fields
+    stored when a saga starts, so that operators find it by them in the console."""
     if not isinstance(saga_type, str) or not NAME_PATTERN.match(saga_type):
         raise SagaDefinitionError(
             str(saga_type), None, "the saga type is not a valid name",
@@ -78,6 +80,7 @@ def saga(
             "declare `class MyInput(pydantic.BaseModel): ...` and pass input=MyInput",
         )
     typed = _state_model(saga_type, state, input)
+    keys = _search_keys(saga_type, search_keys, input)
     if result is not None and not callable(result):
         raise SagaDefinitionError(
             saga_type, None, "result is not callable", "pass a function data -> dict"
@@ -139,7 +142,37 @@ def saga(
         description=description,
         defaults=defaults,
         state_model=state,
+        search_keys=keys,
     )
+
+
+def _search_keys(
+    saga_type: str, search_keys: Any, input: type[BaseModel] | None
+) -> tuple[str, ...]:
+    """The declared search keys: unique field names, each a field of the input model if any."""
+    if isinstance(search_keys, (str, bytes)) or not isinstance(search_keys, Sequence):
+        raise SagaDefinitionError(
+            saga_type, None, f"search_keys must be a sequence of field names, got {search_keys!r}",
+            "pass search_keys=('customer_id',)",
+        )
+    keys = tuple(search_keys)
+    for name in keys:
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            raise SagaDefinitionError(
+                saga_type, None, f"search key {name!r} is not a valid field name",
+                "name a top-level field of the input, e.g. search_keys=('customer_id',)",
+            )
+        if input is not None and name not in input.model_fields:
+            raise SagaDefinitionError(
+                saga_type, None,
+                f"search key {name!r} is not a field of the input {input.__name__}",
+                f"use one of {', '.join(input.model_fields)}",
+            )
+    if len(set(keys)) != len(keys):
+        raise SagaDefinitionError(
+            saga_type, None, "a search key is named twice", "name each search key once"
+        )
+    return keys
 
 
 def _state_model(

@@ -18,6 +18,7 @@ from sagaway.cli.orchestrator import orchestrator_command
 from sagaway.cli.participant import participant_command
 from sagaway.cli.relay import relay
 from sagaway.cli.sagas import sagas_command
+from sagaway.cli.topics import topics_command
 from sagaway.settings.composed import Settings, load_settings
 
 
@@ -69,6 +70,7 @@ COMMANDS: tuple[click.Command, ...] = (
     audit_command,
     sagas_command,
     asyncapi_command,
+    topics_command,
 )
 for command in COMMANDS:
     main.add_command(command)

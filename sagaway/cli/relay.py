@@ -100,7 +100,9 @@ async def run_relay(settings: Settings, service: str, mode: str | None) -> None:
             raise click.ClickException(f"--mode {mode}: {exc}") from None
         transport = await connect_transport(settings.messaging)
         try:
-            relay = make_relay(settings.relay, service, engine, transport, chosen)
+            relay = make_relay(
+                settings.relay, service, engine, transport, chosen, woken_by_commits=False
+            )
             log.info(
                 "relaying the outbox of %s from %s (%s mode)",
                 service,

@@ -14,9 +14,10 @@ from sagaway.settings.composed import Settings
 
 # Group membership on the embedded broker expires after session_timeout_ms: after a kill, the
 # dead process's members hold their partitions that long. One process owns everything here, so
-# a short timeout costs a few heartbeats a second and makes a restart continue within seconds.
+# a short timeout costs a heartbeat a second per member and makes a restart continue within
+# seconds.
 DEV_SESSION_TIMEOUT_MS = 3000
-DEV_HEARTBEAT_INTERVAL_MS = 500
+DEV_HEARTBEAT_INTERVAL_MS = 1000
 
 
 def dev_settings(settings: Settings, data_dir: Path | None = None) -> Settings:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     CommitFailedError,
@@ -25,6 +25,7 @@ from aiokafka.errors import (
 
 from sagaway.messaging.kafka_capabilities import use_idempotence
 from sagaway.messaging.records import Record
+from sagaway.messaging.topic_plan import partitions_for, replication_for
 from sagaway.messaging.transport import CommitFailed, Subscription, Transport, TransportError
 from sagaway.settings import MessagingSettings
 
@@ -113,7 +114,11 @@ class KafkaTransport(Transport):
     async def create_topics(self, partitions: Mapping[str, int]) -> None:
         existing = set(await self.list_topics())
         wanted = [
-            NewTopic(name, count, self.settings.replication_factor)
+            NewTopic(
+                name,
+                partitions_for(self.settings, name, count),
+                replication_for(self.settings, name),
+            )
             for name, count in partitions.items()
             if name not in existing
         ]
@@ -175,17 +180,18 @@ class KafkaSubscription(Subscription):
         self.group_id = group_id
         self.topics = tuple(dict.fromkeys(topics))
         self._consumer = AIOKafkaConsumer(
-            *self.topics,
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            rebalance_timeout_ms=settings.rebalance_timeout_ms,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
             max_poll_records=settings.consumer_max_records,
             request_timeout_ms=max(REQUEST_TIMEOUT_MS, settings.session_timeout_ms * 2),
         )
+        self._consumer.subscribe(list(self.topics), listener=_LogAssignment(group_id))
         self._started = False
 
     async def start(self) -> None:
@@ -246,3 +252,22 @@ class KafkaSubscription(Subscription):
             raise CommitFailed(f"group {self.group_id}: {exc}") from exc
         except KafkaError as exc:
             raise TransportError(f"committing to {self.settings.kafka_bootstrap}: {exc!r}") from exc
+
+
+class _LogAssignment(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Logs the partitions this member owns after each rebalance (who does what, and when a
+    failover happened)."""
+
+    def __init__(self, group_id: str) -> None:
+        self.group_id = group_id
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info(
+            "member of group %s now owns %d partition(s): %s",
+            self.group_id,
+            len(assigned),
+            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned)) or "none",
+        )

@@ -34,6 +34,9 @@ MAX_ERROR_TEXT = 4000
 # Pauses between tries of something that must eventually succeed (a DLQ write, a fetch).
 FIRST_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 5.0
+# Longest a fetch waits for records before the loop turns once (a fetch returns as soon as records
+# arrive, and stop() cancels a waiting fetch): a long wait costs nothing at rest.
+FETCH_WAIT_MS = 5000
 
 
 def describe_error(exc: BaseException) -> str:
@@ -85,7 +88,7 @@ class RecordProcessor:
         handle_batch: BatchHandler,
         *,
         max_records: int | None = None,
-        poll_timeout_ms: int = 200,
+        poll_timeout_ms: int = FETCH_WAIT_MS,
         create_topics: bool = True,
     ) -> None:
         self.transport = transport
@@ -103,6 +106,7 @@ class RecordProcessor:
         self._stopping = asyncio.Event()
         self._started = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._fetching = False
 
     def __repr__(self) -> str:
         return f"RecordProcessor(group={self.group_id!r}, topics={list(self.topics)!r})"
@@ -126,6 +130,9 @@ class RecordProcessor:
         task = self._task
         if task is None:
             return
+        if self._fetching:
+            # Nothing in hand: a fetch waiting for records is abandoned at once, not at its end.
+            task.cancel()
         done, _ = await asyncio.wait([task], timeout=grace_s)
         if not done:
             task.cancel()
@@ -176,14 +183,17 @@ class RecordProcessor:
             self._started.set()
             delay = RetryDelay(FIRST_BACKOFF_S, MAX_BACKOFF_S)
             while not self._stopping.is_set():
+                self._fetching = True
                 try:
                     records = await subscription.fetch(self.max_records, self.poll_timeout_ms)
                 except TransportError as exc:
+                    self._fetching = False
                     log.warning(
                         "%r: fetch failed (%s); retrying in %.1fs", self, exc, delay.delay_s
                     )
                     await delay.wait(until=self._stopping)
                     continue
+                self._fetching = False
                 delay.reset()
                 if not records:
                     continue

@@ -38,8 +38,12 @@ def make_relay(
     engine: AsyncEngine,
     transport: Transport,
     mode: str | None = None,
+    *,
+    woken_by_commits: bool = True,
 ) -> Relay:
-    """The relay of `service`'s outbox in `engine`, publishing through `transport`."""
+    """The relay of `service`'s outbox in `engine`, publishing through `transport`.
+    `woken_by_commits=False` for a relay in a process apart from its writers: a polling relay
+    there cannot be woken by their commits and looks every `relay_poll_interval_ms`."""
     if relay_mode(engine, mode) == "wal":
         return WalRelay(settings, service, engine, transport)
-    return PollRelay(settings, service, engine, transport)
+    return PollRelay(settings, service, engine, transport, woken_by_commits=woken_by_commits)

@@ -97,6 +97,7 @@ class PollRelay:
         *,
         on_published: Published | None = None,
         heartbeat: bool = True,
+        woken_by_commits: bool = True,
     ) -> None:
         self.settings = settings
         self.service = service
@@ -108,6 +109,10 @@ class PollRelay:
         self.postgres = engine.dialect.name == "postgresql"
         self.published = 0
         self.doorbell = doorbell_for(engine)
+        # With its writers in this process the doorbell brings every row at once, and the look
+        # when nothing rang is a safety net; a relay apart from its writers can only poll.
+        polled_s = settings.relay_poll_interval_ms / 1000
+        self.idle_wait_s = settings.relay_idle_poll_s if woken_by_commits else polled_s
 
     async def publish_batch(self) -> int:
         """Publish at most one batch of unpublished rows; returns how many went out.
@@ -171,15 +176,15 @@ class PollRelay:
 
     async def run(self) -> None:
         """Publish forever: a full batch is followed at once by the next; otherwise wait for a
-        commit of this process that wrote outbox rows, or relay_poll_interval_ms at most. A
-        broker or database outage is retried with backoff."""
+        commit of this process that wrote outbox rows, or `idle_wait_s` at most. A broker or
+        database outage is retried with backoff."""
         await self.transport.create_topics({self.heartbeat_topic: 1})
         async with self.engine.begin() as conn:
             await save_relay_state(conn, POLL_RELAY_NAME, "poll")
         tasks = [asyncio.create_task(self._housekeeping(), name="relay-housekeeping")]
         if self.heartbeat:
             tasks.append(asyncio.create_task(self._heartbeats(), name="relay-heartbeat"))
-        idle = self.settings.relay_poll_interval_ms / 1000
+        idle = self.idle_wait_s
         backoff = RetryDelay(0.1, self.settings.startup_retry_max_s)
         try:
             while True:

@@ -8,7 +8,25 @@ from typing import Any
 
 import orjson
 
+from sagaway.messaging.embedded.partitioner import default_partition
 from sagaway.messaging.records import Record
+
+# The partition count in force when the saga started (docs/scaling.md, "Growing a topic"): a
+# keyed record carrying it goes to murmur2(key) % that count, so a topic grown while the saga runs
+# keeps all of its records on one partition.
+PARTITION_COUNT_HEADER = "partition-count"
+
+
+def stable_partition(key: bytes | None, count: object) -> int:
+    """The partition of a keyed record carrying a partition count, else -1 (the transport's own
+    choice)."""
+    if key is None or count is None:
+        return -1
+    try:
+        partitions = int(str(count))
+    except ValueError:
+        return -1
+    return default_partition(key, partitions) if partitions > 0 else -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,11 +42,13 @@ class OutboxRow:
     created_at: datetime | None = field(default=None, compare=False)
 
     def to_record(self) -> Record:
+        key = self.key.encode() if self.key is not None else None
         return Record(
             topic=self.topic,
-            key=self.key.encode() if self.key is not None else None,
+            key=key,
             value=self.payload,
             headers=tuple((name, str(value).encode()) for name, value in self.headers.items()),
+            partition=stable_partition(key, self.headers.get(PARTITION_COUNT_HEADER)),
         )
 
     @classmethod

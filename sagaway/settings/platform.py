@@ -64,11 +64,33 @@ class MessagingSettings(ComponentSettings):
     replication_factor: int = Field(
         default=1, ge=1, description="Replication factor of created topics."
     )
+    service_partitions: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            'Partitions of a service\'s request and reply topics, per service (`{"payments": '
+            "16}`); a service not named takes `partitions` (see docs/scaling.md)."
+        ),
+    )
+    service_replication: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            "Replication factor of a service's topics, per service; a service not named takes "
+            "`replication_factor`."
+        ),
+    )
     session_timeout_ms: int = Field(
         default=10_000, ge=100, description="Consumer group session timeout."
     )
     heartbeat_interval_ms: int = Field(
         default=3_000, ge=10, description="Consumer group heartbeat interval."
+    )
+    rebalance_timeout_ms: int | None = Field(
+        default=None,
+        ge=100,
+        description=(
+            "Kafka: how long a rebalance waits for the live members to join again; unset → "
+            "the session timeout."
+        ),
     )
     fetch_max_wait_ms: int = Field(
         default=500, ge=1, description="Longest a fetch waits on the broker for new records."
@@ -102,11 +124,12 @@ class MessagingSettings(ComponentSettings):
         default=100, ge=0, description="First backoff between handler retries (doubles each try)."
     )
     embedded_poll_interval_ms: int = Field(
-        default=50,
+        default=2000,
         ge=1,
         description=(
-            "How often an embedded-broker consumer looks for new records when no wake-up came "
-            "(another process's produce wakes it at once through broker.db.bells/)."
+            "How often an embedded-broker consumer looks for new records when no wake-up came: "
+            "a safety net, since a produce wakes it at once (from another process through "
+            "broker.db.bells/)."
         ),
     )
     embedded_retention_s: float = Field(
@@ -140,7 +163,16 @@ class RelaySettings(ComponentSettings):
         default=20,
         ge=1,
         description=(
-            "Polling relay: pause between looks at the outbox when it found nothing to publish."
+            "Polling relay in a process of its own (`sagaway relay --mode poll`): pause between "
+            "looks at the outbox when it found nothing to publish."
+        ),
+    )
+    relay_idle_poll_s: float = Field(
+        default=2.0,
+        gt=0,
+        description=(
+            "Polling relay in its writers' process (gateway, participant, `sagaway dev`): a "
+            "commit that wrote outbox rows wakes it at once; this is the safety-net look."
         ),
     )
     relay_feedback_interval_s: float = Field(

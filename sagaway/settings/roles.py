@@ -36,9 +36,13 @@ class OrchestratorSettings(ComponentSettings):
         ),
     )
     timer_poll_interval_ms: int = Field(
-        default=200,
+        default=2000,
         ge=1,
-        description="Orchestrator: longest pause between looks for due timers.",
+        description=(
+            "Orchestrator: longest pause between looks for due timers. The loop sleeps until "
+            "the next timer is due, and a timer this instance commits for earlier wakes it; the "
+            "look finds timers written elsewhere (another instance, an operator action)."
+        ),
     )
     unknown_version_recheck_s: float = Field(
         default=60.0,

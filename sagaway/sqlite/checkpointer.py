@@ -8,8 +8,8 @@ the length of two fsyncs. Under load that was a quarter of `sagaway dev`'s throu
 
 So every SQLite connection Sagaway opens raises the automatic threshold (`AUTOCHECKPOINT_PAGES`,
 kept only as a bound should this thread stop), and `watch(path)` starts one daemon thread per
-database file in the process that checkpoints it every `INTERVAL_S`, while some owner of that
-file is alive:
+database file in the process that checkpoints it every `INTERVAL_S` while it is written to
+(less and less often at rest, down to `IDLE_INTERVAL_S`), while some owner of that file is alive:
 
 - PASSIVE, which never waits for or blocks a writer, copies what it can;
 - but the WAL only starts over from its beginning after a checkpoint that copied every frame,
@@ -23,6 +23,7 @@ file is alive:
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -37,6 +38,7 @@ log = logging.getLogger("sagaway.storage.checkpoint")
 AUTOCHECKPOINT_PAGES = 10_000
 RESTART_FRAMES = 2_000
 INTERVAL_S = 0.5
+IDLE_INTERVAL_S = 4.0
 # How long a RESTART checkpoint waits for readers and writers to let go before it gives up (and
 # the next turn tries again); writers wait for it no longer than that.
 RESTART_BUSY_TIMEOUT_S = 0.2
@@ -54,20 +56,42 @@ class _Checkpointer(threading.Thread):
         self.owners: weakref.WeakSet[Any] = weakref.WeakSet()
         self.checkpoints = 0
         self.restarts = 0
+        self.wal = path.with_name(path.name + "-wal")
+        self._wal_seen: tuple[int, int] | None = None
 
     def run(self) -> None:
         conn: sqlite3.Connection | None = None
+        pause = INTERVAL_S
         try:
             while True:
-                time.sleep(INTERVAL_S)
+                time.sleep(pause)
                 with _lock:
                     if not self.owners:
                         _threads.pop(str(self.path), None)
                         return
-                conn = self._checkpoint(conn)
+                if self._wal_changed():
+                    conn = self._checkpoint(conn)
+                    pause = INTERVAL_S
+                else:
+                    # At rest the thread wakes ever less often; the first write brings it back
+                    # within IDLE_INTERVAL_S, and the automatic checkpoint bounds the WAL till then.
+                    pause = min(pause * 2, IDLE_INTERVAL_S)
         finally:
             if conn is not None:
                 conn.close()
+
+    def _wal_changed(self) -> bool:
+        """Whether anything was written since the last turn: an idle database is not
+        checkpointed again and again."""
+        try:
+            stat = os.stat(self.wal)
+        except OSError:
+            return True  # no WAL file yet, or unreadable: let the checkpoint find out
+        seen = (stat.st_size, stat.st_mtime_ns)
+        if seen == self._wal_seen:
+            return False
+        self._wal_seen = seen
+        return True
 
     def _checkpoint(self, conn: sqlite3.Connection | None) -> sqlite3.Connection | None:
         """One turn; returns the connection to use next turn (None: open it again then)."""
@@ -81,12 +105,15 @@ class _Checkpointer(threading.Thread):
                     isolation_level=None,
                     timeout=RESTART_BUSY_TIMEOUT_S,
                 )
-            _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            _busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             if frames > RESTART_FRAMES:
-                busy, _frames, _copied = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
                 self.restarts += 0 if busy else 1
+            if copied < frames:
+                self._wal_seen = None  # frames left behind (a reader's snapshot): next turn too
             self.checkpoints += 1
         except sqlite3.Error as exc:  # a file gone or unreadable, a lock: the next turn tries again
+            self._wal_seen = None
             log.debug("checkpoint of %s failed: %s", self.path, exc)
             if conn is not None:
                 conn.close()
@@ -114,4 +141,3 @@ def checkpoints_of(path: Path) -> tuple[int, int] | None:
     with _lock:
         thread = _threads.get(str(path.resolve()))
     return None if thread is None else (thread.checkpoints, thread.restarts)
-

@@ -1,17 +1,21 @@
-"""Operator actions through the console: confirmation pages, CSRF, roles, the audit log, and the
-engine (orchestrator.operator_actions) doing the work."""
+"""Operator actions through the console: confirmation pages (offered only where the saga's status
+allows), CSRF, roles, the audit log, the engine (orchestrator.operator_actions) doing the work,
+and the saga page saying what the saga did next. Bulk actions: test_bulk_actions.py."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.testclient import TestClient
 
 from orchestrator.models import operator_actions, saga_instances
 from tests.console import seeding
-from tests.console.conftest import Seeded, csrf_of
+from tests.console.conftest import Seeded, csrf_of, log_in
+from tests.console.contract_sagas_seeding import answer, contract_console, waiting_at_pay
 from tests.console.sagas import CHARGE, ISSUE
 
 
@@ -140,7 +144,7 @@ def test_skip_takes_a_json_result_and_refuses_anything_else(
 def test_an_action_the_saga_refuses_is_shown_and_recorded_as_rejected(
     operator: TestClient, seeded: Seeded
 ) -> None:
-    token = confirm(operator, seeded.completed, "resume")
+    token = csrf_of(operator.get(f"/sagas/{seeded.completed}").text)
     response = operator.post(
         f"/sagas/{seeded.completed}/actions/resume", data={"csrf_token": token}
     )
@@ -158,59 +162,6 @@ def test_unknown_action_or_saga(operator: TestClient, seeded: Seeded) -> None:
     assert response.status_code == 404
 
 
-def test_bulk_abort_shows_the_count_then_aborts_the_filtered_running_sagas(
-    operator: TestClient, seeded: Seeded
-) -> None:
-    others = [seeded.run(seeding.waiting_at_charge) for _ in range(2)]
-    page = operator.get("/sagas/bulk?action=abort&status=running")
-    assert page.status_code == 200
-    assert '<p class="count" id="bulk-count">3 sagas match.</p>' in page.text
-    narrowed = operator.get("/sagas/bulk?action=abort&status=running&q=bob")
-    assert "3 sagas match." in narrowed.text  # all three are bob's
-    response = operator.post(
-        "/sagas/bulk",
-        data={"csrf_token": csrf_of(page.text), "action": "abort", "status": "running"},
-    )
-    assert response.status_code == 200
-    assert "Applied to 3 sagas; refused for 0." in response.text
-    for saga_id in [seeded.waiting, *others]:
-        assert status_of(seeded, saga_id) == "compensating"
-        assert [e["action"] for e in audit_of(seeded, saga_id)] == ["abort"]
-    assert status_of(seeded, seeded.completed) == "completed"
-
-
-def test_bulk_retry_retries_each_current_step(operator: TestClient, seeded: Seeded) -> None:
-    page = operator.get(f"/sagas/bulk?action=retry&q={seeded.waiting}")
-    assert "1 saga matches." in page.text
-    response = operator.post(
-        "/sagas/bulk",
-        data={"csrf_token": csrf_of(page.text), "action": "retry", "q": seeded.waiting},
-    )
-    assert "Applied to 1 saga; refused for 0." in response.text
-    [entry] = audit_of(seeded, seeded.waiting)
-    assert (entry["action"], entry["step"]) == ("retry", CHARGE)
-
-
-def test_bulk_without_csrf_is_refused(operator: TestClient, seeded: Seeded) -> None:
-    response = operator.post("/sagas/bulk", data={"action": "abort", "status": "running"})
-    assert response.status_code == 403
-    assert status_of(seeded, seeded.waiting) == "running"
-
-
-def test_bulk_abort_on_a_status_that_cannot_be_aborted_matches_nothing(
-    operator: TestClient, seeded: Seeded
-) -> None:
-    page = operator.get("/sagas/bulk?action=abort&status=completed")
-    assert '<p class="count" id="bulk-count">0 sagas match.</p>' in page.text
-    response = operator.post(
-        "/sagas/bulk",
-        data={"csrf_token": csrf_of(page.text), "action": "abort", "status": "completed"},
-    )
-    assert "Applied to 0 sagas; refused for 0." in response.text
-    assert status_of(seeded, seeded.waiting) == "running"
-    assert audit_of(seeded, seeded.waiting) == []
-
-
 def test_resume_a_failed_saga_sends_what_failed_again(operator: TestClient, seeded: Seeded) -> None:
     saga_id = seeded.run(seeding.failed_compensation)
     page = operator.get(f"/sagas/{saga_id}")
@@ -225,3 +176,93 @@ def test_resume_a_failed_saga_sends_what_failed_again(operator: TestClient, seed
     assert (entry["action"], entry["actor"], entry["outcome"]) == ("resume", "olga", "applied")
     html = operator.get(f"/sagas/{saga_id}").text
     assert html.count("kind-compensation") >= 2  # the failed release, and the one resumed
+
+
+@pytest.mark.parametrize(
+    ("saga", "action", "why"),
+    [
+        ("completed", "abort", "the saga is completed: only a running saga can be aborted"),
+        ("completed", "retry", "only a running or compensating saga has a step to retry"),
+        ("waiting", "resume", "the saga is running: only a failed saga can be resumed"),
+    ],
+)
+def test_an_action_the_status_does_not_allow_is_not_offered_for_confirmation(
+    operator: TestClient, seeded: Seeded, saga: str, action: str, why: str
+) -> None:
+    saga_id = getattr(seeded, saga)
+    page = operator.get(f"/sagas/{saga_id}/actions/{action}")
+    assert page.status_code == 409
+    assert 'id="not-offered"' in page.text and why in page.text
+    assert 'id="confirm"' not in page.text
+    assert f'action="/sagas/{saga_id}/actions/{action}"' not in page.text
+    assert audit_of(seeded, saga_id) == []
+
+
+def outcome_of_page(html: str) -> tuple[str, str]:
+    """The colour (status class) and headline of the saga page's action outcome."""
+    match = re.search(
+        r'<span class="status status-([a-z_]+)" id="action-outcome">([^<]+)</span>', html
+    )
+    assert match, "no action outcome on the page"
+    return match.group(1), match.group(2)
+
+
+def test_after_abort_the_page_says_now_compensating_in_that_colour(
+    operator: TestClient, seeded: Seeded
+) -> None:
+    token = confirm(operator, seeded.waiting, "abort")
+    response = operator.post(
+        f"/sagas/{seeded.waiting}/actions/abort",
+        data={"csrf_token": token, "reason": "customer called"},
+        follow_redirects=False,
+    )
+    html = operator.get(response.headers["location"]).text
+    assert outcome_of_page(html) == ("compensating", "now compensating")
+    assert "Abort (compensate now): applied. The saga then sent" in html
+    assert "compensation of" in html
+    # Said once: a reload of the same GET page neither repeats the action nor the sentence.
+    again = operator.get(response.headers["location"]).text
+    assert 'id="action-outcome"' not in again
+    assert len(audit_of(seeded, seeded.waiting)) == 1
+
+
+def test_after_retry_the_page_says_which_step_is_retried(
+    operator: TestClient, seeded: Seeded
+) -> None:
+    token = confirm(operator, seeded.waiting, "retry", f"?step={CHARGE}")
+    response = operator.post(
+        f"/sagas/{seeded.waiting}/actions/retry",
+        data={"csrf_token": token, "step": CHARGE},
+        follow_redirects=False,
+    )
+    html = operator.get(response.headers["location"]).text
+    assert outcome_of_page(html) == ("running", f"retrying step {CHARGE}")
+    assert f"(step {CHARGE}, attempt 2) and is running." in html
+
+
+def test_after_resume_the_page_says_what_was_sent_again(
+    operator: TestClient, seeded: Seeded
+) -> None:
+    saga_id = seeded.run(seeding.failed_compensation)
+    token = confirm(operator, saga_id, "resume")
+    response = operator.post(
+        f"/sagas/{saga_id}/actions/resume", data={"csrf_token": token}, follow_redirects=False
+    )
+    html = operator.get(response.headers["location"]).text
+    assert outcome_of_page(html) == ("compensating", "now compensating")
+    assert "Resume: applied. The saga then sent" in html
+
+
+def test_abort_is_not_offered_once_the_pivot_has_succeeded(seeded: Seeded) -> None:
+    saga_id = seeded.run(waiting_at_pay)
+
+    async def pay(engine: AsyncEngine) -> str:
+        return await answer(engine, saga_id, "pay", {"payment_id": "p-1"})
+
+    assert seeded.run(pay) == "running"
+    with TestClient(contract_console(seeded.settings), base_url="https://testserver") as client:
+        log_in(client, "olga")
+        page = client.get(f"/sagas/{saga_id}/actions/abort")
+    assert page.status_code == 409
+    assert "its pivot step has succeeded: the saga can only go forward" in page.text
+    assert 'id="confirm"' not in page.text

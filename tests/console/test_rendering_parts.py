@@ -73,7 +73,7 @@ def row(step: str, kind: str, status: str, attempt: int, at: datetime, **extra: 
     return base
 
 
-def test_timeline_pairs_each_command_with_its_outcome_and_gives_up_on_superseded_ones() -> None:
+def test_timeline_pairs_each_command_with_its_outcome_and_ends_superseded_ones() -> None:
     rows = [
         row("reserve", "forward", "sent", 1, T0, command={"n": 1}),
         row(
@@ -93,7 +93,8 @@ def test_timeline_pairs_each_command_with_its_outcome_and_gives_up_on_superseded
     reserve, charge1, charge2 = timeline.attempts
     assert (reserve.status, reserve.command, reserve.reply) == ("succeeded", {"n": 1}, {"ok": 1})
     assert reserve.duration_s(T0) == 1.0
-    assert charge1.status == "unanswered" and charge1.ignored[0]["why"] == "late reply"
+    assert charge1.status == "replaced" and charge1.ignored[0]["why"] == "late reply"
+    assert charge1.ended_at == T0 + timedelta(seconds=5) and charge1.duration_s(T0) == 4.0
     assert charge2.in_flight and charge2.offset_pct == pytest.approx(50.0)
     assert charge2.width_pct == pytest.approx(50.0)
 

@@ -1,5 +1,6 @@
-"""The compose deployment (docker/) is checked against the code it runs: no Docker engine here,
-so every verb, option, setting, database and dependency it names is verified statically."""
+"""The compose deployment (docker/compose.yaml) checked against the code it runs, statically: every
+verb, option, setting, database and dependency it names (tests/docker/test_dockerfile.py checks
+the image, test_health.py the health checks, docker/smoke runs it all on a Docker engine)."""
 
 from __future__ import annotations
 
@@ -26,134 +27,26 @@ from sagaway.cli.application import application
 from sagaway.cli.main import main
 from sagaway.settings import CONFIG_FILE_VARIABLE, ConsoleSettings
 from sagaway.settings.composed import COMPONENTS, Settings
-
-ROOT = Path(__file__).resolve().parents[2]
-DOCKER = ROOT / "docker"
-COMPOSE_FILE = DOCKER / "compose.yaml"
-DOCKERFILE = DOCKER / "Dockerfile"
-
-SERVICE_DATABASES = {"orchestrator", "gateway", "inventory", "payments", "shipping"}
-PARTICIPANTS = {"inventory", "payments", "shipping"}
-ROLE_VERBS = {"migrate", "relay", "orchestrator", "gateway", "participant", "console"}
-TOOL_VERBS = {"seed", "audit"}
-
-
-class UnresolvedVariable(ValueError):
-    """The compose file uses ${NAME} without a default: `up` would fail on a fresh checkout."""
-
-
-_VARIABLE = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\}")
-
-
-def interpolate(text: str) -> str:
-    """What Compose makes of `text` when no variable is set: `${X:-d}` → d, `$$` → `$`."""
-
-    def replace(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        if match.group("default") is None:
-            raise UnresolvedVariable(f"${{{match.group('name')}}} has no default in {text!r}")
-        return match.group("default")
-
-    return _VARIABLE.sub(replace, text)
-
-
-def _interpolated(node: Any) -> Any:
-    if isinstance(node, str):
-        return interpolate(node)
-    if isinstance(node, dict):
-        return {key: _interpolated(value) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_interpolated(value) for value in node]
-    return node
-
-
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    document = yaml.safe_load(COMPOSE_FILE.read_text())
-    assert isinstance(document, dict) and isinstance(document.get("services"), dict)
-    return _interpolated(document)
-
-
-@pytest.fixture(scope="module")
-def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return compose["services"]
-
-
-def sagaway_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The services that run the Sagaway image (they have a `command` of sagaway verbs)."""
-    return {name: spec for name, spec in services.items() if "build" in spec}
-
-
-def command_of(spec: dict[str, Any]) -> list[str]:
-    command = spec.get("command")
-    assert isinstance(command, list) and all(isinstance(arg, str) for arg in command), (
-        f"command must be a list of strings (exec form), got {command!r}"
-    )
-    return command
-
-
-def environment_of(spec: dict[str, Any]) -> dict[str, str]:
-    env = spec.get("environment") or {}
-    assert isinstance(env, dict), "environment must be a mapping"
-    return {key: "" if value is None else str(value) for key, value in env.items()}
-
-
-def option_value(args: list[str], option: str) -> str | None:
-    return args[args.index(option) + 1] if option in args else None
-
-
-def database_name(url: str) -> str:
-    return urlsplit(url).path.lstrip("/")
-
-
-def resolve_verb(args: list[str]) -> tuple[click.Command, list[str], list[str]]:
-    """The click command `args` invoke (descending into groups), its path and its own args."""
-    command: click.Command = main
-    path: list[str] = []
-    rest = list(args)
-    while isinstance(command, click.Group) and rest and rest[0] in command.commands:
-        path.append(rest[0])
-        command = command.commands[rest.pop(0)]
-    if command is main:
-        raise click.UsageError(f"{args[0] if args else '(nothing)'!r} is not a sagaway verb")
-    return command, path, rest
-
-
-def parse_verb(args: list[str]) -> click.Context:
-    """Parse `sagaway <args>` exactly as click would, without running it."""
-    command, path, rest = resolve_verb(args)
-    return command.make_context(" ".join(["sagaway", *path]), rest)
-
-
-def databases_used(name: str, spec: dict[str, Any]) -> set[str]:
-    """The service databases a container reads or writes."""
-    urls = [environment_of(spec).get("SAGAWAY_DATABASE_URL", "")]
-    args = command_of(spec)
-    urls += [args[i + 1] for i, arg in enumerate(args[:-1]) if arg.endswith("-url")]
-    console = environment_of(spec).get("SAGAWAY_CONSOLE")
-    if console:
-        urls += json.loads(console).get("service_database_urls", {}).values()
-    return {database_name(url) for url in urls if url}
-
-
-def initdb_databases(services: dict[str, dict[str, Any]]) -> set[str]:
-    host_dir = None
-    for volume in services["postgres"].get("volumes", []):
-        source, target = volume.split(":")[:2]
-        if target == "/docker-entrypoint-initdb.d":
-            host_dir = (DOCKER / source).resolve()
-    assert host_dir is not None and host_dir.is_dir(), "no init scripts mounted into postgres"
-    sql = "\n".join(path.read_text() for path in sorted(host_dir.glob("*.sql")))
-    return set(re.findall(r"^\s*CREATE DATABASE\s+(\w+)\s*;", sql, re.M | re.I))
-
-
-def depends_on(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    deps = spec.get("depends_on") or {}
-    if isinstance(deps, list):
-        return {name: {"condition": "service_started"} for name in deps}
-    return deps
-
+from tests.docker.compose_file import (
+    DOCKER,
+    DOCKERFILE,
+    PARTICIPANTS,
+    ROLE_VERBS,
+    SERVICE_DATABASES,
+    TOOL_VERBS,
+    UnresolvedVariable,
+    command_of,
+    database_name,
+    databases_used,
+    depends_on,
+    environment_of,
+    initdb_databases,
+    interpolate,
+    option_value,
+    parse_verb,
+    resolve_verb,
+    sagaway_services,
+)
 
 # ------------------------------------------------------------------ the helpers themselves
 
@@ -524,80 +417,6 @@ def test_the_config_file_is_mounted_into_every_sagaway_container(
         host = _host_path(spec, path)
         assert host == (DOCKER / "sagaway.toml").resolve(), name
     tomllib.loads((DOCKER / "sagaway.toml").read_text())
-
-
-# ------------------------------------------------------------------ the image
-
-
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    instructions = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            keyword, _, rest = line.partition(" ")
-            instructions.append((keyword.upper(), rest.strip()))
-    return instructions
-
-
-def _dockerignore_pattern(pattern: str) -> re.Pattern[str]:
-    """A .dockerignore pattern as a regex over paths relative to the build context."""
-    out = ""
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out, i = out + "(?:.*/)?", i + 3
-        elif pattern.startswith("**", i):
-            out, i = out + ".*", i + 2
-        elif pattern[i] == "*":
-            out, i = out + "[^/]*", i + 1
-        elif pattern[i] == "?":
-            out, i = out + "[^/]", i + 1
-        else:
-            out, i = out + re.escape(pattern[i]), i + 1
-    return re.compile(out)
-
-
-def dockerignore_excludes(path: str) -> bool:
-    """Whether the build context leaves out `path` (or a folder holding it); last match wins."""
-    candidates = [path, *(str(parent) for parent in Path(path).parents if str(parent) != ".")]
-    excluded = False
-    for line in (ROOT / ".dockerignore").read_text().splitlines():
-        pattern = line.strip()
-        if not pattern or pattern.startswith("#"):
-            continue
-        negate = pattern.startswith("!")
-        regex = _dockerignore_pattern(pattern.lstrip("!").strip("/"))
-        if any(regex.fullmatch(candidate) for candidate in candidates):
-            excluded = not negate
-    return excluded
-
-
-def test_dockerfile_builds_a_non_root_sagaway_image_from_existing_sources() -> None:
-    instructions = dockerfile_instructions()
-    assert ("FROM", "python:3.11-slim") in instructions
-    entrypoints = [rest for keyword, rest in instructions if keyword == "ENTRYPOINT"]
-    assert [json.loads(rest) for rest in entrypoints][-1] == ["sagaway"]
-    users = [rest for keyword, rest in instructions if keyword == "USER"]
-    assert users and users[-1] not in {"root", "0"}, "the image must not run as root"
-    copied: list[str] = []
-    for keyword, rest in instructions:
-        if keyword == "COPY":
-            args = [arg for arg in rest.split() if not arg.startswith("--")]
-            copied += args[:-1]
-    assert copied, "the Dockerfile copies nothing"
-    for source in copied:
-        assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
-        assert not dockerignore_excludes(source), f"COPY {source}: excluded by .dockerignore"
-    for package in ("orchestrator", "participants", "gateway", "console", "alembic"):
-        assert package in copied, f"the image lacks {package}/"
-
-
-def test_dockerignore_check_sees_exclusions() -> None:
-    assert dockerignore_excludes(".venv")
-    assert dockerignore_excludes("tests")
-    assert dockerignore_excludes("orchestrator/__pycache__")
-    assert not dockerignore_excludes("orchestrator")
 
 
 # ------------------------------------------------------------------ the README

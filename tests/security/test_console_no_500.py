@@ -103,6 +103,8 @@ def requests(draw: st.DrawFn, method: str, template: str, ids: list[str]) -> dic
         path = path.replace("{action}", quote(draw(texts), safe=""))
     if "{letter_id:int}" in path:
         path = path.replace("{letter_id:int}", str(draw(st.integers(0, 10**30))))
+    if "{audit_id:int}" in path:
+        path = path.replace("{audit_id:int}", str(draw(st.integers(0, 10**30))))
     if "{path:path}" in path:
         path = path.replace("{path:path}", quote(draw(texts), safe="/"))
     params = draw(st.dictionaries(st.sampled_from(FIELDS) | texts, texts, max_size=4))

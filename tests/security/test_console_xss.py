@@ -54,13 +54,16 @@ def test_markup_in_saga_type_principal_and_failure_reason_is_escaped(
         f"/sagas/{sagas['unknown_type']}/panel",
         f"/sagas/{sagas['declined']}",
         f"/sagas/{sagas['declined']}/panel",
-        f"/sagas/{sagas['declined']}/actions/abort",
         f"/sagas/{sagas['declined']}/actions/retry",
     ]
     for path in pages:
         response = client.get(path)
         assert response.status_code == 200, path
         assert_escaped(response.text, path)
+    # A compensating saga cannot be aborted: the refusal names it, escaped like any page.
+    refusal = client.get(f"/sagas/{sagas['declined']}/actions/abort")
+    assert refusal.status_code == 409
+    assert_escaped(refusal.text, "abort refusal")
     detail = client.get(f"/sagas/{sagas['declined']}").text
     assert "&lt;script&gt;alert(&#39;xss&#39;)&lt;/script&gt;" in detail, "the reason is shown"
 

@@ -124,7 +124,7 @@ async def test_internal_routes_are_not_on_the_public_listener(make_gateway: Make
 
 
 def console_values(seeded: Seeded) -> dict[str, str]:
-    return {"saga_id": seeded.waiting, "action": "abort", "letter_id": "1"}
+    return {"saga_id": seeded.waiting, "action": "abort", "letter_id": "1", "audit_id": "1"}
 
 
 def test_every_console_route_but_login_and_static_needs_a_session(

@@ -105,6 +105,10 @@ class EmbeddedSubscription(Subscription):
                 len(new),
             )
             self._assignment = new
+            if gained:
+                # A fetch waiting on the bell reads the partitions gained now, not at its next
+                # safety-net look: their backlog (a dead member's) is there already.
+                self.transport.bell.ring({topic for topic, _ in gained})
 
     async def fetch(self, max_records: int, timeout_ms: int) -> list[Record]:
         if not self._started or self._closed:

@@ -25,6 +25,7 @@ from sagaway.messaging.embedded.bell import bell_for
 from sagaway.messaging.embedded.store import BUSY_TIMEOUT_S, BrokerFile
 from sagaway.messaging.embedded.subscription import EmbeddedSubscription
 from sagaway.messaging.records import Record
+from sagaway.messaging.topic_plan import partitions_for
 from sagaway.messaging.transport import Transport, TransportError
 from sagaway.settings import MessagingSettings
 from sagaway.sqlite.inline import call_when_unlocked
@@ -111,7 +112,8 @@ class EmbeddedTransport(Transport):
         self._file = None
 
     async def create_topics(self, partitions: Mapping[str, int]) -> None:
-        await self.run(self.file.create_topics, dict(partitions))
+        wanted = {name: partitions_for(self.settings, name, n) for name, n in partitions.items()}
+        await self.run(self.file.create_topics, wanted)
 
     async def list_topics(self) -> dict[str, int]:
         return await self.run(self.file.list_topics)

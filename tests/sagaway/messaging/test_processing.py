@@ -107,6 +107,29 @@ async def test_an_idle_processor_stops_promptly(embedded_settings: Settings) -> 
         await transport.close()
 
 
+async def test_stop_abandons_a_fetch_waiting_for_records_at_once(
+    make_test_transport: MakeTransport, broker_settings: Settings
+) -> None:
+    """A fetch may wait long for records (nothing to do costs nothing at rest), but stop() does
+    not wait for it to end: with nothing in hand there is nothing to finish."""
+    transport = await make_test_transport()
+    topic = broker_settings.messaging.topic_prefix + "long-fetch.requests"
+    await transport.create_topics({topic: 1})
+
+    async def nothing(batch: list[tuple[Record, Message]]) -> None:
+        return None
+
+    group_id = f"{broker_settings.messaging.topic_prefix}long-{uuid.uuid4().hex[:6]}"
+    processor = RecordProcessor(
+        transport, broker_settings.messaging, group_id, [topic], nothing, poll_timeout_ms=600_000
+    )
+    await processor.start()
+    await processor.wait_assigned()
+    stopping = asyncio.create_task(processor.stop(grace_s=600))
+    await eventually(lambda: not processor.running, timeout_s=10, what="the processor to stop")
+    await stopping
+
+
 async def test_a_dead_letter_that_cannot_be_written_is_retried_and_not_committed(
     embedded_settings: Settings,
 ) -> None:
