@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from console.action_outcome import ALLOWED_STATUSES, refusal_for
 from console.auth import require_user
 from console.diagnosis import diagnose
 from console.queries.saga import (
@@ -79,6 +80,8 @@ async def _saga_context(console: Console, saga_id: str) -> dict[str, Any]:
         "data_view": data_view(saga.get("data")),
         "result_view": data_view(saga.get("result")),
         "clock": clock,
+        # The panel offers an action only where the confirmation would not refuse it.
+        "refusals": {action: refusal_for(action, saga) for action in ALLOWED_STATUSES},
     }
 
 

@@ -29,13 +29,21 @@ SECURITY_ACTIONS = (REVOKE_SESSION, LIFT_LOCK)
 
 
 async def record(
-    engine: AsyncEngine, action: str, actor: str, params: dict[str, Any], detail: str
+    engine: AsyncEngine,
+    action: str,
+    actor: str,
+    target: tuple[str, str],
+    params: dict[str, Any],
+    detail: str,
 ) -> None:
-    """An audit row for a console action that concerns no saga (saga_id is empty)."""
+    """An audit row for a console action that concerns no saga: filed under `target` (kind,
+    id), such as ("session", its first 12 characters) or ("login-lock", "user alice")."""
     async with engine.begin() as conn:
         await conn.execute(
             operator_actions.insert().values(
-                saga_id="",
+                saga_id=None,
+                target_kind=target[0],
+                target_id=target[1],
                 action=action,
                 step=None,
                 params=params,
@@ -90,6 +98,7 @@ async def session_revoke(request: Request) -> Response:
         console.db,
         REVOKE_SESSION,
         user.name,
+        ("session", handle[:12]),
         {"user": ended["user_name"], "session": handle[:12], "address": ended["address"]},
         f"ended a session of {ended['user_name']}",
     )
@@ -114,6 +123,7 @@ async def lock_lift(request: Request) -> Response:
         console.db,
         LIFT_LOCK,
         user.name,
+        ("login-lock", f"{scope} {subject}"),
         {"scope": scope, "subject": subject},
         f"lifted the login lock on {scope} {subject}",
     )

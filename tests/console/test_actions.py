@@ -263,6 +263,10 @@ def test_abort_is_not_offered_once_the_pivot_has_succeeded(seeded: Seeded) -> No
     with TestClient(contract_console(seeded.settings), base_url="https://testserver") as client:
         log_in(client, "olga")
         page = client.get(f"/sagas/{saga_id}/actions/abort")
+        saga_page = client.get(f"/sagas/{saga_id}").text
     assert page.status_code == 409
     assert "its pivot step has succeeded: the saga can only go forward" in page.text
     assert 'id="confirm"' not in page.text
+    # The saga's own page does not offer it either, and says why.
+    assert 'id="abort"' not in saga_page
+    assert "No abort: its pivot step has succeeded" in saga_page

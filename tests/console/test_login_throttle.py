@@ -39,7 +39,7 @@ def security_audit(seeded: Seeded) -> list[dict[str, Any]]:
     async def read(engine: AsyncEngine) -> list[dict[str, Any]]:
         async with engine.connect() as conn:
             rows = await conn.execute(
-                sa.select(operator_actions).where(operator_actions.c.saga_id == "")
+                sa.select(operator_actions).where(operator_actions.c.target_kind == "login-lock")
             )
             return [dict(r) for r in rows.mappings()]
 
@@ -90,6 +90,11 @@ def test_ninety_wrong_passwords_lock_the_user_out_until_an_operator_lifts_it(
         "applied",
     )
     assert entry["params"] == {"scope": "user", "subject": "vera"}
+    assert (entry["saga_id"], entry["target_kind"], entry["target_id"]) == (
+        None,
+        "login-lock",
+        "user vera",
+    )
     assert "lifted the login lock on user vera" in operator.get("/sessions").text
 
     accepted = attempt(attacker, "vera", PASSWORDS["vera"])

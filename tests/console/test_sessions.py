@@ -144,6 +144,8 @@ def test_an_operator_lists_sessions_and_revokes_one(make_client: Any, seeded: Se
 
     [entry] = seeded.run(audit)
     assert entry["actor"] == "olga" and entry["params"]["user"] == "vera"
+    assert (entry["saga_id"], entry["target_kind"]) == (None, "session")
+    assert entry["target_id"] == handle[:12]
     assert 'data-user="vera"' not in operator.get("/sessions").text
     log_in(viewer, "vera")  # a revoked session does not stop a new login
     assert is_logged_in(viewer)
