@@ -11,7 +11,12 @@ from orchestrator.engine.effects import Command, Final
 from orchestrator.engine.events import Reply
 from orchestrator.reply_inbox import INBOX_NAMESPACE
 from orchestrator.saga_rows import LoadedSaga
-from sagaway.messaging.envelope import Message
+from sagaway.messaging.envelope import (
+    PARTITION_COUNT_HEADER,
+    REPLY_PARTITION_COUNT_HEADER,
+    Message,
+)
+from sagaway.messaging.partition_counts import PartitionCounts
 from sagaway.messaging.topics import TopicNames
 from sagaway.observability import tracing
 
@@ -87,12 +92,37 @@ def _is_url(reply_to: str) -> bool:
     return reply_to.startswith(("http://", "https://"))
 
 
+def partition_stamps(
+    saga: LoadedSaga, topic: str, reply_topic: str, counts: PartitionCounts | None
+) -> tuple[tuple[str, str], ...]:
+    """The command's partition-count headers: the counts the saga was stamped with for its topic
+    and its reply topic, stamping now (from `counts`) a topic the saga has not sent to before."""
+    headers: list[tuple[str, str]] = []
+    for name, target in (
+        (PARTITION_COUNT_HEADER, topic),
+        (REPLY_PARTITION_COUNT_HEADER, reply_topic),
+    ):
+        count = saga.partitions.get(target)
+        if count is None and counts is not None:
+            count = counts.get(target)
+            if count is not None:
+                saga.partitions[target] = count
+        if count is not None:
+            headers.append((name, str(count)))
+    return tuple(headers)
+
+
 def command_message(
-    saga: LoadedSaga, cmd: Command, topics: TopicNames, trace_parent: str | None
+    saga: LoadedSaga,
+    cmd: Command,
+    topics: TopicNames,
+    trace_parent: str | None,
+    counts: PartitionCounts | None = None,
 ) -> tuple[str, Message]:
     """The topic and message of a command the engine sends. `trace_parent`: the span handling
     the event that caused it (tracing on); None makes it a child of the saga's origin."""
     topic = topics.requests(cmd.service)
+    reply_topic = topics.replies(SERVICE)
     traceparent = tracing.child_traceparent(
         trace_parent or saga.origin.get("traceparent"),
         f"send {cmd.command}",
@@ -114,9 +144,10 @@ def command_message(
         saga_type=saga.saga_type,
         saga_step=cmd.step,
         attempt=cmd.attempt,
-        reply_to=topics.replies(SERVICE),
+        reply_to=reply_topic,
         principal=saga.principal,
         traceparent=traceparent,
+        extra_headers=partition_stamps(saga, topic, reply_topic, counts),
     )
 
 

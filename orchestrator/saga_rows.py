@@ -45,6 +45,17 @@ def live_timer_keys(state: SagaState) -> set[TimerKey]:
     return keys
 
 
+def _partitions(stored: Any) -> dict[str, int]:
+    """The stored partition stamps, skipping anything that is not topic → positive count."""
+    if not isinstance(stored, dict):
+        return {}
+    return {
+        str(topic): count
+        for topic, count in stored.items()
+        if isinstance(count, int) and not isinstance(count, bool) and count > 0
+    }
+
+
 @dataclass(slots=True)
 class LoadedSaga:
     """One saga inside a transaction: its row as loaded (or about to be inserted) and its
@@ -71,6 +82,9 @@ class LoadedSaga:
     new_timers: dict[TimerKey, Timer] = field(default_factory=dict)
     # The definition's search keys and their values in the input; stored with the new row.
     search_keys: dict[str, str] = field(default_factory=dict)
+    # Topic → the partition count the saga's records to it are placed by, stamped when it first
+    # sent there (sagaway/messaging/partition_counts.py); stored in the state column.
+    partitions: dict[str, int] = field(default_factory=dict)
 
     @property
     def new(self) -> bool:
@@ -106,6 +120,7 @@ class LoadedSaga:
             data=row.data if isinstance(row.data, dict) else {},
             result=row.result,
             failure=row.failure,
+            partitions=_partitions(state_json.get("partitions")),
         )
 
     def row(self, now: datetime) -> dict[str, Any]:
@@ -118,6 +133,8 @@ class LoadedSaga:
             state_json = {}
             current_step = None
         state_json["origin"] = self.origin
+        if self.partitions:
+            state_json["partitions"] = self.partitions
         return {
             "status": self.status,
             "current_step": current_step,

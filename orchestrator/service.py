@@ -28,6 +28,7 @@ from orchestrator.timers import TimerLoop
 from orchestrator.transient import is_transient
 from sagaway.inbox import prune_inbox
 from sagaway.messaging.envelope import Message
+from sagaway.messaging.partition_counts import PartitionCounts
 from sagaway.messaging.processing import RecordProcessor
 from sagaway.messaging.records import Record
 from sagaway.messaging.topics import TopicNames
@@ -89,6 +90,11 @@ class OrchestratorService:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.timer_loop: TimerLoop | None = None
+        self.partition_counts = PartitionCounts(
+            transport,
+            self.topics_to_create(),
+            transport.settings.metadata_max_age_ms / 1000,
+        )
 
     def topics_to_create(self) -> dict[str, int]:
         """Every topic the orchestrator reads or writes: its own, and each participant's
@@ -105,10 +111,16 @@ class OrchestratorService:
     async def start(self) -> None:
         """Create the topics, join the consumer group, start the timer loop (and relay)."""
         await self.transport.create_topics(self.topics_to_create())
+        await self.partition_counts.refresh()
+        self._tasks.append(
+            asyncio.create_task(self.partition_counts.run(), name="orchestrator-partition-counts")
+        )
         if self.relay is not None:
             self._tasks.append(asyncio.create_task(self.relay.run(), name="orchestrator-relay"))
         if self.with_timers:
-            timer_loop = TimerLoop(self.settings, self.registry, self.engine, self.topics)
+            timer_loop = TimerLoop(
+                self.settings, self.registry, self.engine, self.topics, self.partition_counts
+            )
             self.timer_loop = timer_loop
             self._tasks.append(asyncio.create_task(timer_loop.run(), name="orchestrator-timers"))
         await self.processor.start()
@@ -240,7 +252,7 @@ class OrchestratorService:
         """Apply starts and replies, in order, on `conn` (inside the caller's transaction).
         `spans` (tracing on): each item's span, the parent of the messages it causes. Returns
         the earliest due time (epoch seconds) of the timers written, None if none."""
-        session = SagaSession(conn, self.registry, self.topics)
+        session = SagaSession(conn, self.registry, self.topics, self.partition_counts)
         replies = [i for i in items if isinstance(i, Message)]
         fresh = {id(m) for m in await claim_replies(conn, replies)}
         starts = [i for i in items if isinstance(i, StartRequest)]

@@ -50,6 +50,7 @@ from orchestrator.saga_rows import (
     utc,
 )
 from sagaway.messaging.envelope import Message
+from sagaway.messaging.partition_counts import PartitionCounts
 from sagaway.messaging.topics import TopicNames
 from sagaway.outbox.writer import add_to_outbox
 
@@ -79,10 +80,19 @@ class SagaSession:
     changed one of the sagas meanwhile (the caller rolls back and retries).
     """
 
-    def __init__(self, conn: AsyncConnection, registry: SagaRegistry, topics: TopicNames) -> None:
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        registry: SagaRegistry,
+        topics: TopicNames,
+        partitions: PartitionCounts | None = None,
+    ) -> None:
         self.conn = conn
         self.registry = registry
         self.topics = topics
+        # The broker's counts, stamped on a saga the first time it sends to a topic; None (an
+        # operator's action on a saga that has sent already): commands use the saga's stamps.
+        self.partitions = partitions
         self.sagas: dict[str, LoadedSaga] = {}
         self.missing: set[str] = set()
         self.step_rows: list[dict[str, Any]] = []
@@ -254,7 +264,9 @@ class SagaSession:
         saga.failure = state.failure
         saga.changed = True
         for cmd in decision.commands:
-            self.messages.append(command_message(saga, cmd, self.topics, self.trace_parent))
+            self.messages.append(
+                command_message(saga, cmd, self.topics, self.trace_parent, self.partitions)
+            )
         for timer in decision.timers:
             saga.new_timers[timer_key(timer)] = timer
         if decision.final is not None:

@@ -26,6 +26,7 @@ from orchestrator.models import timers
 from orchestrator.registry import SagaRegistry
 from orchestrator.saga_rows import LoadedSaga
 from orchestrator.session import SagaConflict, SagaSession
+from sagaway.messaging.partition_counts import PartitionCounts
 from sagaway.messaging.topics import TopicNames
 from sagaway.observability import logs, tracing
 from sagaway.observability.backoff import RetryDelay
@@ -45,11 +46,13 @@ class TimerLoop:
         registry: SagaRegistry,
         engine: AsyncEngine,
         topics: TopicNames,
+        partitions: PartitionCounts | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.engine = engine
         self.topics = topics
+        self.partitions = partitions
         self.postgres = engine.dialect.name == "postgresql"
         self.fired = 0
         self._wake = asyncio.Event()
@@ -80,7 +83,7 @@ class TimerLoop:
                 candidates = (await conn.execute(query)).all()
                 if not candidates:
                     return 0
-                session = SagaSession(conn, self.registry, self.topics)
+                session = SagaSession(conn, self.registry, self.topics, self.partitions)
                 # Timers are written only under their saga's row lock: lock the sagas (skipping
                 # those another transaction holds), then fire the due timers that still exist.
                 loaded = await session.load({row.saga_id for row in candidates}, skip_locked=True)

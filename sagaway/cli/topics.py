@@ -2,7 +2,7 @@
 
 sagaway topics          # every topic: partitions, replication, consumer groups
 sagaway topics plan     # configured vs found: create / grow / ok / refused: shrink
-sagaway topics grow SERVICE --partitions N [--drained]
+sagaway topics grow SERVICE --partitions N [--dry-run]
 """
 
 from __future__ import annotations
@@ -87,16 +87,13 @@ def plan_command(settings: Settings) -> None:
 @topics_command.command("grow")
 @click.argument("service")
 @click.option("--partitions", "count", type=click.IntRange(min=1), required=True)
-@click.option(
-    "--drained",
-    is_flag=True,
-    help="Confirm that the processes producing to SERVICE's topics are stopped and their "
-    "records consumed (docs/scaling.md); without it nothing changes.",
-)
+@click.option("--dry-run", is_flag=True, help="Print what would be raised; change nothing.")
 @click.pass_obj
-def grow_command(settings: Settings, service: str, count: int, drained: bool) -> None:
-    """Raise SERVICE's request and reply topics (and DLQs) to --partitions. Shrinking is refused.
-    Set SAGAWAY_SERVICE_PARTITIONS to the same count before restarting the services."""
+def grow_command(settings: Settings, service: str, count: int, dry_run: bool) -> None:
+    """Raise SERVICE's request and reply topics (and DLQs) to --partitions, with sagas running:
+    each saga's records keep the partition count it started with, and new sagas use the new
+    count once the orchestrators read it (metadata_max_age_ms). Shrinking is refused. Set
+    SAGAWAY_SERVICE_PARTITIONS to the same count so new deployments create it."""
     wanted = wanted_topics(settings.messaging, [service])
 
     async def act(transport: Transport) -> dict[str, int]:
@@ -105,7 +102,7 @@ def grow_command(settings: Settings, service: str, count: int, drained: bool) ->
         if not present:
             raise click.ClickException(f"no topic of service {service!r} exists on the broker")
         to_raise = growth(present, count)
-        if to_raise and drained:
+        if to_raise and not dry_run:
             await raise_partitions(transport, to_raise)
         return to_raise
 
@@ -117,11 +114,11 @@ def grow_command(settings: Settings, service: str, count: int, drained: bool) ->
         click.echo(f"{service}: every topic already has {count} partitions")
         return
     for topic in sorted(to_raise):
-        click.echo(f"{topic}: {'raised to' if drained else 'would raise to'} {count}")
-    if not drained:
-        raise click.ClickException(
-            "nothing changed: a key's partition is its hash modulo the count, so records of a "
-            "saga in flight could be consumed out of order across the change. Stop the "
-            f"producers of {service}'s topics, let their consumers catch up, then rerun with "
-            "--drained (docs/scaling.md)"
+        click.echo(f"{topic}: {'would raise to' if dry_run else 'raised to'} {count}")
+    if not dry_run:
+        age_s = settings.messaging.metadata_max_age_ms / 1000
+        click.echo(
+            f"sagas in flight keep their partitions; consumers read the new ones within "
+            f"{age_s:g} s (metadata_max_age_ms), and new sagas use all {count} from "
+            f"{2 * age_s:g} s on"
         )

@@ -44,6 +44,12 @@ HEADER_FIELDS: tuple[tuple[str, str], ...] = (
 )
 KNOWN_HEADERS: frozenset[str] = frozenset(name for name, _ in HEADER_FIELDS)
 
+# The partition count a saga's records are placed by, stamped by the orchestrator when the saga
+# first sends to a topic (docs/scaling.md, "Growing a topic"): a command carries its own topic's
+# count, and the count of its reply topic for the participant to put on the reply.
+PARTITION_COUNT_HEADER = "partition-count"
+REPLY_PARTITION_COUNT_HEADER = "reply-partition-count"
+
 
 class EnvelopeError(ValueError):
     """A record is not a valid Sagaway message; the text says what is wrong with it."""
@@ -210,7 +216,16 @@ def reply_to(
     payload: dict[str, Any],
     **headers: Any,
 ) -> Message:
-    """The reply answering `cmd`: same saga, step, attempt and correlation; causation = its id."""
+    """The reply answering `cmd`: same saga, step, attempt and correlation; causation = its id.
+    The command's reply partition count becomes the reply's own, so a grown reply topic keeps
+    the saga's replies on one partition."""
+    stamp = tuple(
+        (PARTITION_COUNT_HEADER, value)
+        for name, value in cmd.extra_headers
+        if name == REPLY_PARTITION_COUNT_HEADER
+    )
+    if stamp and "extra_headers" not in headers:
+        headers["extra_headers"] = stamp[:1]
     return Message(
         message_type="reply",
         payload=payload,

@@ -67,6 +67,7 @@ class KafkaTransport(Transport):
             request_timeout_ms=REQUEST_TIMEOUT_MS,
             linger_ms=0,
             max_batch_size=self.settings.producer_batch_bytes,
+            metadata_max_age_ms=self.settings.metadata_max_age_ms,
         )
         admin = AIOKafkaAdminClient(
             bootstrap_servers=self.bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS
@@ -139,11 +140,29 @@ class KafkaTransport(Transport):
         with contextlib.suppress(KafkaError):
             await self.producer.client.force_metadata_update()
 
+    async def partition_counts(self, topics: Sequence[str]) -> dict[str, int]:
+        # Only topics that exist are described: a broker that creates topics on a metadata
+        # request (tansu does) would otherwise create the missing ones.
+        existing = set(await self.list_topics()) if topics else set()
+        wanted = [topic for topic in topics if topic in existing]
+        if not wanted:
+            return {}
+        try:
+            described = await self.admin.describe_topics(wanted)
+        except KafkaError as exc:
+            raise TransportError(f"describing topics on {self.bootstrap}: {exc!r}") from exc
+        return {
+            entry["topic"]: len(entry["partitions"])
+            for entry in described
+            if not entry.get("error_code") and entry.get("partitions")
+        }
+
     async def produce(self, records: Sequence[Record]) -> None:
         if not records:
             return
         producer = self.producer
         try:
+            await self._learn_partitions(records)
             futures = [
                 await producer.send(
                     record.topic,
@@ -158,6 +177,23 @@ class KafkaTransport(Transport):
             await asyncio.gather(*futures)
         except KafkaError as exc:
             raise TransportError(f"producing to {self.bootstrap}: {exc!r}") from exc
+
+    async def _learn_partitions(self, records: Sequence[Record]) -> None:
+        """A record stamped for a partition the producer has not seen yet (the topic grew since
+        its last metadata) makes it read the metadata now, instead of failing the send."""
+        cluster = self.producer.client.cluster
+        for record in records:
+            if record.partition < 0:
+                continue
+            known = cluster.partitions_for_topic(record.topic)
+            if known is not None and record.partition not in known:
+                await self.producer.client.force_metadata_update()
+                known = cluster.partitions_for_topic(record.topic) or set()
+                if record.partition not in known:
+                    raise TransportError(
+                        f"topic {record.topic!r} has no partition {record.partition} "
+                        f"({len(known)} known): was it grown on another broker?"
+                    )
 
     def subscribe(self, group_id: str, topics: Sequence[str]) -> KafkaSubscription:
         return KafkaSubscription(self.settings, group_id, topics)
@@ -188,6 +224,7 @@ class KafkaSubscription(Subscription):
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             rebalance_timeout_ms=settings.rebalance_timeout_ms,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            metadata_max_age_ms=settings.metadata_max_age_ms,
             max_poll_records=settings.consumer_max_records,
             request_timeout_ms=max(REQUEST_TIMEOUT_MS, settings.session_timeout_ms * 2),
         )

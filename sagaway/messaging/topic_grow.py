@@ -1,7 +1,6 @@
 """Raising a service's partition count (`sagaway topics grow`, docs/scaling.md). A key's
-partition is its hash modulo the count, so a saga whose records straddle the change could be
-consumed out of order: the grow is done drained (producers of the topics stopped, their
-records consumed), and shrinking is refused."""
+partition is its hash modulo the count; sagas in flight keep theirs because their records carry
+the count they started with (sagaway/messaging/partition_counts.py). Shrinking is refused."""
 
 from __future__ import annotations
 
@@ -64,7 +63,6 @@ async def _embedded(transport: Any, counts: Mapping[str, int]) -> None:
                     "UPDATE topics SET partitions = ? WHERE name = ? AND partitions < ?",
                     (count, topic, count),
                 )
-        for topic in counts:
-            transport.file._partitions.pop(topic, None)
+        transport.file.reread_counts(force=True)
 
     await transport.run(update)

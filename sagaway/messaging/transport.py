@@ -68,6 +68,11 @@ class Transport(ABC):
         """Create the missing topics with these partition counts (existing ones are left alone)."""
 
     @abstractmethod
+    async def partition_counts(self, topics: Sequence[str]) -> dict[str, int]:
+        """The broker's current partition count of each of `topics` that exists, read afresh
+        (a topic may have grown since this process last looked)."""
+
+    @abstractmethod
     async def produce(self, records: Sequence[Record]) -> None:
         """Publish the batch; returns once the broker acknowledged every record.
         Records with the same key go to the same partition, in the order given; a record whose

@@ -9,12 +9,13 @@ from typing import Any
 import orjson
 
 from sagaway.messaging.embedded.partitioner import default_partition
+from sagaway.messaging.envelope import PARTITION_COUNT_HEADER
 from sagaway.messaging.records import Record
 
-# The partition count in force when the saga started (docs/scaling.md, "Growing a topic"): a
-# keyed record carrying it goes to murmur2(key) % that count, so a topic grown while the saga runs
-# keeps all of its records on one partition.
-PARTITION_COUNT_HEADER = "partition-count"
+# A keyed record carrying PARTITION_COUNT_HEADER (the count in force when its saga first sent to
+# the topic, docs/scaling.md "Growing a topic") goes to murmur2(key) % that count, so a topic
+# grown while the saga runs keeps all of the saga's records on one partition.
+__all__ = ["PARTITION_COUNT_HEADER", "OutboxRow", "stable_partition"]
 
 
 def stable_partition(key: bytes | None, count: object) -> int:

@@ -95,6 +95,15 @@ class MessagingSettings(ComponentSettings):
     fetch_max_wait_ms: int = Field(
         default=500, ge=1, description="Longest a fetch waits on the broker for new records."
     )
+    metadata_max_age_ms: int = Field(
+        default=30_000,
+        ge=100,
+        description=(
+            "How often partition counts are read again: consumers take up a grown topic's new "
+            "partitions within this time of `sagaway topics grow`, and the orchestrator gives "
+            "new sagas the new count one read later (docs/scaling.md)."
+        ),
+    )
     producer_idempotence: bool | Literal["auto"] = Field(
         default="auto",
         description=(

@@ -80,7 +80,12 @@ def _now_ms() -> int:
 class BrokerFile:
     """The synchronous side: one sqlite3 connection, used only from the transport's thread."""
 
-    def __init__(self, path: Path, busy_timeout_ms: int = int(BUSY_TIMEOUT_S * 1000)) -> None:
+    def __init__(
+        self,
+        path: Path,
+        busy_timeout_ms: int = int(BUSY_TIMEOUT_S * 1000),
+        counts_max_age_ms: int = 30_000,
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.conn = sqlite3.connect(
@@ -98,7 +103,11 @@ class BrokerFile:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     self.conn.execute(statement)
+        # Partition counts, read again every counts_max_age_ms: `sagaway topics grow` raises
+        # them from another process, and members must start consuming the new partitions.
         self._partitions: dict[str, int] = {}
+        self._counts_max_age_ms = counts_max_age_ms
+        self._counts_read_ms = _now_ms()
         self._round_robin: dict[str, itertools.count[int]] = {}
         # Group assignments by the live member rows they were dealt from (_live_assignment).
         self._assignments: dict[tuple[Any, ...], dict[str, frozenset[TopicPartition]]] = {}
@@ -141,7 +150,8 @@ class BrokerFile:
                 )
 
     def partition_counts(self, topics: Iterable[str]) -> dict[str, int]:
-        """Partition counts of those topics that exist (cached: counts never change)."""
+        """Partition counts of those topics that exist (cached; see reread_counts)."""
+        self.reread_counts(force=False)
         wanted = set(topics)
         missing = [t for t in wanted if t not in self._partitions]
         if missing:
@@ -151,6 +161,27 @@ class BrokerFile:
             ):
                 self._partitions[name] = count
         return {t: self._partitions[t] for t in wanted if t in self._partitions}
+
+    def reread_counts(self, *, force: bool) -> None:
+        """Read the cached counts again when they are older than the limit (or `force`); a count
+        that rose makes every cached group assignment be dealt again."""
+        now = _now_ms()
+        if not self._partitions or (
+            not force and now - self._counts_read_ms < self._counts_max_age_ms
+        ):
+            return
+        self._counts_read_ms = now
+        names = list(self._partitions)
+        marks = ",".join("?" * len(names))
+        rose = False
+        for name, count in self.conn.execute(
+            f"SELECT name, partitions FROM topics WHERE name IN ({marks})", names
+        ):
+            if count > self._partitions[name]:
+                self._partitions[name] = count
+                rose = True
+        if rose:
+            self._assignments.clear()
 
     def list_topics(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT name, partitions FROM topics").fetchall())
@@ -168,6 +199,9 @@ class BrokerFile:
         for record in records:
             count = counts[record.topic]
             if record.partition >= 0:
+                if record.partition >= count:  # grown since the counts were read?
+                    self.reread_counts(force=True)
+                    count = counts[record.topic] = self._partitions[record.topic]
                 if record.partition >= count:
                     raise TransportError(
                         f"topic {record.topic!r} has {count} partitions, not {record.partition + 1}"
@@ -297,10 +331,11 @@ class BrokerFile:
                 (group_id, now - session_timeout_ms),
             )
         )
+        self.reread_counts(force=False)  # a raised count clears the cached assignments
         assignment = self._assignments.get(members)
         if assignment is None:
-            # Dealt once per membership, so a commit checks ownership with one query. A topic's
-            # partition count never changes.
+            # Dealt once per membership (and partition counts), so a commit checks ownership
+            # with one query.
             parsed = [(member_id, tuple(orjson.loads(topics))) for member_id, topics in members]
             counts = self.partition_counts(t for _, topics in parsed for t in topics)
             assignment = assign(parsed, counts)

@@ -80,7 +80,12 @@ class EmbeddedTransport(Transport):
             return
         try:
             self._file = await call_when_unlocked(
-                lambda: BrokerFile(self.path, busy_timeout_ms=0), BUSY_TIMEOUT_S
+                lambda: BrokerFile(
+                    self.path,
+                    busy_timeout_ms=0,
+                    counts_max_age_ms=self.settings.metadata_max_age_ms,
+                ),
+                BUSY_TIMEOUT_S,
             )
         except (sqlite3.Error, OSError) as exc:
             raise TransportError(f"cannot open embedded broker {self.path}: {exc}") from exc
@@ -117,6 +122,10 @@ class EmbeddedTransport(Transport):
 
     async def list_topics(self) -> dict[str, int]:
         return await self.run(self.file.list_topics)
+
+    async def partition_counts(self, topics: Sequence[str]) -> dict[str, int]:
+        found = await self.list_topics()
+        return {topic: found[topic] for topic in topics if topic in found}
 
     async def produce(self, records: Sequence[Record]) -> None:
         await self.append(records)

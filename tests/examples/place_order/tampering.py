@@ -39,6 +39,9 @@ class TamperingTransport(Transport):
     async def create_topics(self, partitions: Mapping[str, int]) -> None:
         await self.inner.create_topics(partitions)
 
+    async def partition_counts(self, topics: Sequence[str]) -> dict[str, int]:
+        return await self.inner.partition_counts(topics)
+
     async def produce(self, records: Sequence[Record]) -> None:
         out: list[Record] = []
         for record in records:

@@ -1,6 +1,7 @@
-"""`sagaway topics grow`: shrinking is refused with the reason, nothing changes until the operator
-confirms the topics are drained, then the counts rise (embedded broker), or the broker's
-inability is said (tansu has no CreatePartitions)."""
+"""`sagaway topics grow`: shrinking is refused with the reason, --dry-run changes nothing, then
+the counts rise (embedded broker), or the broker's inability is said (tansu has no
+CreatePartitions). Sagas in flight across a grow:
+tests/examples/place_order/test_grow_in_flight.py."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ async def cli(settings: Settings, *args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-async def test_grow_refuses_a_shrink_waits_for_drained_then_raises(
+async def test_grow_refuses_a_shrink_previews_on_a_dry_run_then_raises(
     broker_settings: Settings, make_test_transport: MakeTransport, transport_kind: str
 ) -> None:
     names = TopicNames(broker_settings.messaging.topic_prefix)
@@ -35,21 +36,22 @@ async def test_grow_refuses_a_shrink_waits_for_drained_then_raises(
     assert code == 1
     assert "would remove some: Kafka cannot delete partitions" in out
 
-    code, out = await cli(broker_settings, "payments", "--partitions", "6")
-    assert code == 1
-    assert "nothing changed" in out and "--drained" in out
+    code, out = await cli(broker_settings, "payments", "--partitions", "6", "--dry-run")
+    assert code == 0, out
+    assert f"{topics[0]}: would raise to 6" in out
     found = await describe_topics(transport)
     assert {t: found[t].partitions for t in topics} == {t: 4 for t in topics}
 
-    code, out = await cli(broker_settings, "payments", "--partitions", "6", "--drained")
+    code, out = await cli(broker_settings, "payments", "--partitions", "6")
     if transport_kind == "kafka":
         assert code == 1
         assert "does not answer CreatePartitions" in out
         return
     assert code == 0, out
+    assert f"{topics[0]}: raised to 6" in out and "sagas in flight keep their partitions" in out
     found = await describe_topics(transport)
     assert {t: found[t].partitions for t in topics} == {t: 6 for t in topics}
     await transport.produce([Record(topic=topics[0], value=b"{}", partition=5)])
 
-    code, out = await cli(broker_settings, "payments", "--partitions", "6", "--drained")
+    code, out = await cli(broker_settings, "payments", "--partitions", "6")
     assert code == 0 and "already has 6 partitions" in out

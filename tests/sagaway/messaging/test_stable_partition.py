@@ -6,8 +6,16 @@ from __future__ import annotations
 
 from sagaway.messaging.embedded import EmbeddedTransport
 from sagaway.messaging.embedded.partitioner import default_partition
+from sagaway.messaging.envelope import (
+    PARTITION_COUNT_HEADER,
+    REPLY_PARTITION_COUNT_HEADER,
+    command,
+    reply_to,
+)
+from sagaway.messaging.partition_counts import PartitionCounts
+from sagaway.messaging.records import Record
 from sagaway.messaging.topic_grow import raise_partitions
-from sagaway.outbox.rows import PARTITION_COUNT_HEADER, OutboxRow
+from sagaway.outbox.rows import OutboxRow
 from sagaway.settings.composed import Settings
 
 
@@ -50,3 +58,72 @@ def test_without_the_header_or_a_key_the_transport_chooses() -> None:
     assert row("saga-1", {}).to_record().partition == -1
     assert OutboxRow(1, "t", None, {PARTITION_COUNT_HEADER: "4"}, b"{}").to_record().partition == -1
     assert row("saga-1", {PARTITION_COUNT_HEADER: "junk"}).to_record().partition == -1
+
+
+def test_a_reply_carries_the_count_its_command_stamped_for_the_reply_topic() -> None:
+    cmd = command(
+        "payments.charge",
+        {},
+        saga_id="saga-1",
+        extra_headers=((PARTITION_COUNT_HEADER, "8"), (REPLY_PARTITION_COUNT_HEADER, "4")),
+    )
+    reply = reply_to(cmd, "success", {})
+    assert reply.headers()[PARTITION_COUNT_HEADER] == "4"
+    assert REPLY_PARTITION_COUNT_HEADER not in reply.headers()
+    assert (
+        PARTITION_COUNT_HEADER
+        not in reply_to(command("payments.charge", {}), "success", {}).headers()
+    )
+
+
+async def test_a_risen_count_is_adopted_on_the_read_after_the_one_that_saw_it(
+    embedded_settings: Settings,
+) -> None:
+    """One read for consumers to catch up: they read their metadata as often as this does."""
+    transport = EmbeddedTransport(embedded_settings.messaging)
+    await transport.start()
+    try:
+        topic = embedded_settings.messaging.topic_prefix + "payments.requests"
+        await transport.create_topics({topic: 2})
+        counts = PartitionCounts(transport, [topic, "not-there"], max_age_s=60)
+        await counts.refresh()
+        assert (counts.get(topic), counts.get("not-there")) == (2, None)
+        await raise_partitions(transport, {topic: 6})
+        await counts.refresh()
+        assert counts.get(topic) == 2
+        await counts.refresh()
+        assert counts.get(topic) == 6
+    finally:
+        await transport.close()
+
+
+async def test_a_consumer_takes_up_a_grown_topics_new_partitions(
+    embedded_settings: Settings,
+) -> None:
+    """Grown from another process (another transport here): the member reads the count again
+    within metadata_max_age_ms and consumes a record on a new partition."""
+    settings = embedded_settings.messaging.model_copy(
+        update={"metadata_max_age_ms": 200, "heartbeat_interval_ms": 50}
+    )
+    consumer, admin = EmbeddedTransport(settings), EmbeddedTransport(settings)
+    await consumer.start()
+    await admin.start()
+    try:
+        topic = settings.topic_prefix + "inventory.requests"
+        await consumer.create_topics({topic: 2})
+        subscription = consumer.subscribe("grow-test", [topic])
+        await subscription.start()
+        assert {p for _, p in subscription.assignment()} == {0, 1}
+        await raise_partitions(admin, {topic: 5})
+        await admin.produce([Record(topic=topic, value=b"{}", key=b"k", partition=4)])
+        got: list[Record] = []
+        for _ in range(60):
+            got = await subscription.fetch(10, 100)
+            if got:
+                break
+        assert [(r.partition, r.key) for r in got] == [(4, b"k")]
+        assert {p for _, p in subscription.assignment()} == {0, 1, 2, 3, 4}
+        await subscription.close()
+    finally:
+        await consumer.close()
+        await admin.close()

@@ -105,6 +105,19 @@ async def test_records_of_one_key_keep_their_order_and_their_kafka_partition(
         assert offsets == sorted(offsets)
 
 
+async def test_partition_counts_are_the_brokers_and_leave_out_missing_topics(
+    make_test_transport: MakeTransport, broker_settings: Settings
+) -> None:
+    transport = await make_test_transport()
+    prefix = broker_settings.messaging.topic_prefix
+    await transport.create_topics({prefix + "a.requests": 3, prefix + "b.requests": 5})
+    counts = await transport.partition_counts(
+        [prefix + "a.requests", prefix + "b.requests", prefix + "absent"]
+    )
+    assert counts == {prefix + "a.requests": 3, prefix + "b.requests": 5}
+    assert await transport.partition_counts([]) == {}
+
+
 async def test_two_members_split_the_partitions_and_the_survivor_takes_them_all(
     make_test_transport: MakeTransport, broker_settings: Settings
 ) -> None:
