@@ -4,6 +4,9 @@ topic has now: the stable mapping that keeps a saga's records on one partition a
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from sagaway.messaging.embedded import EmbeddedTransport
 from sagaway.messaging.embedded.partitioner import default_partition
 from sagaway.messaging.envelope import (
@@ -31,14 +34,25 @@ def keys_that_move(old: int, new: int) -> list[str]:
     ]
 
 
+@contextlib.asynccontextmanager
+async def payments_topic(
+    settings: Settings, partitions: int
+) -> AsyncIterator[tuple[EmbeddedTransport, str]]:
+    """An embedded transport and its payments.requests topic of `partitions` partitions."""
+    transport = EmbeddedTransport(settings.messaging)
+    await transport.start()
+    try:
+        topic = settings.messaging.topic_prefix + "payments.requests"
+        await transport.create_topics({topic: partitions})
+        yield transport, topic
+    finally:
+        await transport.close()
+
+
 async def test_a_saga_started_before_a_grow_keeps_its_partition(
     embedded_settings: Settings,
 ) -> None:
-    transport = EmbeddedTransport(embedded_settings.messaging)
-    await transport.start()
-    try:
-        topic = embedded_settings.messaging.topic_prefix + "payments.requests"
-        await transport.create_topics({topic: 4})
+    async with payments_topic(embedded_settings, 4) as (transport, topic):
         await raise_partitions(transport, {topic: 8})
         sagas = keys_that_move(4, 8)[:20]
         assert sagas
@@ -50,8 +64,6 @@ async def test_a_saga_started_before_a_grow_keeps_its_partition(
         old, new = stored[: len(sagas)], stored[len(sagas) :]
         assert [r.partition for r in old] == [default_partition(s.encode(), 4) for s in sagas]
         assert [r.partition for r in new] == [default_partition(s.encode(), 8) for s in sagas]
-    finally:
-        await transport.close()
 
 
 def test_without_the_header_or_a_key_the_transport_chooses() -> None:
@@ -80,11 +92,7 @@ async def test_a_risen_count_is_adopted_on_the_read_after_the_one_that_saw_it(
     embedded_settings: Settings,
 ) -> None:
     """One read for consumers to catch up: they read their metadata as often as this does."""
-    transport = EmbeddedTransport(embedded_settings.messaging)
-    await transport.start()
-    try:
-        topic = embedded_settings.messaging.topic_prefix + "payments.requests"
-        await transport.create_topics({topic: 2})
+    async with payments_topic(embedded_settings, 2) as (transport, topic):
         counts = PartitionCounts(transport, [topic, "not-there"], max_age_s=60)
         await counts.refresh()
         assert (counts.get(topic), counts.get("not-there")) == (2, None)
@@ -93,8 +101,6 @@ async def test_a_risen_count_is_adopted_on_the_read_after_the_one_that_saw_it(
         assert counts.get(topic) == 2
         await counts.refresh()
         assert counts.get(topic) == 6
-    finally:
-        await transport.close()
 
 
 async def test_a_consumer_takes_up_a_grown_topics_new_partitions(
