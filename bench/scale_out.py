@@ -1,7 +1,7 @@
 """Scale-out: 1 → 2 orchestrator instances and 1 → 2 inventory instances on PostgreSQL + tansu.
 
 Starts the stack of bench/e2e.py (`pg`: every role its own process), then measures place-order
-throughput (closed loop) in three configurations, adding one instance between them:
+throughput (closed loop) in four configurations, adding or removing instances between them:
 
 1. one orchestrator, one inventory;
 2. two orchestrators, one inventory;
@@ -93,18 +93,22 @@ async def run(concurrency: int, duration_s: float, warm_s: float) -> dict[str, A
             await asyncio.sleep(0.25)
         totals = {role: owned(stack, role)[role] for role in SCALED}
         log(f"partitions per group: {totals}")
-        steps = [("1 orchestrator, 1 inventory", None), ("2 orchestrators, 1 inventory",
-                 "orchestrator"), ("2 orchestrators, 2 inventory", "inventory"),
-                 ("1 orchestrator, 1 inventory, again", "-")]  # fmt: skip
+        # (label, the role to add a second instance of; "" = stop the second instances)
+        steps = [
+            ("1 orchestrator, 1 inventory", None),
+            ("2 orchestrators, 1 inventory", "orchestrator"),
+            ("2 orchestrators, 2 inventory", "inventory"),
+            ("1 orchestrator, 1 inventory, again", ""),  # what the broker's drift costs
+        ]
         for label, added in steps:
-            if added == "-":  # back to one of each: what the broker's drift over the run costs
+            if added:
+                stack.roles.spawn(f"{added}-2", role_args(added), {**stack.env(added), **INFO})
+                log(f"{label}: second {added} started; waiting for the rebalance")
+            elif added == "":
                 for second in [r for r in stack.roles.roles if r.name.endswith("-2")]:
                     second.stop()
                     stack.roles.roles.remove(second)
                 log(f"{label}: second instances stopped; waiting for the rebalance")
-            elif added is not None:
-                stack.roles.spawn(f"{added}-2", role_args(added), {**stack.env(added), **INFO})
-                log(f"{label}: second {added} started; waiting for the rebalance")
             await settle(stack, totals)
             await asyncio.sleep(warm_s)  # the new instance's first batches, outside the window
             counts = {role: owned(stack, role) for role in SCALED}

@@ -219,13 +219,13 @@ def reply_to(
     """The reply answering `cmd`: same saga, step, attempt and correlation; causation = its id.
     The command's reply partition count becomes the reply's own, so a grown reply topic keeps
     the saga's replies on one partition."""
-    stamp = tuple(
-        (PARTITION_COUNT_HEADER, value)
-        for name, value in cmd.extra_headers
-        if name == REPLY_PARTITION_COUNT_HEADER
-    )
-    if stamp and "extra_headers" not in headers:
-        headers["extra_headers"] = stamp[:1]
+    stamp = [
+        (PARTITION_COUNT_HEADER, v)
+        for k, v in cmd.extra_headers
+        if k == REPLY_PARTITION_COUNT_HEADER
+    ]
+    if stamp:
+        headers["extra_headers"] = (*stamp[:1], *headers.get("extra_headers", ()))
     return Message(
         message_type="reply",
         payload=payload,

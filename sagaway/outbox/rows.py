@@ -12,15 +12,12 @@ from sagaway.messaging.embedded.partitioner import default_partition
 from sagaway.messaging.envelope import PARTITION_COUNT_HEADER
 from sagaway.messaging.records import Record
 
-# A keyed record carrying PARTITION_COUNT_HEADER (the count in force when its saga first sent to
-# the topic, docs/scaling.md "Growing a topic") goes to murmur2(key) % that count, so a topic
-# grown while the saga runs keeps all of the saga's records on one partition.
-__all__ = ["PARTITION_COUNT_HEADER", "OutboxRow", "stable_partition"]
-
 
 def stable_partition(key: bytes | None, count: object) -> int:
     """The partition of a keyed record carrying a partition count, else -1 (the transport's own
-    choice)."""
+    choice). The count is the one in force when its saga first sent to the topic
+    (docs/scaling.md, "Growing a topic"), so a topic grown while the saga runs keeps all of the
+    saga's records on one partition."""
     if key is None or count is None:
         return -1
     try:

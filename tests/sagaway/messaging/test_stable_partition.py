@@ -81,6 +81,9 @@ def test_a_reply_carries_the_count_its_command_stamped_for_the_reply_topic() -> 
     )
     reply = reply_to(cmd, "success", {})
     assert reply.headers()[PARTITION_COUNT_HEADER] == "4"
+    own = reply_to(cmd, "success", {}, extra_headers=(("callback-url", "https://x.test/"),))
+    assert own.headers()[PARTITION_COUNT_HEADER] == "4"
+    assert own.headers()["callback-url"] == "https://x.test/"
     assert REPLY_PARTITION_COUNT_HEADER not in reply.headers()
     assert (
         PARTITION_COUNT_HEADER

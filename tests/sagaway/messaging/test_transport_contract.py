@@ -15,7 +15,7 @@ from sagaway.messaging.embedded.partitioner import default_partition
 from sagaway.messaging.envelope import Message, command
 from sagaway.messaging.processing import RecordProcessor
 from sagaway.messaging.records import Record
-from sagaway.messaging.transport import CommitFailed, Subscription, Transport
+from sagaway.messaging.transport import CommitFailed, Subscription, Transport, TransportError
 from sagaway.settings.composed import Settings
 from tests.fixtures.broker import MakeTransport
 from tests.harness.waiting import eventually
@@ -118,6 +118,21 @@ async def test_partition_counts_are_the_brokers_and_leave_out_missing_topics(
     assert await transport.partition_counts([]) == {}
 
 
+async def test_a_record_for_a_partition_the_topic_lacks_is_refused_saying_so(
+    make_test_transport: MakeTransport, broker_settings: Settings
+) -> None:
+    """A stamped record past the topic's count (its metadata read again first on Kafka) fails
+    with the topic and the partition named, instead of an assertion deep in the client."""
+    transport = await make_test_transport()
+    topic = broker_settings.messaging.topic_prefix + "c.requests"
+    await transport.create_topics({topic: 3})
+    with pytest.raises(TransportError, match="c.requests") as refused:
+        await transport.produce([Record(topic=topic, value=b"{}", key=b"k", partition=7)])
+    assert "partition" in str(refused.value)
+    await transport.produce([Record(topic=topic, value=b"{}", key=b"k", partition=2)])
+    assert (await transport.partition_counts([topic])) == {topic: 3}
+
+
 async def test_two_members_split_the_partitions_and_the_survivor_takes_them_all(
     make_test_transport: MakeTransport, broker_settings: Settings
 ) -> None:
@@ -176,8 +191,9 @@ async def until(
     await eventually(
         reached,
         timeout_s=timeout_s,
-        what=lambda: "the assignment wanted: "
-        + ", ".join(str(sorted(m.assignment())) for m in members),
+        what=lambda: (
+            "the assignment wanted: " + ", ".join(str(sorted(m.assignment())) for m in members)
+        ),
         interval_s=0,
     )
 
