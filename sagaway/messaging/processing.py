@@ -201,6 +201,11 @@ class RecordProcessor:
                     await self.process(subscription, records)
                 except _Stopping:
                     break
+                # On inline SQLite and the embedded broker nothing above suspends, so without
+                # this turn a backlog would be drained batch after batch before the relay of
+                # this process could publish the first one: every saga would then move in one
+                # wave and the processes would take turns instead of working side by side.
+                await asyncio.sleep(0)
         finally:
             await subscription.close()
 

@@ -208,6 +208,10 @@ class PollRelay:
                 backoff.reset()
                 if count < self.settings.relay_batch_size:
                     await self.doorbell.wait(idle)
+                else:
+                    # A full batch, and the next one at once: let this process's consumers run
+                    # between them (nothing in a batch suspends on inline SQLite).
+                    await asyncio.sleep(0)
         finally:
             for task in tasks:
                 task.cancel()

@@ -122,7 +122,12 @@ class MessagingSettings(ComponentSettings):
         ),
     )
     consumer_max_records: int = Field(
-        default=500, ge=1, description="Most records a consumer takes in one batch."
+        default=500,
+        ge=1,
+        description=(
+            "Most records a consumer takes in one batch (`sagaway dev`: 32 unless set, so its "
+            "two processes work side by side)."
+        ),
     )
     handler_retries: int = Field(
         default=3,

@@ -24,7 +24,7 @@ import pytest
 from sagaway.dev import DevError
 from sagaway.dev.banner import dev_banner
 from sagaway.dev.data_dir import data_files, reset_data_dir
-from sagaway.dev.dev_settings import dev_settings
+from sagaway.dev.dev_settings import DEV_CONSUMER_MAX_RECORDS, dev_settings
 from sagaway.settings.composed import load_settings
 from tests.harness.dev import dev_data_dir, dev_process, start_dev
 from tests.harness.processes import SAGAWAY, RoleProcess, base_environment
@@ -378,6 +378,14 @@ def test_dev_settings_keep_the_session_timeouts_a_user_chose(tmp_path: Path) -> 
     assert messaging.kafka_bootstrap is None and default.storage.database_url is None
     assert default.storage.data_dir.is_absolute()
     assert default.messaging.data_dir == default.storage.data_dir
+
+
+def test_dev_settings_take_small_consumer_batches_unless_a_user_chose(tmp_path: Path) -> None:
+    default = dev_settings(load_settings(data_dir=tmp_path))
+    assert default.messaging.consumer_max_records == DEV_CONSUMER_MAX_RECORDS
+    assert DEV_CONSUMER_MAX_RECORDS < load_settings().messaging.consumer_max_records
+    chosen = dev_settings(load_settings(data_dir=tmp_path, consumer_max_records=500))
+    assert chosen.messaging.consumer_max_records == 500
 
 
 def test_banner_with_api_keys_puts_the_key_in_the_curl(tmp_path: Path) -> None:

@@ -107,6 +107,48 @@ async def test_an_idle_processor_stops_promptly(embedded_settings: Settings) -> 
         await transport.close()
 
 
+async def test_a_backlog_is_drained_batch_by_batch_letting_the_loop_run_between(
+    embedded_settings: Settings,
+) -> None:
+    """On the embedded broker (and inline SQLite) nothing in a batch suspends; the processor
+    still gives the loop a turn after each batch, so the relay of its process publishes what
+    the first batch wrote while the next is handled (docs/benchmarks.md, "Round seven")."""
+    transport = EmbeddedTransport(embedded_settings.messaging)
+    await transport.start()
+    try:
+        topic = embedded_settings.messaging.topic_prefix + "backlog.requests"
+        await transport.create_topics({topic: 1})
+        await transport.produce(
+            [command("a.b", {"i": i}, saga_id="backlog").to_record(topic) for i in range(10)]
+        )
+        batches: list[int] = []
+
+        async def handle(batch: list[tuple[Record, Message]]) -> None:
+            batches.append(len(batch))
+
+        processor = RecordProcessor(
+            transport, embedded_settings.messaging, "backlog", [topic], handle, max_records=2
+        )
+        seen_between: list[int] = []
+
+        async def neighbour() -> None:
+            while True:
+                seen_between.append(processor.handled)
+                await asyncio.sleep(0)
+
+        watcher = asyncio.create_task(neighbour())
+        await processor.start()
+        try:
+            await eventually(lambda: processor.handled == 10, timeout_s=30, what="the backlog")
+        finally:
+            watcher.cancel()
+            await processor.stop()
+        assert batches == [2, 2, 2, 2, 2]
+        assert {2, 4, 6, 8} <= set(seen_between)
+    finally:
+        await transport.close()
+
+
 async def test_stop_abandons_a_fetch_waiting_for_records_at_once(
     make_test_transport: MakeTransport, broker_settings: Settings
 ) -> None:

@@ -221,3 +221,40 @@ async def test_sqlite_kill_9_mid_stream_then_restart_loses_nothing_and_inbox_dro
             process.stop()
         await broker.close()
         await engine.dispose()
+
+
+async def test_a_backlog_is_published_batch_by_batch_letting_the_loop_run_between(
+    relay_embedded_settings: Settings, migrated_sqlite_url: str
+) -> None:
+    """Inline SQLite and the embedded broker never suspend within a batch; the relay still gives
+    the loop a turn between full batches, so its process's consumers are not held up by it."""
+    settings = relay_embedded_settings.replace(relay_batch_size=2)
+    engine = create_database_engine(migrated_sqlite_url)
+    transport = EmbeddedTransport(settings.messaging)
+    await transport.start()
+    try:
+        topic = settings.messaging.topic_prefix + "events"
+        await transport.create_topics({topic: 1})
+        await write_sequence(engine, topic, "k", 10)
+        relay = PollRelay(settings.relay, "orders", engine, transport, heartbeat=False)
+        seen_between: list[int] = []
+
+        async def neighbour() -> None:
+            while True:
+                seen_between.append(relay.published)
+                await asyncio.sleep(0)
+
+        watcher = asyncio.create_task(neighbour())
+        try:
+            async with running(relay):
+                for _ in range(3000):
+                    if relay.published == 10:
+                        break
+                    await asyncio.sleep(0.01)
+        finally:
+            watcher.cancel()
+        assert relay.published == 10
+        assert {2, 4, 6, 8} <= set(seen_between)
+    finally:
+        await transport.close()
+        await engine.dispose()
