@@ -14,8 +14,10 @@ the holder is a coroutine of this same loop, it could never finish. So the busy 
 SQLAlchemy's asyncio adapter still made every cursor call a coroutine — cursor, execute,
 description, fetchall, close — each crossing the greenlet bridge back to the event loop and
 returning at once. `InlineSQLite` (passed to the engine as its DBAPI module) adapts the sqlite3
-connection directly: a statement is a plain call plus the one crossing SQLAlchemy insists on
-(`_Ready`), and only a busy lock waits on the event loop.
+connection directly, and `InlineAsyncEngine` skips the bridge itself where nothing can wait: the
+checkout of a pooled connection, the statements and COMMIT of a transaction whose BEGIN ran
+(sent by `_InlineAsyncTransaction`, which waits for a busy lock on the event loop), the close.
+Opening a connection, and statements outside a transaction, still cross it.
 """
 
 from __future__ import annotations
@@ -33,12 +35,17 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_dbapi,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.exc import MissingGreenlet
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
+from sqlalchemy.ext.asyncio.result import _ensure_sync_result
 from sqlalchemy.util import EMPTY_DICT
-from sqlalchemy.util.concurrency import await_
+from sqlalchemy.util.concurrency import await_, in_greenlet
 
 from sagaway.observability.backoff import RetryDelay
 
+# The execution option of a connection whose transactions only read: they begin DEFERRED (a
+# snapshot, no write lock); every other transaction begins IMMEDIATE (storage.database.read_only).
+READ_ONLY = "sagaway_read_only"
 SQLITE_BUSY = 5
 SQLITE_LOCKED = 6
 FIRST_BACKOFF_S = 0.0005
@@ -82,13 +89,23 @@ async def call_when_unlocked(
 
 def _when_unlocked(fn: Callable[[], Any], timeout_s: float) -> Any:
     """`fn()` at once; if the lock is busy, wait for it on the event loop from inside
-    SQLAlchemy's greenlet (the loop keeps running; the holder may be one of its coroutines)."""
+    SQLAlchemy's greenlet (the loop keeps running; the holder may be one of its coroutines).
+
+    Outside a greenlet (a statement run directly inside a transaction that holds its lock, see
+    `_InlineAsyncConnection`) there is nothing to wait for: a busy lock there is raised."""
     try:
         return fn()
     except sqlite3.OperationalError as exc:
-        if not is_busy(exc):
+        if not is_busy(exc) or not in_greenlet():
             raise
     return await_(call_when_unlocked(fn, timeout_s, wait_first=True))
+
+
+def _cross_bridge() -> None:
+    """The one crossing SQLAlchemy's greenlet path insists on (`_Ready`); nothing to do when a
+    statement runs directly, outside any greenlet."""
+    if in_greenlet():
+        await_(_READY)
 
 
 class _RunAtOnce:
@@ -193,7 +210,7 @@ class _InlineCursor(AsyncAdapt_dbapi_cursor):
                 _when_unlocked(functools.partial(cursor.execute, operation, parameters), timeout_s)
             if cursor.description:
                 self._rows = collections.deque(_when_unlocked(cursor.fetchall, timeout_s))
-            await_(_READY)
+            _cross_bridge()
         except Exception as error:  # noqa: BLE001 - re-raised as SQLAlchemy expects
             self._adapt_connection._handle_exception(error)
 
@@ -201,7 +218,7 @@ class _InlineCursor(AsyncAdapt_dbapi_cursor):
         call = functools.partial(self._cursor.executemany, operation, seq_of_parameters)
         try:
             _when_unlocked(call, self._adapt_connection.busy_timeout_s)
-            await_(_READY)
+            _cross_bridge()
         except Exception as error:  # noqa: BLE001 - re-raised as SQLAlchemy expects
             self._adapt_connection._handle_exception(error)
 
@@ -225,6 +242,11 @@ class InlineAdaptedConnection(AsyncAdapt_aiosqlite_connection):
     @property
     def sqlite_connection(self) -> sqlite3.Connection:
         return self._connection._conn  # type: ignore[no-any-return]
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether SQLite has a transaction open (a BEGIN ran and no COMMIT or ROLLBACK yet)."""
+        return self.sqlite_connection.in_transaction
 
     def cursor(self, server_side: bool = False) -> AsyncAdapt_dbapi_cursor:
         if server_side:
@@ -271,11 +293,114 @@ class InlineSQLite(AsyncAdapt_aiosqlite_dbapi):
         return InlineAdaptedConnection(self, await_(creator_fn(*arg, **kw)))
 
 
+def _holds_transaction(connection: AsyncConnection) -> bool:
+    """Whether SQLite has a transaction open on this connection: its BEGIN (IMMEDIATE: the
+    write lock; DEFERRED: a read snapshot) has run, so no statement of it can meet another
+    connection's lock, and none needs the greenlet bridge to wait for one."""
+    sync = connection.sync_connection
+    if sync is None or sync.invalidated or not sync.in_transaction():
+        return False
+    adapted = sync.connection.dbapi_connection
+    return isinstance(adapted, InlineAdaptedConnection) and adapted.in_transaction
+
+
+def begin_statement(options: Mapping[str, Any]) -> str | None:
+    """How a transaction on a connection with these execution options begins: None under
+    AUTOCOMMIT (no transaction), DEFERRED for `READ_ONLY`, else IMMEDIATE (the write lock up
+    front: a deferred transaction that reads and then writes fails at once with SQLITE_BUSY when
+    another writer got in between, and waiting cannot help it)."""
+    if options.get("isolation_level") == "AUTOCOMMIT":
+        return None
+    return "BEGIN" if options.get(READ_ONLY) else "BEGIN IMMEDIATE"
+
+
+class _InlineAsyncTransaction(AsyncTransaction):
+    """Begins, commits and rolls back in place. The BEGIN is sent here, waiting for another
+    connection's write lock on the event loop (`call_when_unlocked`), before SQLAlchemy's own
+    begin, which then finds SQLite in a transaction and sends nothing. In WAL mode a COMMIT by
+    the holder of the write lock never waits for another connection."""
+
+    __slots__ = ()
+
+    async def start(self, is_ctxmanager: bool = False) -> AsyncTransaction:
+        sync = self.connection.sync_connection
+        adapted = None if sync is None or sync.invalidated else sync.connection.dbapi_connection
+        if self.nested or not isinstance(adapted, InlineAdaptedConnection):
+            return await super().start(is_ctxmanager)
+        statement = begin_statement(sync.get_execution_options())
+        sqlite = adapted.sqlite_connection
+        if statement is not None and not adapted.in_transaction:
+            try:
+                await call_when_unlocked(lambda: sqlite.execute(statement), adapted.busy_timeout_s)
+            except sqlite3.Error:
+                # SQLAlchemy's path tries again and raises it wrapped as callers expect.
+                return await super().start(is_ctxmanager)
+        self.sync_transaction = self._assign_proxied(sync.begin())
+        if is_ctxmanager:
+            self.sync_transaction.__enter__()
+        return self
+
+    async def __aexit__(self, type_: Any, value: Any, traceback: Any) -> None:
+        if self.nested or not _holds_transaction(self.connection):
+            await super().__aexit__(type_, value, traceback)
+            return
+        self._proxied.__exit__(type_, value, traceback)
+
+
 class _InlineAsyncConnection(AsyncConnection):
-    """Closes in place. SQLAlchemy closes a connection leaving `async with` in a task of its
+    """Runs statements in place once its transaction began. SQLAlchemy's AsyncConnection
+    runs each call in a greenlet of its own so that a driver may suspend; here only the BEGIN
+    (another connection may hold the write lock: `_when_unlocked` waits on the loop) and the
+    first connect need that, and the rest cost twice the statement in greenlet switches
+    (docs/benchmarks.md, "Round seven": 42 µs a statement through the bridge, 22 µs in place).
+
+    Also closes in place. SQLAlchemy closes a connection leaving `async with` in a task of its
     own, shielded, so that a cancelled caller cannot abandon the close halfway; an inline
     SQLite connection's close never suspends, so nothing can interrupt it, and the task cost
     two more turns of the event loop per transaction."""
+
+    async def execute(
+        self,
+        statement: Any,
+        parameters: Any = None,
+        *,
+        execution_options: Any = None,
+    ) -> Any:
+        if not _holds_transaction(self):
+            return await super().execute(
+                statement, parameters, execution_options=execution_options
+            )
+        result = self._proxied.execute(statement, parameters, execution_options=execution_options)
+        return await _ensure_sync_result(result, self.execute)
+
+    async def exec_driver_sql(
+        self, statement: str, parameters: Any = None, execution_options: Any = None
+    ) -> Any:
+        if not _holds_transaction(self):
+            return await super().exec_driver_sql(statement, parameters, execution_options)
+        result = self._proxied.exec_driver_sql(statement, parameters, execution_options)
+        return await _ensure_sync_result(result, self.exec_driver_sql)
+
+    async def start(self, is_ctxmanager: bool = False) -> AsyncConnection:
+        """Check a connection out of the pool in place; through the greenlet bridge only when
+        a new one must be opened (or the pool is empty and the checkout must wait): pool code
+        gives back what it took when that raises MissingGreenlet."""
+        if self.sync_connection:
+            return await super().start(is_ctxmanager)
+        try:
+            self.sync_connection = self._assign_proxied(self.sync_engine.connect())
+        except MissingGreenlet:
+            return await super().start(is_ctxmanager)
+        return self
+
+    def begin(self) -> AsyncTransaction:
+        assert self._proxied
+        return _InlineAsyncTransaction(self)
+
+    async def close(self) -> None:
+        # Giving the connection back rolls back what is left of its transaction: a plain
+        # sqlite3 call (InlineAdaptedConnection.rollback), and a put on the pool's queue.
+        self._proxied.close()
 
     async def __aexit__(self, type_: Any, value: Any, traceback: Any) -> None:
         await self.close()

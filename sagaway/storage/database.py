@@ -21,10 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sagaway.observability.startup import retry_until_up
 from sagaway.settings import StorageSettings
 from sagaway.sqlite import checkpointer
-from sagaway.sqlite.inline import InlineAsyncEngine, InlineSQLite, inline_connector
+from sagaway.sqlite.inline import (
+    READ_ONLY,
+    InlineAsyncEngine,
+    InlineSQLite,
+    begin_statement,
+    inline_connector,
+)
 
 # Execution option of a `read_only` connection (see _tune_sqlite).
-READ_ONLY = "sagaway_read_only"
 
 SQLITE_BUSY_TIMEOUT_MS = 5_000
 
@@ -191,17 +196,17 @@ def _tune_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
-        options = connection.get_execution_options()
-        if options.get("isolation_level") == "AUTOCOMMIT":
+        # IMMEDIATE, or DEFERRED on a `read_only` connection (a snapshot; in WAL mode it neither
+        # waits for nor blocks a writer): sqlite.inline.begin_statement says why. An inline
+        # engine's transaction has sent it already (waiting for the lock on the event loop).
+        statement = begin_statement(connection.get_execution_options())
+        adapted = connection.connection.dbapi_connection
+        if statement is None or getattr(adapted, "in_transaction", False):
             return
-        # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
-        # writes fails at once with SQLITE_BUSY when another writer got in between, and
-        # busy_timeout cannot help it. A `read_only` connection's transaction only reads: it
-        # begins DEFERRED (a snapshot; in WAL mode it neither waits for nor blocks a writer).
         # Sent on the driver's cursor: SQLAlchemy's execution path costs more than the statement.
         cursor = connection.connection.cursor()
         try:
-            cursor.execute("BEGIN" if options.get(READ_ONLY) else "BEGIN IMMEDIATE")
+            cursor.execute(statement)
         finally:
             cursor.close()
 

@@ -7,12 +7,14 @@ import asyncio
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import engine as engine_module
 
 from sagaway.sqlite.inline import call_when_unlocked, is_busy
-from sagaway.storage.database import create_database_engine
+from sagaway.storage.database import create_database_engine, read_only
 
 
 async def test_statements_run_on_the_event_loops_thread(tmp_path: Path) -> None:
@@ -149,3 +151,74 @@ async def test_an_engine_transaction_waits_with_the_loop_free_for_another_connec
     finally:
         other.close()
         await engine.dispose()
+
+
+async def test_a_transaction_crosses_no_greenlet_once_the_pool_holds_a_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkout, BEGIN, statements and COMMIT run in place: SQLAlchemy's bridge (a greenlet per
+    call) cost more than the statements. Only opening a connection, or waiting for one, uses
+    it; a lock held elsewhere is waited for as the test above shows."""
+    engine = create_database_engine(f"sqlite+aiosqlite:///{tmp_path / 'e.db'}")
+    spawned: list[str] = []
+    real_spawn = engine_module.greenlet_spawn
+
+    async def counting_spawn(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        spawned.append(getattr(fn, "__name__", repr(fn)))
+        return await real_spawn(fn, *args, **kwargs)
+
+    try:
+        async with engine.begin() as conn:  # opens the pool's first connection
+            await conn.execute(sa.text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+        monkeypatch.setattr(engine_module, "greenlet_spawn", counting_spawn)
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("INSERT INTO t VALUES (1, 'a')"))
+            await conn.exec_driver_sql("INSERT INTO t VALUES (2, 'b')")
+            assert await conn.scalar(sa.text("SELECT count(*) FROM t")) == 2
+        assert spawned == []
+        async with read_only(engine) as conn:
+            await conn.execute(sa.text("SELECT v FROM t WHERE id = 1"))  # its BEGIN (deferred)
+            before = len(spawned)
+            values = (await conn.execute(sa.text("SELECT v FROM t ORDER BY id"))).scalars()
+            assert list(values) == ["a", "b"]
+        assert len(spawned) == before
+        with pytest.raises(sa.exc.IntegrityError):  # errors come wrapped as on the bridge
+            async with engine.begin() as conn:
+                await conn.execute(sa.text("INSERT INTO t VALUES (1, 'again')"))
+        async with engine.connect() as conn:
+            assert await conn.scalar(sa.text("SELECT count(*) FROM t")) == 2
+    finally:
+        await engine.dispose()
+
+
+async def test_a_checkout_from_an_empty_pool_waits_on_the_loop_for_a_connection(
+    tmp_path: Path,
+) -> None:
+    """The in-place checkout cannot wait; when the pool has nothing free it falls back to
+    SQLAlchemy's path, which waits for a connection given back by another coroutine."""
+    engine = create_database_engine(f"sqlite+aiosqlite:///{tmp_path / 'f.db'}", pool_size=1)
+    order: list[str] = []
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("CREATE TABLE t (v TEXT)"))
+
+        async def holder() -> None:
+            async with engine.begin() as conn:
+                await conn.execute(sa.text("INSERT INTO t VALUES ('first')"))
+                order.append("holder has the only connection")
+                await asyncio.sleep(0.2)
+            order.append("holder gave it back")
+
+        async def waiter() -> None:
+            await asyncio.sleep(0.05)
+            async with engine.begin() as conn:
+                order.append("waiter has it")
+                await conn.execute(sa.text("INSERT INTO t VALUES ('second')"))
+
+        await asyncio.wait_for(asyncio.gather(holder(), waiter()), 5)
+        async with engine.connect() as conn:
+            values = (await conn.execute(sa.text("SELECT v FROM t ORDER BY rowid"))).scalars()
+            assert list(values) == ["first", "second"]
+    finally:
+        await engine.dispose()
+    assert order == ["holder has the only connection", "holder gave it back", "waiter has it"]
