@@ -330,11 +330,8 @@ class _InlineAsyncTransaction(AsyncTransaction):
         statement = begin_statement(sync.get_execution_options())
         sqlite = adapted.sqlite_connection
         if statement is not None and not adapted.in_transaction:
-            try:
-                await call_when_unlocked(lambda: sqlite.execute(statement), adapted.busy_timeout_s)
-            except sqlite3.Error:
-                # SQLAlchemy's path tries again and raises it wrapped as callers expect.
-                return await super().start(is_ctxmanager)
+            # Its errors are the driver's, as they were from SQLAlchemy's "begin" event.
+            await call_when_unlocked(lambda: sqlite.execute(statement), adapted.busy_timeout_s)
         self.sync_transaction = self._assign_proxied(sync.begin())
         if is_ctxmanager:
             self.sync_transaction.__enter__()
@@ -352,7 +349,7 @@ class _InlineAsyncConnection(AsyncConnection):
     runs each call in a greenlet of its own so that a driver may suspend; here only the BEGIN
     (another connection may hold the write lock: `_when_unlocked` waits on the loop) and the
     first connect need that, and the rest cost twice the statement in greenlet switches
-    (docs/benchmarks.md, "Round seven": 42 µs a statement through the bridge, 22 µs in place).
+    (docs/benchmarks.md, "Round seven": 40 µs a statement through the bridge, 20 µs in place).
 
     Also closes in place. SQLAlchemy closes a connection leaving `async with` in a task of its
     own, shielded, so that a cancelled caller cannot abandon the close halfway; an inline

@@ -29,8 +29,6 @@ from sagaway.sqlite.inline import (
     inline_connector,
 )
 
-# Execution option of a `read_only` connection (see _tune_sqlite).
-
 SQLITE_BUSY_TIMEOUT_MS = 5_000
 
 # Plain scheme names a user may write → the async driver Sagaway runs on.
