@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -54,6 +55,25 @@ def eventually_sync(
         if time.monotonic() >= deadline:
             raise AssertionError(_timed_out(what, timeout_s, value))
         time.sleep(interval_s)
+
+
+@contextlib.asynccontextmanager
+async def seen_each_turn(read: Callable[[], T]) -> AsyncIterator[list[T]]:
+    """A task beside the code under test that records `read()` at every turn of the event loop
+    it gets: what it saw shows whether that code let the loop run between its steps."""
+    seen: list[T] = []
+
+    async def watch() -> None:
+        while True:
+            seen.append(read())
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield seen
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
 
 
 def _timed_out(what: What, timeout_s: float, last: object) -> str:

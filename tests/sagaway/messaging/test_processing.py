@@ -14,7 +14,7 @@ from sagaway.messaging.processing import DLQ_HEADERS, RecordProcessor, dead_lett
 from sagaway.messaging.records import Record
 from sagaway.settings.composed import Settings
 from tests.fixtures.broker import MakeTransport
-from tests.harness.waiting import eventually
+from tests.harness.waiting import eventually, seen_each_turn
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -129,20 +129,12 @@ async def test_a_backlog_is_drained_batch_by_batch_letting_the_loop_run_between(
         processor = RecordProcessor(
             transport, embedded_settings.messaging, "backlog", [topic], handle, max_records=2
         )
-        seen_between: list[int] = []
-
-        async def neighbour() -> None:
-            while True:
-                seen_between.append(processor.handled)
-                await asyncio.sleep(0)
-
-        watcher = asyncio.create_task(neighbour())
-        await processor.start()
-        try:
-            await eventually(lambda: processor.handled == 10, timeout_s=30, what="the backlog")
-        finally:
-            watcher.cancel()
-            await processor.stop()
+        async with seen_each_turn(lambda: processor.handled) as seen_between:
+            await processor.start()
+            try:
+                await eventually(lambda: processor.handled == 10, timeout_s=30, what="the backlog")
+            finally:
+                await processor.stop()
         assert batches == [2, 2, 2, 2, 2]
         assert {2, 4, 6, 8} <= set(seen_between)
     finally:

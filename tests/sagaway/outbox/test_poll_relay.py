@@ -21,6 +21,7 @@ from sagaway.outbox.writer import add_to_outbox
 from sagaway.settings.composed import Settings
 from sagaway.storage.database import create_database_engine
 from tests.harness.processes import RoleProcess
+from tests.harness.waiting import eventually, seen_each_turn
 from tests.sagaway.outbox.broker_reader import BrokerReader
 from tests.sagaway.outbox.relay_process import start_relay
 from tests.sagaway.outbox.test_wal_relay import seqs_by_key
@@ -237,23 +238,8 @@ async def test_a_backlog_is_published_batch_by_batch_letting_the_loop_run_betwee
         await transport.create_topics({topic: 1})
         await write_sequence(engine, topic, "k", 10)
         relay = PollRelay(settings.relay, "orders", engine, transport, heartbeat=False)
-        seen_between: list[int] = []
-
-        async def neighbour() -> None:
-            while True:
-                seen_between.append(relay.published)
-                await asyncio.sleep(0)
-
-        watcher = asyncio.create_task(neighbour())
-        try:
-            async with running(relay):
-                for _ in range(3000):
-                    if relay.published == 10:
-                        break
-                    await asyncio.sleep(0.01)
-        finally:
-            watcher.cancel()
-        assert relay.published == 10
+        async with seen_each_turn(lambda: relay.published) as seen_between, running(relay):
+            await eventually(lambda: relay.published == 10, timeout_s=30, what="the backlog")
         assert {2, 4, 6, 8} <= set(seen_between)
     finally:
         await transport.close()

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.ext.asyncio import engine as engine_module
 
 from sagaway.sqlite.inline import call_when_unlocked, is_busy
@@ -32,43 +33,54 @@ async def test_statements_run_on_the_event_loops_thread(tmp_path: Path) -> None:
     assert seen == [threading.get_ident()]
 
 
+async def holder_then_waiter(engine: AsyncEngine, hold_s: float) -> tuple[list[str], int]:
+    """A holder writes in a transaction and keeps it open `hold_s` (e.g. waiting for a broker
+    acknowledgement); a waiter begins one meanwhile. Returns the order things happened in and
+    how often a ticker ran meanwhile; asserts both rows are there, the holder's first."""
+    order: list[str] = []
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("CREATE TABLE t (v TEXT)"))
+
+    async def holder() -> None:
+        async with engine.begin() as conn:  # BEGIN IMMEDIATE: the write lock
+            await conn.execute(sa.text("INSERT INTO t VALUES ('first')"))
+            order.append("holder in its transaction")
+            await asyncio.sleep(hold_s)
+        order.append("holder committed")
+
+    async def waiter() -> None:
+        await asyncio.sleep(0.05)
+        async with engine.begin() as conn:
+            order.append("waiter in its transaction")
+            await conn.execute(sa.text("INSERT INTO t VALUES ('second')"))
+
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while len(order) < 3:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(asyncio.gather(holder(), waiter(), ticker()), 5)
+    async with engine.connect() as conn:
+        values = (await conn.execute(sa.text("SELECT v FROM t ORDER BY rowid"))).scalars()
+        assert list(values) == ["first", "second"]
+    return order, ticks
+
+
+IN_TURN = ["holder in its transaction", "holder committed", "waiter in its transaction"]
+
+
 async def test_a_writer_waits_for_a_lock_held_by_a_coroutine_of_the_same_loop(
     tmp_path: Path,
 ) -> None:
     engine = create_database_engine(f"sqlite+aiosqlite:///{tmp_path / 'b.db'}")
-    order: list[str] = []
     try:
-        async with engine.begin() as conn:
-            await conn.execute(sa.text("CREATE TABLE t (v TEXT)"))
-
-        async def holder() -> None:
-            async with engine.begin() as conn:  # BEGIN IMMEDIATE: the write lock
-                await conn.execute(sa.text("INSERT INTO t VALUES ('first')"))
-                order.append("holder has the lock")
-                await asyncio.sleep(0.3)  # e.g. waiting for a broker acknowledgement
-            order.append("holder committed")
-
-        async def waiter() -> None:
-            await asyncio.sleep(0.05)
-            async with engine.begin() as conn:
-                order.append("waiter has the lock")
-                await conn.execute(sa.text("INSERT INTO t VALUES ('second')"))
-
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while len(order) < 3:
-                ticks += 1
-                await asyncio.sleep(0.01)
-
-        await asyncio.wait_for(asyncio.gather(holder(), waiter(), ticker()), 5)
-        async with engine.connect() as conn:
-            values = (await conn.execute(sa.text("SELECT v FROM t ORDER BY rowid"))).scalars()
-            assert list(values) == ["first", "second"]
+        order, ticks = await holder_then_waiter(engine, hold_s=0.3)
     finally:
         await engine.dispose()
-    assert order == ["holder has the lock", "holder committed", "waiter has the lock"]
+    assert order == IN_TURN
     assert ticks >= 10  # the loop kept running while the waiter waited
 
 
@@ -197,28 +209,9 @@ async def test_a_checkout_from_an_empty_pool_waits_on_the_loop_for_a_connection(
     """The in-place checkout cannot wait; when the pool has nothing free it falls back to
     SQLAlchemy's path, which waits for a connection given back by another coroutine."""
     engine = create_database_engine(f"sqlite+aiosqlite:///{tmp_path / 'f.db'}", pool_size=1)
-    order: list[str] = []
     try:
-        async with engine.begin() as conn:
-            await conn.execute(sa.text("CREATE TABLE t (v TEXT)"))
-
-        async def holder() -> None:
-            async with engine.begin() as conn:
-                await conn.execute(sa.text("INSERT INTO t VALUES ('first')"))
-                order.append("holder has the only connection")
-                await asyncio.sleep(0.2)
-            order.append("holder gave it back")
-
-        async def waiter() -> None:
-            await asyncio.sleep(0.05)
-            async with engine.begin() as conn:
-                order.append("waiter has it")
-                await conn.execute(sa.text("INSERT INTO t VALUES ('second')"))
-
-        await asyncio.wait_for(asyncio.gather(holder(), waiter()), 5)
-        async with engine.connect() as conn:
-            values = (await conn.execute(sa.text("SELECT v FROM t ORDER BY rowid"))).scalars()
-            assert list(values) == ["first", "second"]
+        order, ticks = await holder_then_waiter(engine, hold_s=0.2)
     finally:
         await engine.dispose()
-    assert order == ["holder has the only connection", "holder gave it back", "waiter has it"]
+    assert order == IN_TURN
+    assert ticks >= 5  # the loop kept running while the waiter waited for the connection
