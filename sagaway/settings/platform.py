@@ -129,6 +129,15 @@ class MessagingSettings(ComponentSettings):
             "two processes work side by side)."
         ),
     )
+    consumer_commit_interval_ms: int = Field(
+        default=1000,
+        ge=0,
+        description=(
+            "Longest a consumer holds the offsets of handled records before committing them "
+            "(it also commits when idle and on a clean stop); 0 commits after every batch. "
+            "Consumers deduplicate, so a crash redelivers at most this much and loses nothing."
+        ),
+    )
     handler_retries: int = Field(
         default=3,
         ge=0,

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import sqlite3
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
 from typing import Any
 
 import aiosqlite
@@ -42,10 +43,9 @@ from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_, in_greenlet
 
 from sagaway.observability.backoff import RetryDelay
+from sagaway.sqlite.kept import kept_on
+from sagaway.sqlite.options import READ_ONLY
 
-# The execution option of a connection whose transactions only read: they begin DEFERRED (a
-# snapshot, no write lock); every other transaction begins IMMEDIATE (storage.database.read_only).
-READ_ONLY = "sagaway_read_only"
 SQLITE_BUSY = 5
 SQLITE_LOCKED = 6
 FIRST_BACKOFF_S = 0.0005
@@ -404,7 +404,50 @@ class _InlineAsyncConnection(AsyncConnection):
 
 
 class InlineAsyncEngine(AsyncEngine):
-    """The AsyncEngine of an inline SQLite database (see `_InlineAsyncConnection`)."""
+    """The AsyncEngine of an inline SQLite database (see `_InlineAsyncConnection`).
+
+    `begin()` and `reading()` keep the connection of a transaction that ended cleanly for the
+    next one, instead of giving it back to the pool (sagaway/sqlite/kept.py says why)."""
 
     __slots__ = ()
     _connection_cls = _InlineAsyncConnection
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        kept = kept_on(self.sync_engine)
+        conn = kept.take(reader=False) or await self.connect().start()
+        clean = False
+        try:
+            async with conn.begin():
+                yield conn
+            clean = True
+        finally:
+            if not (clean and kept.give_back(conn, reader=False)):
+                await conn.close()
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
+        """A connection whose transactions only read (`READ_ONLY`: BEGIN DEFERRED, no write
+        lock); the transaction its first statement began ends when the block does."""
+        kept = kept_on(self.sync_engine)
+        conn = kept.take(reader=True)
+        if conn is None:
+            conn = await self.connect().start()
+            await conn.execution_options(**{READ_ONLY: True})
+        clean = False
+        try:
+            yield conn
+            clean = True
+        finally:
+            sync = conn.sync_connection
+            if clean and sync is not None and sync.in_transaction() and not sync.invalidated:
+                # Ends the snapshot now (a plain sqlite3 call): one left open would hold back
+                # every checkpoint of the file.
+                sync.rollback()
+            if not (clean and kept.give_back(conn, reader=True)):
+                await conn.close()
+
+    async def dispose(self, close: bool = True) -> None:
+        for conn in kept_on(self.sync_engine).drain():
+            await conn.close()
+        await super().dispose(close)

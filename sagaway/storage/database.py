@@ -214,6 +214,10 @@ async def read_only(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A connection that only reads. On SQLite its transaction takes no write lock (every other
     transaction there takes it up front); elsewhere it is a plain connection. Writing on it
     fails on SQLite with "database is locked" if another connection writes meanwhile."""
+    if isinstance(engine, InlineAsyncEngine):
+        async with engine.reading() as conn:
+            yield conn
+        return
     async with engine.connect() as conn:
         await conn.execution_options(**{READ_ONLY: True})
         yield conn

@@ -203,3 +203,88 @@ async def test_a_dead_letter_that_cannot_be_written_is_retried_and_not_committed
         assert (letters[0].header("dlq-error") or b"").startswith(b"EnvelopeError: ")
     finally:
         await transport.close()
+
+
+def _numbered(topic: str, saga_id: str, numbers: range) -> list[Record]:
+    return [command("a.b", {"i": i}, saga_id=saga_id).to_record(topic) for i in numbers]
+
+
+@pytest.mark.parametrize(("interval_ms", "commits"), [(60_000, 1), (0, 6)])
+async def test_handled_offsets_are_held_and_committed_once_the_loop_is_idle(
+    make_test_transport: MakeTransport, broker_settings: Settings, interval_ms: int, commits: int
+) -> None:
+    """Six one-record batches in a row cost one commit, made when the loop finds nothing more,
+    not one commit each (every hop's broker write at low load); 0 commits every batch."""
+    transport = await make_test_transport()
+    topic = broker_settings.messaging.topic_prefix + "held.requests"
+    await transport.create_topics({topic: 1})
+    await transport.produce(_numbered(topic, "held", range(6)))
+    seen: list[int] = []
+
+    async def record_them(batch: list[tuple[Record, Message]]) -> None:
+        seen.extend(m.payload["i"] for _, m in batch)
+
+    messaging = broker_settings.messaging.model_copy(
+        update={"consumer_commit_interval_ms": interval_ms}
+    )
+    group_id = f"{broker_settings.messaging.topic_prefix}held-{uuid.uuid4().hex[:6]}"
+    processor = RecordProcessor(
+        transport, messaging, group_id, [topic], record_them, max_records=1, poll_timeout_ms=300
+    )
+    await processor.start()
+    try:
+        await eventually(
+            lambda: len(seen) == 6 and processor.committed_batches == commits,
+            timeout_s=30,
+            what=f"six records handled and {commits} commit(s)",
+            interval_s=0.02,
+        )
+        await asyncio.sleep(0.7)  # two more idle fetches: nothing left to commit
+        assert processor.committed_batches == commits
+    finally:
+        await processor.stop()
+    assert seen == [0, 1, 2, 3, 4, 5]
+
+
+async def test_a_clean_stop_commits_the_offsets_it_held(
+    make_test_transport: MakeTransport, broker_settings: Settings
+) -> None:
+    """Nothing was committed while the loop ran (a long interval, a long fetch wait); stop()
+    commits it, so the next member of the group starts after the handled records."""
+    transport = await make_test_transport()
+    topic = broker_settings.messaging.topic_prefix + "held-stop.requests"
+    await transport.create_topics({topic: 1})
+    await transport.produce(_numbered(topic, "held-stop", range(3)))
+    messaging = broker_settings.messaging.model_copy(
+        update={"consumer_commit_interval_ms": 600_000}
+    )
+    group_id = f"{broker_settings.messaging.topic_prefix}held-stop-{uuid.uuid4().hex[:6]}"
+    first_seen: list[int] = []
+
+    async def first_handler(batch: list[tuple[Record, Message]]) -> None:
+        first_seen.extend(m.payload["i"] for _, m in batch)
+
+    first = RecordProcessor(
+        transport, messaging, group_id, [topic], first_handler, poll_timeout_ms=600_000
+    )
+    await first.start()
+    await eventually(lambda: len(first_seen) == 3, timeout_s=30, what="the first member")
+    assert first.committed_batches == 0
+    await first.stop()
+    assert first.committed_batches == 1
+
+    second_seen: list[int] = []
+
+    async def second_handler(batch: list[tuple[Record, Message]]) -> None:
+        second_seen.extend(m.payload["i"] for _, m in batch)
+
+    await transport.produce(_numbered(topic, "held-stop", range(3, 4)))
+    second = RecordProcessor(transport, messaging, group_id, [topic], second_handler)
+    await second.start()
+    try:
+        await eventually(lambda: second_seen, timeout_s=30, what="the second member")
+        await asyncio.sleep(0.3)
+    finally:
+        await second.stop()
+    assert first_seen == [0, 1, 2]
+    assert second_seen == [3]
