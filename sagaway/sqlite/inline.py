@@ -440,12 +440,15 @@ class InlineAsyncEngine(AsyncEngine):
             clean = True
         finally:
             sync = conn.sync_connection
-            if clean and sync is not None and sync.in_transaction() and not sync.invalidated:
-                # Ends the snapshot now (a plain sqlite3 call): one left open would hold back
-                # every checkpoint of the file.
-                sync.rollback()
-            if not (clean and kept.give_back(conn, reader=True)):
-                await conn.close()
+            try:
+                if clean and sync is not None and sync.in_transaction() and not sync.invalidated:
+                    # Ends the snapshot now (a plain sqlite3 call): one left open would hold
+                    # back every checkpoint of the file.
+                    sync.rollback()
+            finally:
+                # A rollback that failed leaves it in its transaction: given back, not kept.
+                if not (clean and kept.give_back(conn, reader=True)):
+                    await conn.close()
 
     async def dispose(self, close: bool = True) -> None:
         for conn in kept_on(self.sync_engine).drain():

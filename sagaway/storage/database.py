@@ -22,12 +22,12 @@ from sagaway.observability.startup import retry_until_up
 from sagaway.settings import StorageSettings
 from sagaway.sqlite import checkpointer
 from sagaway.sqlite.inline import (
-    READ_ONLY,
     InlineAsyncEngine,
     InlineSQLite,
     begin_statement,
     inline_connector,
 )
+from sagaway.sqlite.options import READ_ONLY
 
 SQLITE_BUSY_TIMEOUT_MS = 5_000
 

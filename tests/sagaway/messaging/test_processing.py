@@ -19,6 +19,10 @@ from tests.harness.waiting import eventually, seen_each_turn
 pytestmark = pytest.mark.timeout(60)
 
 
+def _numbered(topic: str, saga_id: str, numbers: range) -> list[Record]:
+    return [command("a.b", {"i": i}, saga_id=saga_id).to_record(topic) for i in numbers]
+
+
 def test_a_dead_letter_keeps_the_record_and_says_where_it_came_from() -> None:
     original = Record(
         topic="payments.requests",
@@ -49,9 +53,7 @@ async def test_stopping_mid_batch_leaves_the_batch_for_the_next_member(
     transport = await make_test_transport()
     topic = broker_settings.messaging.topic_prefix + "stop.requests"
     await transport.create_topics({topic: 1})
-    await transport.produce(
-        [command("a.b", {"i": i}, saga_id="stop").to_record(topic) for i in range(5)]
-    )
+    await transport.produce(_numbered(topic, "stop", range(5)))
     group_id = f"{broker_settings.messaging.topic_prefix}stop-{uuid.uuid4().hex[:6]}"
     entered = asyncio.Event()
 
@@ -118,9 +120,7 @@ async def test_a_backlog_is_drained_batch_by_batch_letting_the_loop_run_between(
     try:
         topic = embedded_settings.messaging.topic_prefix + "backlog.requests"
         await transport.create_topics({topic: 1})
-        await transport.produce(
-            [command("a.b", {"i": i}, saga_id="backlog").to_record(topic) for i in range(10)]
-        )
+        await transport.produce(_numbered(topic, "backlog", range(10)))
         batches: list[int] = []
 
         async def handle(batch: list[tuple[Record, Message]]) -> None:
@@ -203,10 +203,6 @@ async def test_a_dead_letter_that_cannot_be_written_is_retried_and_not_committed
         assert (letters[0].header("dlq-error") or b"").startswith(b"EnvelopeError: ")
     finally:
         await transport.close()
-
-
-def _numbered(topic: str, saga_id: str, numbers: range) -> list[Record]:
-    return [command("a.b", {"i": i}, saga_id=saga_id).to_record(topic) for i in numbers]
 
 
 @pytest.mark.parametrize(("interval_ms", "commits"), [(60_000, 1), (0, 6)])
