@@ -6,6 +6,12 @@ lower id from being skipped. On PostgreSQL the batch is locked `FOR UPDATE SKIP 
 pollers never publish the same row twice; per-key order, though, holds only with one poller.
 On SQLite run one relay per database file (SQLite has no row locks; the batch is read without
 holding the write lock, so business transactions are not blocked while the broker acknowledges).
+
+On SQLite the marks are held: acknowledged ids are marked together, at most
+`relay_mark_interval_s` later, in one write transaction instead of one per batch (below the peak
+every batch is one row). Until then the relay reads past them (`id > the highest held`), which is
+safe on SQLite only: its writers take turns, so a row committed later always has a higher id.
+A crash before the mark publishes those rows again; every consumer deduplicates.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -35,7 +42,10 @@ from sagaway.outbox.lag import (
 from sagaway.outbox.models import outbox
 from sagaway.outbox.rows import OutboxRow
 from sagaway.settings import RelaySettings
+from sagaway.sqlite.direct import read_direct, write_direct
+from sagaway.sqlite.inline import InlineAsyncEngine
 from sagaway.storage.database import read_only
+from sagaway.storage.models import sqlite_timestamp_text
 
 log = logging.getLogger("sagaway.relay.poll")
 
@@ -44,9 +54,10 @@ POLL_RELAY_NAME = "poll"
 
 
 @functools.lru_cache(maxsize=8)
-def _select_batch(limit: int, lock: bool) -> sa.Select[tuple[object, ...]]:
-    """Built once per (limit, lock): building it (and its cache key) on every poll cost more
-    than running it."""
+def _select_batch(limit: int, lock: bool, past_held: bool = False) -> sa.Select[tuple[object, ...]]:
+    """Built once per (limit, lock, past_held): building it (and its cache key) on every poll
+    cost more than running it. `past_held` reads only ids above the bound parameter `after`."""
+    unpublished = outbox.c.published_at.is_(None)
     query = (
         sa.select(
             outbox.c.id,
@@ -56,7 +67,9 @@ def _select_batch(limit: int, lock: bool) -> sa.Select[tuple[object, ...]]:
             outbox.c.payload,
             outbox.c.created_at,
         )
-        .where(outbox.c.published_at.is_(None))
+        .where(
+            sa.and_(unpublished, outbox.c.id > sa.bindparam("after")) if past_held else unpublished
+        )
         # Spelled as the index ix_outbox_published_at (published_at, id) is ordered, so the
         # planner walks it and stops at `limit`; ORDER BY id alone made it read and sort every
         # unpublished row for each batch.
@@ -79,6 +92,15 @@ def _mark_published(postgres: bool) -> sa.Update:
         .where(which)
         .values(published_at=sa.bindparam("acked", type_=outbox.c.published_at.type))
     )
+
+
+# The same two statements for an inline SQLite engine, run on its sqlite3 connection
+# (sagaway/sqlite/direct.py): at one row a batch, SQLAlchemy cost ten times the statement.
+_DIRECT_SELECT = (
+    "SELECT id, topic, key, headers, payload, created_at FROM outbox"
+    " WHERE published_at IS NULL AND id > ? ORDER BY published_at, id LIMIT ?"
+)
+_DIRECT_MARK = "UPDATE outbox SET published_at = ? WHERE id IN (SELECT value FROM json_each(?))"
 
 
 def _rows(result: Sequence[sa.Row[tuple[object, ...]]]) -> list[OutboxRow]:
@@ -107,12 +129,18 @@ class PollRelay:
         self.heartbeat = heartbeat
         self.heartbeat_topic = heartbeat_topic(TopicNames(transport.settings.topic_prefix))
         self.postgres = engine.dialect.name == "postgresql"
+        self.direct = engine if isinstance(engine, InlineAsyncEngine) else None
         self.published = 0
         self.doorbell = doorbell_for(engine)
         # With its writers in this process the doorbell brings every row at once, and the look
         # when nothing rang is a safety net; a relay apart from its writers can only poll.
         polled_s = settings.relay_poll_interval_ms / 1000
         self.idle_wait_s = settings.relay_idle_poll_s if woken_by_commits else polled_s
+        # Acknowledged but not yet marked (SQLite only): ids in publish order, the latest
+        # acknowledgement, and when the first of them was held (the event loop's clock).
+        self._held_ids: list[int] = []
+        self._held_acked: datetime | None = None
+        self._held_since = 0.0
 
     async def publish_batch(self) -> int:
         """Publish at most one batch of unpublished rows; returns how many went out.
@@ -132,17 +160,62 @@ class PollRelay:
                 if rows:
                     acked = await self._produce(rows)
                     await self._mark(conn, rows, acked)
-        else:
-            async with read_only(self.engine) as reader:
-                rows = _rows((await reader.execute(_select_batch(limit, lock=False))).all())
+        elif self.direct is not None:
+            after = self._held_ids[-1] if self._held_ids else 0
+            found = await read_direct(self.direct, _DIRECT_SELECT, (after, limit))
+            rows = [OutboxRow.from_sqlite_text(*columns) for columns in found]
             if rows:
                 acked = await self._produce(rows)
-                async with self.engine.begin() as conn:
-                    await self._mark(conn, rows, acked)
+                self._hold(rows, acked)
+        else:
+            async with read_only(self.engine) as reader:
+                if self._held_ids:
+                    query = _select_batch(limit, lock=False, past_held=True)
+                    result = await reader.execute(query, {"after": self._held_ids[-1]})
+                else:
+                    result = await reader.execute(_select_batch(limit, lock=False))
+                rows = _rows(result.all())
+            if rows:
+                acked = await self._produce(rows)
+                self._hold(rows, acked)
         if rows:
             self.published += len(rows)
             await self._after_publish(rows, acked)
+        if self._marks_due():
+            await self.mark_held()
         return len(rows)
+
+    def _hold(self, rows: list[OutboxRow], acked: datetime) -> None:
+        if not self._held_ids:
+            self._held_since = asyncio.get_running_loop().time()
+        self._held_ids.extend(row.id for row in rows)
+        self._held_acked = acked
+
+    def _marks_due(self) -> bool:
+        if not self._held_ids:
+            return False
+        return len(self._held_ids) >= self.settings.relay_batch_size or self._mark_wait_s() <= 0
+
+    def _mark_wait_s(self) -> float:
+        """How long the held marks may still wait."""
+        due = self._held_since + self.settings.relay_mark_interval_s
+        return due - asyncio.get_running_loop().time()
+
+    async def mark_held(self) -> int:
+        """Mark the acknowledged rows this relay still holds as published; returns how many.
+        On an error they stay held (the next call tries again) and the error is raised."""
+        if not self._held_ids:
+            return 0
+        ids, acked = self._held_ids, self._held_acked
+        assert acked is not None
+        if self.direct is not None:
+            stamp = sqlite_timestamp_text(acked)
+            await write_direct(self.direct, _DIRECT_MARK, (stamp, orjson.dumps(ids)))
+        else:
+            async with self.engine.begin() as conn:
+                await conn.execute(_mark_published(self.postgres), {"ids": ids, "acked": acked})
+        self._held_ids, self._held_acked = [], None
+        return len(ids)
 
     async def _produce(self, rows: list[OutboxRow]) -> datetime:
         await self.transport.produce([row.to_record() for row in rows])
@@ -207,7 +280,10 @@ class PollRelay:
                     continue
                 backoff.reset()
                 if count < self.settings.relay_batch_size:
-                    await self.doorbell.wait(idle)
+                    if self._held_ids:
+                        await self.doorbell.wait(min(idle, max(0.0, self._mark_wait_s())))
+                    else:
+                        await self.doorbell.wait(idle)
                 else:
                     # A full batch, and the next one at once: let this process's consumers run
                     # between them (nothing in a batch suspends on inline SQLite).
@@ -216,6 +292,14 @@ class PollRelay:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self._mark_before_leaving()
+
+    async def _mark_before_leaving(self) -> None:
+        """A clean stop marks what it holds, so a restart publishes nothing again."""
+        try:
+            await self.mark_held()
+        except Exception as exc:  # noqa: BLE001 - they are published again and deduplicated
+            log.warning("could not mark %d published outbox rows: %s", len(self._held_ids), exc)
 
     async def _heartbeats(self) -> None:
         while True:

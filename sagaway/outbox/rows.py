@@ -11,6 +11,7 @@ import orjson
 from sagaway.messaging.embedded.partitioner import default_partition
 from sagaway.messaging.envelope import PARTITION_COUNT_HEADER
 from sagaway.messaging.records import Record
+from sagaway.storage.models import from_sqlite_timestamp_text
 
 
 def stable_partition(key: bytes | None, count: object) -> int:
@@ -47,6 +48,21 @@ class OutboxRow:
             value=self.payload,
             headers=tuple((name, str(value).encode()) for name, value in self.headers.items()),
             partition=stable_partition(key, self.headers.get(PARTITION_COUNT_HEADER)),
+        )
+
+    @classmethod
+    def from_sqlite_text(
+        cls, id: int, topic: str, key: str | None, headers: str, payload: str, created_at: str
+    ) -> OutboxRow:
+        """From a row as sqlite3 gives it: JSON and timestamps still text. The payload's text
+        is the record's value as it is, like the WAL relay's."""
+        return cls(
+            id=id,
+            topic=topic,
+            key=key,
+            headers=orjson.loads(headers),
+            payload=payload.encode(),
+            created_at=from_sqlite_timestamp_text(created_at),
         )
 
     @classmethod

@@ -15,6 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sagaway.messaging.envelope import Message
 from sagaway.outbox.doorbell import note_outbox_written
 from sagaway.outbox.models import outbox
+from sagaway.sqlite.direct import holding_inline_transaction, insert_direct
+from sagaway.storage.database import json_text
+from sagaway.storage.models import sqlite_timestamp_text
 
 MAX_TOPIC_LENGTH = 300
 MAX_KEY_LENGTH = 300
@@ -47,6 +50,12 @@ def outbox_values(topic: str, message: Message, now: datetime) -> dict[str, Any]
 
 
 _INSERT_OUTBOX = outbox.insert()
+# The same insert on an inline SQLite transaction's own sqlite3 connection (one per saga hop:
+# ~65 µs through SQLAlchemy, ~15 µs here; sagaway/sqlite/direct.py says why).
+_DIRECT_INSERT = (
+    "INSERT INTO outbox (topic, key, headers, payload, created_at, published_at)"
+    " VALUES (?, ?, ?, ?, ?, NULL)"
+)
 
 
 async def add_to_outbox(conn: AsyncConnection, messages: Sequence[tuple[str, Message]]) -> None:
@@ -59,5 +68,23 @@ async def add_to_outbox(conn: AsyncConnection, messages: Sequence[tuple[str, Mes
         return
     now = datetime.now(UTC)
     rows = [outbox_values(topic, message, now) for topic, message in messages]
-    await conn.execute(_INSERT_OUTBOX, rows)
+    sqlite = holding_inline_transaction(conn)
+    if sqlite is None:
+        await conn.execute(_INSERT_OUTBOX, rows)
+    else:
+        stamp = sqlite_timestamp_text(now)
+        insert_direct(
+            sqlite,
+            _DIRECT_INSERT,
+            [
+                (
+                    row["topic"],
+                    row["key"],
+                    json_text(row["headers"]),
+                    json_text(row["payload"]),
+                    stamp,
+                )
+                for row in rows
+            ],
+        )
     note_outbox_written(conn)

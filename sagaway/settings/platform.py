@@ -198,6 +198,15 @@ class RelaySettings(ComponentSettings):
             "commit that wrote outbox rows wakes it at once; this is the safety-net look."
         ),
     )
+    relay_mark_interval_s: float = Field(
+        default=0.2,
+        ge=0,
+        description=(
+            "Polling relay on SQLite: most time acknowledged rows wait before they are marked "
+            "published, all in one transaction (0: one per batch). A crash in between publishes "
+            "them again, and consumers deduplicate them."
+        ),
+    )
     relay_feedback_interval_s: float = Field(
         default=2.0,
         gt=0,

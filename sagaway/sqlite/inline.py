@@ -293,7 +293,7 @@ class InlineSQLite(AsyncAdapt_aiosqlite_dbapi):
         return InlineAdaptedConnection(self, await_(creator_fn(*arg, **kw)))
 
 
-def _holds_transaction(connection: AsyncConnection) -> bool:
+def holds_transaction(connection: AsyncConnection) -> bool:
     """Whether SQLite has a transaction open on this connection: its BEGIN (IMMEDIATE: the
     write lock; DEFERRED: a read snapshot) has run, so no statement of it can meet another
     connection's lock, and none needs the greenlet bridge to wait for one."""
@@ -338,7 +338,7 @@ class _InlineAsyncTransaction(AsyncTransaction):
         return self
 
     async def __aexit__(self, type_: Any, value: Any, traceback: Any) -> None:
-        if self.nested or not _holds_transaction(self.connection):
+        if self.nested or not holds_transaction(self.connection):
             await super().__aexit__(type_, value, traceback)
             return
         self._proxied.__exit__(type_, value, traceback)
@@ -363,17 +363,15 @@ class _InlineAsyncConnection(AsyncConnection):
         *,
         execution_options: Any = None,
     ) -> Any:
-        if not _holds_transaction(self):
-            return await super().execute(
-                statement, parameters, execution_options=execution_options
-            )
+        if not holds_transaction(self):
+            return await super().execute(statement, parameters, execution_options=execution_options)
         result = self._proxied.execute(statement, parameters, execution_options=execution_options)
         return await _ensure_sync_result(result, self.execute)
 
     async def exec_driver_sql(
         self, statement: str, parameters: Any = None, execution_options: Any = None
     ) -> Any:
-        if not _holds_transaction(self):
+        if not holds_transaction(self):
             return await super().exec_driver_sql(statement, parameters, execution_options)
         result = self._proxied.exec_driver_sql(statement, parameters, execution_options)
         return await _ensure_sync_result(result, self.exec_driver_sql)

@@ -99,8 +99,9 @@ def describe_database(url: str | URL) -> str:
     return f"PostgreSQL at {host}:{port}/{parsed.database or ''}"
 
 
-def _json_dumps(value: Any) -> str:
-    # orjson is several times faster than json on the hot path; it also writes datetimes (RFC 3339).
+def json_text(value: Any) -> str:
+    """A JSON column's stored text: the engines' serializer. orjson is several times faster than
+    json on the hot path; it also writes datetimes (RFC 3339)."""
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
@@ -119,7 +120,7 @@ def create_database_engine(
     without a round trip per checkout (`_replace_closed_connections`)."""
     parsed = async_url(url)
     options: dict[str, Any] = {
-        "json_serializer": _json_dumps,
+        "json_serializer": json_text,
         "json_deserializer": orjson.loads,
     }
     if parsed.get_backend_name() == "sqlite":

@@ -49,6 +49,19 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
 # Timestamps are always stored in UTC.
 Timestamp = UtcDateTime()
 
+
+def sqlite_timestamp_text(value: datetime) -> str:
+    """The text a `Timestamp` is stored as on SQLite (SQLAlchemy's DATETIME format, in UTC), for
+    statements run on the sqlite3 connection itself (sagaway/sqlite/direct.py)."""
+    utc = value.astimezone(UTC) if value.tzinfo is not None else value
+    return utc.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def from_sqlite_timestamp_text(text: str) -> datetime:
+    """A `Timestamp` read from SQLite as text, aware UTC as `UtcDateTime` returns it."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",

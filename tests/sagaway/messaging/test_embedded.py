@@ -165,3 +165,40 @@ async def test_a_produce_wakes_the_readers_of_its_topic_and_no_others() -> None:
     assert loop.time() - started < 0.5
     # A ring that came before the wait makes it return at once.
     await asyncio.wait_for(bell.wait(payments, seen, timeout_s=5), 0.5)
+
+
+async def test_a_member_reads_the_file_again_only_after_a_ring_or_the_safety_net(
+    embedded_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a read that took everything, the next fetch waits on the bell without reading (a
+    batch used to cost a second, empty read); a produce, or the safety-net look, reads again."""
+    settings = embedded_settings.replace(embedded_poll_interval_ms=300)
+    transport = EmbeddedTransport(settings.messaging)
+    await transport.start()
+    try:
+        topic = settings.messaging.topic_prefix + "quiet.requests"
+        await transport.create_topics({topic: 2})
+        member = transport.subscribe("quiet", [topic])
+        await member.start()
+        reads: list[int] = []
+        read = transport.file.read
+        monkeypatch.setattr(
+            transport.file, "read", lambda *args: reads.append(1) or read(*args)
+        )
+        await transport.produce([Record(topic=topic, value=b"1", key=b"k")])
+        assert len(await member.fetch(10, 1000)) == 1
+        assert len(reads) == 1
+        assert await member.fetch(10, 100) == []  # nothing rang: the file is not read
+        assert len(reads) == 1
+        await transport.produce([Record(topic=topic, value=b"2", key=b"k")])
+        assert len(await member.fetch(10, 1000)) == 1  # the ring: read at once
+        assert len(reads) == 2
+        assert await member.fetch(10, 1000) == []  # the safety net still looks
+        assert len(reads) >= 3
+        # A full batch may have left records behind: the next fetch reads without a ring.
+        await transport.produce([Record(topic=topic, value=b"x", key=b"k") for _ in range(3)])
+        assert len(await member.fetch(2, 1000)) == 2
+        assert len(await member.fetch(2, 0)) == 1
+        await member.close()
+    finally:
+        await transport.close()

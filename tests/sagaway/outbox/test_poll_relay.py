@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -121,6 +121,7 @@ async def test_published_rows_are_pruned_after_the_retention(setup: Setup) -> No
     await write_sequence(setup.engine, setup.topic, "k", 10)
     keep = PollRelay(setup.settings.relay, "orders", setup.engine, setup.transport, heartbeat=False)
     assert await keep.publish_batch() == 10
+    await keep.mark_held()  # SQLite holds the marks; PostgreSQL marked in the batch: 0
     assert await keep.prune() == 0  # an hour's retention by default in these settings
     short = setup.settings.replace(relay_retention_s=0.0)
     relay = PollRelay(short.relay, "orders", setup.engine, setup.transport, heartbeat=False)
@@ -244,3 +245,71 @@ async def test_a_backlog_is_published_batch_by_batch_letting_the_loop_run_betwee
     finally:
         await transport.close()
         await engine.dispose()
+
+
+def is_all_marked(engine: AsyncEngine) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return await unpublished(engine) == 0
+
+    return check
+
+
+@pytest.mark.parametrize("interval_s", [60.0, 0.0])
+async def test_sqlite_holds_the_marks_and_writes_them_in_one_transaction(
+    relay_embedded_settings: Settings, sqlite_engine: AsyncEngine, interval_s: float
+) -> None:
+    """Held marks: three one-row batches are marked by one statement (one acknowledgement time
+    for all three), and the reads after the first skip the held ids (nothing is published twice).
+    0 marks each batch at once."""
+    settings = relay_embedded_settings.replace(relay_mark_interval_s=interval_s)
+    topic = settings.messaging.topic_prefix + "events"
+    transport = EmbeddedTransport(settings.messaging)
+    await transport.start()
+    try:
+        await transport.create_topics({topic: 1})
+        relay = PollRelay(settings.relay, "orders", sqlite_engine, transport, heartbeat=False)
+        async with BrokerReader(transport, [topic]) as reader:
+            for seq in range(3):
+                await write_sequence(sqlite_engine, topic, f"k{seq}", 1)
+                assert await relay.publish_batch() == 1
+                await asyncio.sleep(0.01)  # acknowledgements apart in time
+            assert await relay.publish_batch() == 0
+            held = 3 if interval_s else 0
+            assert await unpublished(sqlite_engine) == held
+            assert await relay.mark_held() == held
+            assert await unpublished(sqlite_engine) == 0
+            records = await reader.read_until(3)
+            await reader.read_for(0.3)
+        assert sorted(seqs_by_key(records)) == ["k0", "k1", "k2"]
+        assert len(records) == 3
+        async with sqlite_engine.connect() as conn:
+            stamps = (await conn.execute(sa.select(outbox.c.published_at))).scalars().all()
+        assert len(set(stamps)) == (1 if held else 3)
+        assert all(stamp.tzinfo is not None for stamp in stamps)  # read back as a Timestamp
+    finally:
+        await transport.close()
+
+
+async def test_sqlite_running_relay_marks_within_the_interval_and_on_a_clean_stop(
+    relay_embedded_settings: Settings, sqlite_engine: AsyncEngine
+) -> None:
+    topic = relay_embedded_settings.messaging.topic_prefix + "events"
+    transport = EmbeddedTransport(relay_embedded_settings.messaging)
+    await transport.start()
+    try:
+        await transport.create_topics({topic: 1})
+        for interval_s, stop_early in ((0.2, False), (3600.0, True)):
+            settings = relay_embedded_settings.replace(relay_mark_interval_s=interval_s)
+            relay = PollRelay(settings.relay, "orders", sqlite_engine, transport, heartbeat=False)
+            task = asyncio.create_task(relay.run())
+            await write_sequence(sqlite_engine, topic, f"interval-{interval_s}", 5)
+            await eventually(lambda r=relay: r.published == 5, timeout_s=30, what="published")
+            if stop_early:
+                assert await unpublished(sqlite_engine) > 0  # held: an hour's interval
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            await eventually(is_all_marked(sqlite_engine), timeout_s=10, what="marked")
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await transport.close()

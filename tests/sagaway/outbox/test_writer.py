@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import re
+import sqlite3
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sagaway.messaging.envelope import Message, command
 from sagaway.outbox.models import outbox
 from sagaway.outbox.writer import OutboxError, add_to_outbox
-from sagaway.storage.database import create_database_engine
+from sagaway.storage.database import create_database_engine, sqlite_path
 
 
 @pytest.fixture
@@ -60,3 +62,51 @@ async def test_a_non_message_is_refused(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         with pytest.raises(OutboxError):
             await add_to_outbox(conn, [("t", {"not": "a message"})])  # type: ignore[list-item]
+
+
+async def stored_text(url: str) -> list[tuple[object, ...]]:
+    """The outbox as SQLite stores it (JSON and timestamps as text)."""
+    path = sqlite_path(url)
+    assert path is not None
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return db.execute(
+            "SELECT topic, key, headers, payload, created_at, published_at FROM outbox ORDER BY id"
+        ).fetchall()
+
+
+async def test_inline_sqlite_stores_what_sqlalchemy_stores(migrated_sqlite_url: str) -> None:
+    """An inline SQLite transaction inserts on its sqlite3 connection; the text stored must be
+    what SQLAlchemy's insert stores, or the relays and queries would read something else."""
+    message = command("payments.charge", {"amount": 3, "note": "é"}, saga_id="s-1", attempt=2)
+    for inline in (True, False):
+        engine = create_database_engine(migrated_sqlite_url, sqlite_inline=inline)
+        try:
+            async with engine.begin() as conn:
+                await add_to_outbox(conn, [("payments.requests", message)] * 2)
+        finally:
+            await engine.dispose()
+    direct, through_sqlalchemy = (await stored_text(migrated_sqlite_url))[::2]
+    assert direct[:4] == through_sqlalchemy[:4]
+    assert direct[5] is None and through_sqlalchemy[5] is None
+    stamp = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")
+    assert stamp.fullmatch(str(direct[4])) and stamp.fullmatch(str(through_sqlalchemy[4]))
+    engine = create_database_engine(migrated_sqlite_url)
+    try:
+        (first, *_) = await rows(engine)
+        assert first.payload == {"amount": 3, "note": "é"} and first.headers == message.headers()
+        assert first.created_at.tzinfo is not None
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("inline", [True, False])
+async def test_a_database_error_is_sqlalchemys_on_either_path(
+    sqlite_url: str, inline: bool
+) -> None:
+    engine = create_database_engine(sqlite_url, sqlite_inline=inline)  # never migrated
+    try:
+        async with engine.begin() as conn:
+            with pytest.raises(sa.exc.OperationalError, match="no such table: outbox"):
+                await add_to_outbox(conn, [("t", Message(message_type="event", payload={}))])
+    finally:
+        await engine.dispose()

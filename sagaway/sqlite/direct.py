@@ -1,0 +1,92 @@
+"""One statement on an inline engine's own sqlite3 connection, outside SQLAlchemy.
+
+Below the peak each saga hop is a batch of one message, and the polling relay read and marked
+that one row with a statement each. Through SQLAlchemy each such statement took ~120 µs (its
+execution context, bind and result processing for a few columns); on the sqlite3 connection it
+takes a tenth of that (docs/benchmarks.md, "Round nine"). So the few statements run once per
+message on the hot path use these instead; everything else stays on SQLAlchemy.
+
+`read_direct` and `write_direct` run in autocommit: a SELECT sees its own snapshot, a write is
+its own transaction; a busy write lock is waited for on the event loop, as every inline
+transaction does (`call_when_unlocked`), on the engine's kept connections (kept.py).
+`insert_direct` adds rows inside the caller's transaction, which holds the write lock already.
+Errors are raised as SQLAlchemy's (`sa.exc.OperationalError`, ...), as from any other statement.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from sagaway.sqlite.inline import (
+    InlineAdaptedConnection,
+    InlineAsyncEngine,
+    call_when_unlocked,
+    holds_transaction,
+)
+from sagaway.sqlite.kept import kept_on
+
+
+def _driver_of(conn: AsyncConnection) -> InlineAdaptedConnection:
+    adapted = conn.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+    assert isinstance(adapted, InlineAdaptedConnection), "not an inline engine's connection"
+    return adapted
+
+
+def _as_sqlalchemy_error(sql: str, params: Any, exc: sqlite3.Error) -> sa.exc.DBAPIError:
+    return sa.exc.DBAPIError.instance(sql, params, exc, sqlite3.Error)  # type: ignore[return-value]
+
+
+async def _run(adapted: InlineAdaptedConnection, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
+    connection = adapted.sqlite_connection
+    if connection.in_transaction:
+        # Kept connections never are; a statement here would join someone's transaction.
+        raise RuntimeError("a direct statement on a connection inside a transaction")
+    try:
+        cursor: sqlite3.Cursor = await call_when_unlocked(
+            lambda: connection.execute(sql, params), adapted.busy_timeout_s
+        )
+    except sqlite3.Error as exc:
+        raise _as_sqlalchemy_error(sql, params, exc) from exc
+    return cursor
+
+
+def holding_inline_transaction(conn: AsyncConnection) -> sqlite3.Connection | None:
+    """The sqlite3 connection under `conn` if it is an inline engine's connection whose
+    transaction has begun (so it holds its lock or snapshot), else None."""
+    if not holds_transaction(conn):
+        return None
+    return _driver_of(conn).sqlite_connection
+
+
+def insert_direct(connection: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Insert `rows` inside the transaction `connection` holds (`holding_inline_transaction`)."""
+    try:
+        connection.executemany(sql, rows)
+    except sqlite3.Error as exc:
+        raise _as_sqlalchemy_error(sql, rows, exc) from exc
+
+
+async def read_direct(engine: InlineAsyncEngine, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    """The rows of one SELECT, as sqlite3 gives them (text for JSON and timestamps)."""
+    async with engine.reading() as conn:
+        cursor = await _run(_driver_of(conn), sql, params)
+        return cursor.fetchall()
+
+
+async def write_direct(engine: InlineAsyncEngine, sql: str, params: Sequence[Any] = ()) -> int:
+    """Run one writing statement as its own transaction; returns the rows it changed."""
+    kept = kept_on(engine.sync_engine)
+    conn = kept.take(reader=False) or await engine.connect().start()
+    clean = False
+    try:
+        cursor = await _run(_driver_of(conn), sql, params)
+        clean = True
+        return int(cursor.rowcount)
+    finally:
+        if not (clean and kept.give_back(conn, reader=False)):
+            await conn.close()
