@@ -18,7 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Mapped, mapped_column
 
 from sagaway.messaging.envelope import EnvelopeError, Message
-from sagaway.storage.models import Base, JSONType, Timestamp
+from sagaway.sqlite.direct import holding_inline_transaction, run_direct
+from sagaway.storage.database import json_text
+from sagaway.storage.models import Base, JSONType, Timestamp, sqlite_timestamp_text
 
 
 class Inbox(Base):
@@ -110,6 +112,15 @@ _CLAIM_MANY = {
 }
 
 
+# The two statements of every handled message, on an inline SQLite transaction's own sqlite3
+# connection (sagaway/sqlite/direct.py says why).
+_DIRECT_CLAIM = (
+    "INSERT INTO inbox (consumer, message_id, processed_at, reply) VALUES (?, ?, ?, NULL)"
+    " ON CONFLICT (consumer, message_id) DO NOTHING"
+)
+_DIRECT_STORE_REPLY = "UPDATE inbox SET reply = ? WHERE consumer = ? AND message_id = ?"
+
+
 def _for_dialect(statements: Mapping[str, Any], conn: AsyncConnection) -> Any:
     dialect = conn.dialect.name
     statement = statements.get(dialect)
@@ -155,12 +166,21 @@ async def claim_many(conn: AsyncConnection, consumer: str, message_ids: Sequence
     if not message_ids:
         return set()
     now = datetime.now(UTC)
-    rows = []
-    for message_id in dict.fromkeys(message_ids):
+    unique = list(dict.fromkeys(message_ids))
+    for message_id in unique:
         _check(consumer, message_id)
-        rows.append(
-            {"consumer": consumer, "message_id": message_id, "processed_at": now, "reply": None}
-        )
+    sqlite = holding_inline_transaction(conn)
+    if sqlite is not None:
+        stamp = sqlite_timestamp_text(now)
+        return {
+            message_id
+            for message_id in unique
+            if run_direct(sqlite, _DIRECT_CLAIM, (consumer, message_id, stamp)) == 1
+        }
+    rows = [
+        {"consumer": consumer, "message_id": message_id, "processed_at": now, "reply": None}
+        for message_id in unique
+    ]
     return set((await conn.execute(_for_dialect(_CLAIM_MANY, conn), rows)).scalars())
 
 
@@ -190,6 +210,13 @@ async def store_replies(
         return
     for message_id in replies:
         _check(consumer, message_id)
+    sqlite = holding_inline_transaction(conn)
+    if sqlite is not None:
+        for message_id, reply in replies.items():
+            params = (json_text(reply.to_json()), consumer, message_id)
+            if run_direct(sqlite, _DIRECT_STORE_REPLY, params) != 1:
+                raise InboxError(f"no inbox row for {consumer}/{message_id}: call claim() first")
+        return
     result = await conn.execute(
         _STORE_REPLY,
         [

@@ -1,16 +1,19 @@
-"""One statement on an inline engine's own sqlite3 connection, outside SQLAlchemy.
+"""Statements on an inline engine's own sqlite3 connection, outside SQLAlchemy.
 
-Below the peak each saga hop is a batch of one message, and the polling relay read and marked
-that one row with a statement each. Through SQLAlchemy each such statement took ~120 µs (its
-execution context, bind and result processing for a few columns); on the sqlite3 connection it
-takes a tenth of that (docs/benchmarks.md, "Round nine"). So the few statements run once per
-message on the hot path use these instead; everything else stays on SQLAlchemy.
+Below the peak each saga hop is a batch of one message, and a handful of statements ran once
+per message through SQLAlchemy: the polling relay's read and mark, the outbox insert, the
+inbox's claim and stored reply. For each, SQLAlchemy's execution (its context, the bind and
+result processing of a few columns) cost three to five times the statement: the relay's
+one-row read took ~125 µs, ~35 µs here; an outbox insert ~65 µs, ~13 µs here
+(docs/benchmarks.md, "Round nine"). Those statements use these functions on inline engines;
+everything else stays on SQLAlchemy.
 
-`read_direct` and `write_direct` run in autocommit: a SELECT sees its own snapshot, a write is
-its own transaction; a busy write lock is waited for on the event loop, as every inline
-transaction does (`call_when_unlocked`), on the engine's kept connections (kept.py).
-`insert_direct` adds rows inside the caller's transaction, which holds the write lock already.
-Errors are raised as SQLAlchemy's (`sa.exc.OperationalError`, ...), as from any other statement.
+- `read_direct` and `write_direct` run in autocommit: a SELECT sees its own snapshot, a write is
+  its own transaction. A busy write lock is waited for on the event loop, as every inline
+  transaction does (`call_when_unlocked`). They use the engine's kept connections (kept.py).
+- `insert_direct` and `run_direct` run inside the caller's transaction, which holds the write
+  lock already (`holding_inline_transaction`).
+- Errors are raised as SQLAlchemy's (`sa.exc.OperationalError`, ...), as from any statement.
 """
 
 from __future__ import annotations
@@ -69,6 +72,14 @@ def insert_direct(connection: sqlite3.Connection, sql: str, rows: Sequence[Seque
         connection.executemany(sql, rows)
     except sqlite3.Error as exc:
         raise _as_sqlalchemy_error(sql, rows, exc) from exc
+
+
+def run_direct(connection: sqlite3.Connection, sql: str, params: Sequence[Any]) -> int:
+    """One statement inside the transaction `connection` holds; returns the rows it changed."""
+    try:
+        return int(connection.execute(sql, params).rowcount)
+    except sqlite3.Error as exc:
+        raise _as_sqlalchemy_error(sql, params, exc) from exc
 
 
 async def read_direct(engine: InlineAsyncEngine, sql: str, params: Sequence[Any] = ()) -> list[Any]:
