@@ -17,6 +17,9 @@ per saga:
   store);
 - `HTTP answer`: `completed_at` → the answer at the client (wake the held request, respond).
 
+It also measures the CPU the stack's processes used while the orders were sent, per saga (the
+issue's "≤ 5 ms CPU per saga at one client"; at a low rate this includes the cost at rest).
+
 Prints progress on stderr, the table of medians and p99 per hop, and one JSON line on stdout.
 
     .venv/bin/python bench/latency.py                      # sagaway dev, 10 orders/s for 20 s
@@ -45,6 +48,7 @@ from e2e import DistributedStack, EmbeddedStack  # noqa: E402
 from processes import (  # noqa: E402
     ORDER_PATH,
     TANSU_ENV,
+    CpuMeter,
     emit,
     log,
     machine,
@@ -60,8 +64,11 @@ def ts(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-async def send_orders(url: str, rate: float, duration_s: float) -> dict[str, dict[str, Any]]:
-    """Sync orders at `rate` per second (open loop); per request id: sent, answered, the body."""
+async def send_orders(
+    url: str, rate: float, duration_s: float, meter: CpuMeter
+) -> dict[str, dict[str, Any]]:
+    """Sync orders at `rate` per second (open loop); per request id: sent, answered, the body.
+    `meter` measures the stack's CPU while they are sent and answered."""
     out: dict[str, dict[str, Any]] = {}
     errors = 0
     count = int(rate * duration_s)
@@ -96,7 +103,9 @@ async def send_orders(url: str, rate: float, duration_s: float) -> dict[str, dic
                 log(f"{len(out)} of {count} answered, {errors} errors")
 
         reporter = asyncio.create_task(progress())
+        meter.start()
         await asyncio.gather(*(one(i) for i in range(count)))
+        meter.stop()
         reporter.cancel()
         log(f"sent {count}: {len(out)} answered 200, {errors} other; reading completed_at")
         for request_id, req in out.items():
@@ -187,12 +196,22 @@ def print_table(stack: str, rows: list[dict[str, Any]]) -> None:
         log(f"  {row['hop']:<44} {p50:>8.2f} {p99:>8.2f} {mean:>8.2f}")
 
 
+def cpu_per_saga(used: dict[str, float], answered: int) -> dict[str, Any]:
+    """CPU ms per answered saga: all of the stack's processes, and each of them (on the pg
+    stack, PostgreSQL and tansu are among them)."""
+    per = {name: round(1000 * cpu / max(answered, 1), 2) for name, cpu in used.items()}
+    return {"cpu_ms_per_saga": round(sum(per.values()), 2), "cpu_ms_by_process": per}
+
+
 async def run_stack(name: str, rate: float, duration_s: float) -> dict[str, Any]:
     stack: Any = EmbeddedStack() if name == "embedded" else DistributedStack()
     try:
         await stack.start()
         log(f"{name}: {rate}/s sync orders for {duration_s:.0f} s")
-        requests = await send_orders(stack.url, rate, duration_s)
+        meter = CpuMeter(stack.pids())
+        requests = await send_orders(stack.url, rate, duration_s, meter)
+        cpu = cpu_per_saga(meter.used, len(requests))
+        log(f"{name}: CPU per saga {cpu['cpu_ms_per_saga']} ms ({cpu['cpu_ms_by_process']})")
         if name == "embedded":
             settings = MessagingSettings(data_dir=stack.data_dir)
         else:
@@ -208,7 +227,9 @@ async def run_stack(name: str, rate: float, duration_s: float) -> dict[str, Any]
         log(f"{name}: reading the records back")
         rows = table(budget(requests, await read_records(settings, topics)))
         print_table(name, rows)
-        return {"stack": name, "rate_per_s": rate, "answered": len(requests), "hops": rows}
+        return {
+            "stack": name, "rate_per_s": rate, "answered": len(requests), **cpu, "hops": rows,
+        }  # fmt: skip
     finally:
         stack.stop()
 

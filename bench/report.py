@@ -147,9 +147,48 @@ def cpu_breakdown(stacks: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def latest_stack(name: str, stack: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The latest full run of bench `name` that measured `stack`, and that stack's figures
+    (latency.py and idle.py runs often measure one stack at a time)."""
+    path = RESULTS / f"{name}.jsonl"
+    if not path.exists():
+        return None
+    runs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for run in reversed([run for run in runs if not run.get("quick")]):
+        for figures in run.get("stacks", []):
+            if figures.get("stack") == stack:
+                return run, figures
+    return None
+
+
+def low_load_rows() -> list[tuple[str, str, str]]:
+    """The goals at rest and at one client (`sagaway dev`): bench/idle.py and bench/latency.py."""
+    rows: list[tuple[str, str, str]] = []
+    idle = latest_stack("idle", "embedded")
+    if idle:
+        run, figures = idle
+        cores = figures["sagaway_cores"]
+        rows.append(("≤ 0.02 cores at rest (embedded, bench/idle.py)",
+                     f"{cores:.3f} cores ({run['commit']})", _ok(cores <= 0.02)))  # fmt: skip
+    latency = latest_stack("latency", "embedded")
+    if latency:
+        run, figures = latency
+        total = next(hop for hop in figures["hops"] if hop["hop"] == "total")
+        p50, p99 = total["p50_ms"], total["p99_ms"]
+        where = f"at {fmt(figures['rate_per_s'])}/s, bench/latency.py ({run['commit']})"
+        met = p50 <= 10 and p99 <= 20
+        rows.append((f"one client: p50 ≤ 10 ms, p99 ≤ 20 ms (embedded, {where})",
+                     f"p50 {fmt(p50)} ms, p99 {fmt(p99)} ms", _ok(met)))  # fmt: skip
+        cpu = figures.get("cpu_ms_per_saga")
+        if cpu is not None:
+            rows.append((f"one client: ≤ 5 ms CPU per saga (embedded, {where})",
+                         f"{fmt(cpu, 2)} ms", _ok(cpu <= 5)))  # fmt: skip
+    return rows
+
+
 def goals_table(e2e: dict[str, Any] | None, dbos: dict[str, Any] | None,
                 held: dict[str, Any] | None) -> list[str]:  # fmt: skip
-    rows: list[tuple[str, str, str]] = []
+    rows: list[tuple[str, str, str]] = low_load_rows()
     stacks = {s["stack"]: s for s in (e2e or {}).get("stacks", [])}
     for name, goal in (("pg", 500), ("embedded", 1000)):
         if name in stacks:
