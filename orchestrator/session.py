@@ -6,6 +6,7 @@ operator actions all use it, so every path writes a saga the same way.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from orchestrator import saga_rows_sqlite as sqlite_rows
 from orchestrator.dsl import SagaDefinition
 from orchestrator.engine.decide import decide
 from orchestrator.engine.effects import Decision, Final, StepRecord
@@ -53,6 +55,7 @@ from sagaway.messaging.envelope import Message
 from sagaway.messaging.partition_counts import PartitionCounts
 from sagaway.messaging.topics import TopicNames
 from sagaway.outbox.writer import add_to_outbox
+from sagaway.sqlite.direct import holding_inline_transaction
 
 log = logging.getLogger("sagaway.orchestrator")
 
@@ -120,16 +123,22 @@ class SagaSession:
         wanted = sorted({i for i in saga_ids if i not in self.sagas and i not in self.missing})
         if not wanted:
             return set()
-        query = LOAD_SAGAS
-        if self.conn.dialect.name == "postgresql":
-            query = LOAD_SAGAS_LOCKED[skip_locked]
-        rows = (await self.conn.execute(query, {"ids": wanted})).all()
+        sqlite = holding_inline_transaction(self.conn)
+        rows: Sequence[Any]
+        timer_rows: Sequence[Any]
+        if sqlite is not None:
+            rows = sqlite_rows.load_sagas(sqlite, wanted)
+            timer_rows = sqlite_rows.load_timers(sqlite, [row.id for row in rows])
+        else:
+            query = LOAD_SAGAS
+            if self.conn.dialect.name == "postgresql":
+                query = LOAD_SAGAS_LOCKED[skip_locked]
+            rows = (await self.conn.execute(query, {"ids": wanted})).all()
+            ids = [row.id for row in rows]
+            timer_rows = (await self.conn.execute(LOAD_TIMERS, {"ids": ids})).all()
         for row in rows:
             self.sagas[row.id] = LoadedSaga.from_row(row, self.registry)
         self.missing.update(set(wanted) - {row.id for row in rows})
-        timer_rows = (
-            await self.conn.execute(LOAD_TIMERS, {"ids": [row.id for row in rows]})
-        ).all()
         for t in timer_rows:
             payload = t.payload if isinstance(t.payload, dict) else {}
             key = (t.kind, t.step, str(payload.get("step_kind", "forward")), t.attempt)
@@ -307,11 +316,15 @@ class SagaSession:
             ]
             if keys:
                 await conn.execute(INSERT_SEARCH_KEYS, keys)
+        sqlite = holding_inline_transaction(conn)
         if updates:
-            await self._update(updates, now)
+            await self._update(updates, now, sqlite)
         if self.step_rows:
-            await conn.execute(INSERT_STEPS, self.step_rows)
-        await self._write_timers(now, postpone_s)
+            if sqlite is not None:
+                sqlite_rows.insert_steps(sqlite, self.step_rows)
+            else:
+                await conn.execute(INSERT_STEPS, self.step_rows)
+        await self._write_timers(now, postpone_s, sqlite)
         if self.messages:
             await add_to_outbox(conn, self.messages)
         for s in inserts:
@@ -326,8 +339,12 @@ class SagaSession:
         if self.earliest_due is None or due < self.earliest_due:
             self.earliest_due = due
 
-    async def _update(self, sagas: list[LoadedSaga], now: datetime) -> None:
-        if self.conn.dialect.name == "postgresql":
+    async def _update(
+        self, sagas: list[LoadedSaga], now: datetime, sqlite: sqlite3.Connection | None
+    ) -> None:
+        if sqlite is not None:
+            matched = sqlite_rows.update_sagas(sqlite, sagas, now)
+        elif self.conn.dialect.name == "postgresql":
             result = await self.conn.execute(POSTGRES_UPDATE, postgres_update_params(sagas, now))
             matched = len(result.all())
         else:
@@ -340,7 +357,9 @@ class SagaSession:
                 "transaction since they were loaded"
             )
 
-    async def _write_timers(self, now: datetime, postpone_s: float) -> None:
+    async def _write_timers(
+        self, now: datetime, postpone_s: float, sqlite: sqlite3.Connection | None
+    ) -> None:
         delete_ids = list(self.timers_to_delete)
         new_rows: list[dict[str, Any]] = []
         for saga in self.sagas.values():
@@ -362,7 +381,9 @@ class SagaSession:
                 gone = set(delete_ids)
                 saga.timers = [(i, k) for i, k in saga.timers if i not in gone]
             saga.new_timers = {}
-        if delete_ids:
+        if delete_ids and sqlite is not None:
+            sqlite_rows.delete_timers(sqlite, sorted(set(delete_ids)))
+        elif delete_ids:
             await self.conn.execute(DELETE_TIMERS, {"ids": sorted(set(delete_ids))})
         if self.timers_to_postpone:
             self._note_due(now.timestamp() + postpone_s)
@@ -373,7 +394,9 @@ class SagaSession:
                     "new_due_at": utc(now.timestamp() + postpone_s),
                 },
             )
-        if new_rows:
+        if new_rows and sqlite is not None:
+            sqlite_rows.insert_timers(sqlite, new_rows)
+        elif new_rows:
             await self.conn.execute(INSERT_TIMERS, new_rows)
         self.timers_to_delete = []
         self.timers_to_postpone = []

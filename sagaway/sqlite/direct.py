@@ -2,17 +2,17 @@
 
 Below the peak each saga hop is a batch of one message, and a handful of statements ran once
 per message through SQLAlchemy: the polling relay's read and mark, the outbox insert, the
-inbox's claim and stored reply. For each, SQLAlchemy's execution (its context, the bind and
-result processing of a few columns) cost three to five times the statement: the relay's
-one-row read took ~125 µs, ~35 µs here; an outbox insert ~65 µs, ~13 µs here
-(docs/benchmarks.md, "Round nine"). Those statements use these functions on inline engines;
-everything else stays on SQLAlchemy.
+inbox's claim and stored reply, the orchestrator's load and write of a saga. For each,
+SQLAlchemy's execution (its context, the bind and result processing of a few columns) cost
+three to five times the statement: the relay's one-row read took ~125 µs, ~35 µs here; an
+outbox insert ~65 µs, ~13 µs here (docs/benchmarks.md, "Round nine"). Those statements use
+these functions on inline engines; everything else stays on SQLAlchemy.
 
 - `read_direct` and `write_direct` run in autocommit: a SELECT sees its own snapshot, a write is
   its own transaction. A busy write lock is waited for on the event loop, as every inline
   transaction does (`call_when_unlocked`). They use the engine's kept connections (kept.py).
-- `insert_direct` and `run_direct` run inside the caller's transaction, which holds the write
-  lock already (`holding_inline_transaction`).
+- `insert_direct`, `run_direct` and `select_direct` run inside the caller's transaction, which
+  holds the write lock already (`holding_inline_transaction`).
 - Errors are raised as SQLAlchemy's (`sa.exc.OperationalError`, ...), as from any statement.
 """
 
@@ -66,12 +66,21 @@ def holding_inline_transaction(conn: AsyncConnection) -> sqlite3.Connection | No
     return _driver_of(conn).sqlite_connection
 
 
-def insert_direct(connection: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-    """Insert `rows` inside the transaction `connection` holds (`holding_inline_transaction`)."""
+def insert_direct(connection: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+    """Run `sql` once per parameter set in `rows` (an executemany) inside the transaction
+    `connection` holds (`holding_inline_transaction`); returns the rows changed in all."""
     try:
-        connection.executemany(sql, rows)
+        return int(connection.executemany(sql, rows).rowcount)
     except sqlite3.Error as exc:
         raise _as_sqlalchemy_error(sql, rows, exc) from exc
+
+
+def select_direct(connection: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    """The rows of one SELECT inside the transaction `connection` holds."""
+    try:
+        return connection.execute(sql, params).fetchall()
+    except sqlite3.Error as exc:
+        raise _as_sqlalchemy_error(sql, params, exc) from exc
 
 
 def run_direct(connection: sqlite3.Connection, sql: str, params: Sequence[Any]) -> int:

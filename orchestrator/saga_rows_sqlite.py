@@ -1,0 +1,157 @@
+"""A saga step's statements on an inline SQLite transaction's own sqlite3 connection.
+
+Each reply that moves a saga loads it and its timers, updates it, records its steps and
+replaces its timer: about nine statements, and through SQLAlchemy each cost three to five
+times what SQLite spent on it (sagaway/sqlite/direct.py says why, docs/benchmarks.md "Round
+nine" gives the figures). `SagaSession` uses these on inline SQLite and the statements of
+`saga_rows` elsewhere; both read and write the same text: JSON through the engines' serializer
+(Python None is JSON `null`, as SQLAlchemy's JSON type stores it) and timestamps as
+SQLAlchemy's SQLite DATETIME writes them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import orjson
+
+from orchestrator.saga_rows import LoadedSaga
+from sagaway.sqlite.direct import insert_direct, run_direct, select_direct
+from sagaway.storage.database import json_text
+from sagaway.storage.models import from_sqlite_timestamp_text, sqlite_timestamp_text
+
+
+class StoredSaga(NamedTuple):
+    """A saga_instances row as `LOAD_SAGAS` gives it (the columns `LoadedSaga.from_row` reads)."""
+
+    id: str
+    saga_type: str
+    definition_version: int
+    status: str
+    data: Any
+    state: Any
+    result: Any
+    failure: Any
+    correlation_id: str
+    reply_to: str | None
+    reply_mode: str | None
+    principal: str | None
+    created_at: datetime
+    version: int
+
+
+class StoredTimer(NamedTuple):
+    """A timers row as `LOAD_TIMERS` gives it."""
+
+    id: int
+    saga_id: str
+    kind: str
+    step: str
+    attempt: int
+    payload: Any
+
+
+_LOAD_SAGAS = (
+    "SELECT id, saga_type, definition_version, status, data, state, result, failure,"
+    " correlation_id, reply_to, reply_mode, principal, created_at, version"
+    " FROM saga_instances WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id"
+)
+_LOAD_TIMERS = (
+    "SELECT id, saga_id, kind, step, attempt, payload FROM timers"
+    " WHERE saga_id IN (SELECT value FROM json_each(?))"
+)
+_UPDATE_SAGA = (
+    "UPDATE saga_instances SET status = ?, current_step = ?, data = ?, state = ?, result = ?,"
+    " failure = ?, updated_at = ?, version = version + 1 WHERE id = ? AND version = ?"
+)
+_INSERT_STEPS = (
+    "INSERT INTO saga_steps (saga_id, step_name, kind, status, attempt, command_message_id,"
+    " command, sent_at, replied_at, reply_payload, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_TIMERS = (
+    "INSERT INTO timers (saga_id, kind, step, attempt, due_at, payload, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_DELETE_TIMERS = "DELETE FROM timers WHERE id IN (SELECT value FROM json_each(?))"
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+def _stamp(value: datetime | None) -> str | None:
+    return None if value is None else sqlite_timestamp_text(value)
+
+
+def load_sagas(sqlite: sqlite3.Connection, ids: Sequence[str]) -> list[StoredSaga]:
+    rows = select_direct(sqlite, _LOAD_SAGAS, (orjson.dumps(list(ids)),))
+    return [
+        StoredSaga(
+            row[0], row[1], row[2], row[3],
+            _json(row[4]), _json(row[5]), _json(row[6]), _json(row[7]),
+            row[8], row[9], row[10], row[11],
+            from_sqlite_timestamp_text(row[12]), row[13],
+        )  # fmt: skip
+        for row in rows
+    ]
+
+
+def load_timers(sqlite: sqlite3.Connection, saga_ids: Sequence[str]) -> list[StoredTimer]:
+    rows = select_direct(sqlite, _LOAD_TIMERS, (orjson.dumps(list(saga_ids)),))
+    return [StoredTimer(row[0], row[1], row[2], row[3], row[4], _json(row[5])) for row in rows]
+
+
+def update_sagas(sqlite: sqlite3.Connection, sagas: Sequence[LoadedSaga], now: datetime) -> int:
+    """Write the sagas' rows where their lock version still matches; returns how many did."""
+    params = []
+    for saga in sagas:
+        row = saga.row(now)
+        params.append(
+            (
+                row["status"], row["current_step"], json_text(row["data"]),
+                json_text(row["state"]), json_text(row["result"]), json_text(row["failure"]),
+                sqlite_timestamp_text(now), saga.id, saga.version,
+            )  # fmt: skip
+        )
+    if len(params) == 1:
+        return run_direct(sqlite, _UPDATE_SAGA, params[0])
+    return insert_direct(sqlite, _UPDATE_SAGA, params)
+
+
+def insert_steps(sqlite: sqlite3.Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """saga_steps rows as `saga_rows.step_row` makes them."""
+    insert_direct(
+        sqlite,
+        _INSERT_STEPS,
+        [
+            (
+                r["saga_id"], r["step_name"], r["kind"], r["status"], r["attempt"],
+                r["command_message_id"], json_text(r["command"]), _stamp(r["sent_at"]),
+                _stamp(r["replied_at"]), json_text(r["reply_payload"]), r["error"],
+            )  # fmt: skip
+            for r in rows
+        ],
+    )
+
+
+def insert_timers(sqlite: sqlite3.Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """timers rows as `saga_rows.timer_row` makes them."""
+    insert_direct(
+        sqlite,
+        _INSERT_TIMERS,
+        [
+            (
+                r["saga_id"], r["kind"], r["step"], r["attempt"],
+                sqlite_timestamp_text(r["due_at"]), json_text(r["payload"]),
+                sqlite_timestamp_text(r["created_at"]),
+            )  # fmt: skip
+            for r in rows
+        ],
+    )
+
+
+def delete_timers(sqlite: sqlite3.Connection, ids: Sequence[int]) -> None:
+    run_direct(sqlite, _DELETE_TIMERS, (orjson.dumps(list(ids)),))

@@ -1,0 +1,140 @@
+"""On inline SQLite a saga step's statements run on the sqlite3 connection itself
+(orchestrator/saga_rows_sqlite.py); the console's SQLite engine (aiosqlite's thread) still runs
+SQLAlchemy's. Both must store the same text and read back the same saga, or the console and the
+orchestrator would disagree about a saga."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from orchestrator.engine.events import Reply
+from orchestrator.models import saga_steps
+from orchestrator.registry import SagaRegistry
+from orchestrator.saga_rows import LoadedSaga
+from orchestrator.session import SagaSession
+from sagaway.messaging.topics import TopicNames
+from sagaway.sqlite.direct import holding_inline_transaction
+from sagaway.storage.database import create_database_engine
+from sagaway.storage.migrate import upgrade
+from tests.orchestrator import sagas
+
+REGISTRY = SagaRegistry([sagas.three_steps])
+TOPICS = TopicNames("")
+SAGA_ID = "5a9a0000-0000-4000-8000-000000000001"
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d:\d\d|Z)?$")
+
+
+def masked(value: Any) -> Any:
+    """`value` with its times' digits replaced: the two runs happen at different moments."""
+    if isinstance(value, dict):
+        return {key: masked(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [masked(item) for item in value]
+    if isinstance(value, float):
+        return "<epoch seconds>"
+    if isinstance(value, str) and TIMESTAMP.match(value):
+        return re.sub(r"\d", "9", value)  # its format kept: both paths must write the same
+    return value
+
+
+def stored(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row the saga left, as SQLite holds it: each value's storage type, and the value
+    (JSON decoded, times masked)."""
+    tables = {
+        "saga_instances": "status, current_step, data, state, result, failure, created_at,"
+        " updated_at, version",
+        "saga_steps": "step_name, kind, status, attempt, command_message_id, command, sent_at,"
+        " replied_at, reply_payload, error",
+        "timers": "kind, step, attempt, due_at, payload, created_at",
+    }
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.row_factory = None
+        for table, columns in tables.items():
+            names = [c.strip() for c in columns.split(",")]
+            typed = ", ".join(f"typeof({c}), {c}" for c in names)
+            rows = db.execute(f"SELECT {typed} FROM {table} ORDER BY rowid").fetchall()
+            out[table] = [
+                tuple(_cell(kind, value) for kind, value in zip(r[::2], r[1::2], strict=True))
+                for r in rows
+            ]
+    return out
+
+
+def _cell(kind: str, value: Any) -> tuple[str, Any]:
+    if kind == "text" and value[:1] in ("{", "[", "n", '"'):
+        with contextlib.suppress(orjson.JSONDecodeError):
+            return kind, masked(orjson.loads(value))
+    return kind, masked(value)
+
+
+async def run_saga(url: str, inline: bool) -> tuple[LoadedSaga, LoadedSaga]:
+    """Start the saga, then answer its first command; returns the saga as loaded before the
+    reply and after it."""
+    engine = create_database_engine(url, sqlite_inline=inline)
+    try:
+        async with engine.begin() as conn:
+            assert (holding_inline_transaction(conn) is not None) is inline
+            session = SagaSession(conn, REGISTRY, TOPICS)
+            session.start(
+                SAGA_ID, "corr-1", "test-three-steps", {"order": 7, "note": "é"},
+                reply_to="gateway.replies", reply_mode="sync", principal="alice",
+                origin={"traceparent": None},
+            )  # fmt: skip
+            await session.flush()
+        async with engine.begin() as conn:
+            session = SagaSession(conn, REGISTRY, TOPICS)
+            assert await session.load([SAGA_ID]) == {SAGA_ID}
+            before = session.sagas[SAGA_ID]
+            (_, (_, step, _, attempt)), *_ = before.timers
+            (command,) = [row for row in await _steps(conn) if row["step_name"] == step]
+            reply = Reply(
+                step=step, causation_id=command["command_message_id"], attempt=attempt,
+                outcome="success", payload={"reserved": True}, now=time.time(),
+            )  # fmt: skip
+            assert session.apply(SAGA_ID, reply) is not None
+            await session.flush()
+        async with engine.begin() as conn:
+            session = SagaSession(conn, REGISTRY, TOPICS)
+            await session.load([SAGA_ID])
+            return before, session.sagas[SAGA_ID]
+    finally:
+        await engine.dispose()
+
+
+async def _steps(conn: AsyncConnection) -> list[dict[str, Any]]:
+    return [dict(row._mapping) for row in await conn.execute(sa.select(saga_steps))]
+
+
+def _comparable(saga: LoadedSaga) -> dict[str, Any]:
+    fields = {name: getattr(saga, name) for name in LoadedSaga.__slots__}  # type: ignore[attr-defined]
+    fields["state"] = saga.state.to_stored(include_data=True) if saga.state else None
+    fields["timers"] = [key for _, key in saga.timers]
+    return masked({k: v for k, v in fields.items() if k != "created_at"})
+
+
+async def test_both_paths_store_and_load_a_saga_alike(tmp_path: Path) -> None:
+    runs = {}
+    for inline in (True, False):
+        path = tmp_path / f"{'inline' if inline else 'plain'}.db"
+        url = f"sqlite+aiosqlite:///{path}"
+        upgrade(url)
+        loaded = await run_saga(url, inline)
+        runs[inline] = (loaded, stored(path))
+    (direct_loads, direct_rows), (plain_loads, plain_rows) = runs[True], runs[False]
+    assert direct_rows == plain_rows
+    assert len(direct_rows["saga_steps"]) == 3  # sent, replied, the next one sent
+    assert len(direct_rows["timers"]) == 1  # the first step's timeout gone, the next one's set
+    for direct, plain in zip(direct_loads, plain_loads, strict=True):
+        assert _comparable(direct) == _comparable(plain)
+        assert direct.created_at.tzinfo is not None and plain.created_at.tzinfo is not None
+    assert direct_loads[1].version == 2
