@@ -29,14 +29,16 @@ class Doorbell:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def wait(self, timeout_s: float) -> None:
-        """Return on a ring (past or future) or after `timeout_s`, whichever comes first."""
+    async def wait(self, timeout_s: float) -> bool:
+        """Return on a ring (past or future) or after `timeout_s`, whichever comes first;
+        True if it rang."""
         if not self._rung:
             self._waiter = asyncio.get_running_loop().create_future()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._waiter, timeout_s)
             self._waiter = None
-        self._rung = False
+        rung, self._rung = self._rung, False
+        return rung
 
 
 _DOORBELLS: weakref.WeakKeyDictionary[Engine, Doorbell] = weakref.WeakKeyDictionary()

@@ -281,10 +281,7 @@ class PollRelay:
                     continue
                 backoff.reset()
                 if count < self.settings.relay_batch_size:
-                    if self._held_ids:
-                        await self.doorbell.wait(min(idle, max(0.0, self._mark_wait_s())))
-                    else:
-                        await self.doorbell.wait(idle)
+                    await self._wait_for_rows(idle)
                 else:
                     # A full batch, and the next one at once: let this process's consumers run
                     # between them (nothing in a batch suspends on inline SQLite).
@@ -294,6 +291,24 @@ class PollRelay:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._mark_before_leaving()
+
+    async def _wait_for_rows(self, idle_s: float) -> None:
+        """Until a commit of this process writes outbox rows (the doorbell) or `idle_s` passes
+        (the safety-net look). Held marks due meanwhile are written without a look at the
+        outbox; one that fails is tried again, with backoff, by the next batch."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + idle_s
+        while True:
+            wait_s = deadline - loop.time()
+            if self._held_ids:
+                wait_s = min(wait_s, max(0.0, self._mark_wait_s()))
+            if await self.doorbell.wait(wait_s) or loop.time() >= deadline:
+                return
+            if self._marks_due():
+                try:
+                    await self.mark_held()
+                except Exception:  # noqa: BLE001 - publish_batch marks again, with backoff
+                    return
 
     async def _mark_before_leaving(self) -> None:
         """A clean stop marks what it holds, so a restart publishes nothing again."""

@@ -20,10 +20,10 @@ async def test_a_ring_before_the_wait_is_not_lost() -> None:
     bell.ring()
     loop = asyncio.get_running_loop()
     started = loop.time()
-    await bell.wait(5)
+    assert await bell.wait(5) is True
     assert loop.time() - started < 0.5
     started = loop.time()
-    await bell.wait(0.05)  # that ring was used up: this one times out
+    assert await bell.wait(0.05) is False  # that ring was used up: this one times out
     assert loop.time() - started >= 0.05
 
 

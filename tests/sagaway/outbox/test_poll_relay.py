@@ -15,6 +15,7 @@ from sagaway.messaging.embedded import EmbeddedTransport
 from sagaway.messaging.kafka import KafkaTransport
 from sagaway.messaging.records import Record
 from sagaway.messaging.transport import Transport
+from sagaway.outbox import poll_relay
 from sagaway.outbox.models import outbox
 from sagaway.outbox.poll_relay import PollRelay
 from sagaway.outbox.writer import add_to_outbox
@@ -291,8 +292,13 @@ async def test_sqlite_holds_the_marks_and_writes_them_in_one_transaction(
 
 
 async def test_sqlite_running_relay_marks_within_the_interval_and_on_a_clean_stop(
-    relay_embedded_settings: Settings, sqlite_engine: AsyncEngine
+    relay_embedded_settings: Settings, sqlite_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Marks due while the relay waits for the doorbell are written without another read of
+    the outbox; a clean stop writes those it still holds."""
+    reads: list[int] = []
+    read = poll_relay.read_direct
+    monkeypatch.setattr(poll_relay, "read_direct", lambda *a: reads.append(1) or read(*a))
     topic = relay_embedded_settings.messaging.topic_prefix + "events"
     transport = EmbeddedTransport(relay_embedded_settings.messaging)
     await transport.start()
@@ -304,11 +310,15 @@ async def test_sqlite_running_relay_marks_within_the_interval_and_on_a_clean_sto
             task = asyncio.create_task(relay.run())
             await write_sequence(sqlite_engine, topic, f"interval-{interval_s}", 5)
             await eventually(lambda r=relay: r.published == 5, timeout_s=30, what="published")
+            reads_when_published = len(reads)
             if stop_early:
                 assert await unpublished(sqlite_engine) > 0  # held: an hour's interval
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
             await eventually(is_all_marked(sqlite_engine), timeout_s=10, what="marked")
+            if not stop_early:
+                await asyncio.sleep(0.3)
+                assert len(reads) == reads_when_published  # marked without a look
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
     finally:
