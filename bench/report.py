@@ -168,20 +168,20 @@ def low_load_rows() -> list[tuple[str, str, str]]:
     if idle:
         run, figures = idle
         cores = figures["sagaway_cores"]
-        rows.append(("≤ 0.02 cores at rest (embedded, bench/idle.py)",
-                     f"{cores:.3f} cores ({run['commit']})", _ok(cores <= 0.02)))  # fmt: skip
+        rows.append((f"≤ 0.02 cores at rest (embedded; bench/idle.py, {run['commit']})",
+                     f"{cores:.3f} cores", _ok(cores <= 0.02)))  # fmt: skip
     latency = latest_stack("latency", "embedded")
     if latency:
         run, figures = latency
         total = next(hop for hop in figures["hops"] if hop["hop"] == "total")
         p50, p99 = total["p50_ms"], total["p99_ms"]
-        where = f"at {fmt(figures['rate_per_s'])}/s, bench/latency.py ({run['commit']})"
+        where = f"embedded; bench/latency.py at {fmt(figures['rate_per_s'])}/s, {run['commit']}"
         met = p50 <= 10 and p99 <= 20
-        rows.append((f"one client: p50 ≤ 10 ms, p99 ≤ 20 ms (embedded, {where})",
+        rows.append((f"one client: p50 ≤ 10 ms, p99 ≤ 20 ms ({where})",
                      f"p50 {fmt(p50)} ms, p99 {fmt(p99)} ms", _ok(met)))  # fmt: skip
         cpu = figures.get("cpu_ms_per_saga")
         if cpu is not None:
-            rows.append((f"one client: ≤ 5 ms CPU per saga (embedded, {where})",
+            rows.append((f"one client: ≤ 5 ms CPU per saga ({where})",
                          f"{fmt(cpu, 2)} ms", _ok(cpu <= 5)))  # fmt: skip
     return rows
 
