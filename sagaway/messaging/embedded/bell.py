@@ -55,9 +55,19 @@ class Bell:
 
     @staticmethod
     def _wake(woken: list[asyncio.Future[None]]) -> None:
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:  # rung from a thread without an event loop
+            here = None
         for fut in woken:
+            loop = fut.get_loop()
             with contextlib.suppress(RuntimeError):  # that waiter's event loop is closed
-                fut.get_loop().call_soon_threadsafe(_resolve, fut)
+                if loop is here:
+                    # Its own loop: the thread-safe call would write the loop's self-pipe and
+                    # wake it to read it back, one more system call each way per produce.
+                    loop.call_soon(_resolve, fut)
+                else:
+                    loop.call_soon_threadsafe(_resolve, fut)
 
     async def wait(self, topics: frozenset[str], seen: int, timeout_s: float) -> None:
         """Return once `topics` rang after generation `seen`, or after `timeout_s`."""

@@ -4,6 +4,7 @@ commits refused for partitions that moved to another member."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
@@ -167,6 +168,32 @@ async def test_a_produce_wakes_the_readers_of_its_topic_and_no_others() -> None:
     await asyncio.wait_for(bell.wait(payments, seen, timeout_s=5), 0.5)
 
 
+async def test_a_ring_on_the_waiters_loop_skips_the_self_pipe_and_one_from_a_thread_wakes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bell = Bell()
+    topics = frozenset({"orders"})
+    loop = asyncio.get_running_loop()
+    pipe_writes: list[int] = []
+    write = loop._write_to_self  # type: ignore[attr-defined]
+
+    def counted_write() -> None:
+        pipe_writes.append(1)
+        write()
+
+    monkeypatch.setattr(loop, "_write_to_self", counted_write)
+    waiting = asyncio.create_task(bell.wait(topics, bell.generation(topics), timeout_s=5))
+    await asyncio.sleep(0.01)
+    bell.ring(topics)  # a produce of this process, on its loop
+    await asyncio.wait_for(waiting, 1)
+    assert pipe_writes == []
+    waiting = asyncio.create_task(bell.wait(topics, bell.generation(topics), timeout_s=5))
+    await asyncio.sleep(0.01)
+    await asyncio.to_thread(bell.ring, topics)  # another thread must still wake it at once
+    await asyncio.wait_for(waiting, 1)
+    assert pipe_writes
+
+
 async def test_a_member_reads_the_file_again_only_after_a_ring_or_the_safety_net(
     embedded_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -182,9 +209,12 @@ async def test_a_member_reads_the_file_again_only_after_a_ring_or_the_safety_net
         await member.start()
         reads: list[int] = []
         read = transport.file.read
-        monkeypatch.setattr(
-            transport.file, "read", lambda *args: reads.append(1) or read(*args)
-        )
+
+        def counted_read(*args: Any) -> list[Record]:
+            reads.append(1)
+            return read(*args)
+
+        monkeypatch.setattr(transport.file, "read", counted_read)
         await transport.produce([Record(topic=topic, value=b"1", key=b"k")])
         assert len(await member.fetch(10, 1000)) == 1
         assert len(reads) == 1
