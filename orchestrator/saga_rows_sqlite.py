@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from orchestrator.saga_rows import LoadedSaga
-from sagaway.sqlite.direct import insert_direct, run_direct, select_direct
+from sagaway.sqlite.direct import run_direct, run_many_direct, select_direct
 from sagaway.storage.database import json_text
 from sagaway.storage.models import from_sqlite_timestamp_text, sqlite_timestamp_text
 
@@ -116,14 +116,12 @@ def update_sagas(sqlite: sqlite3.Connection, sagas: Sequence[LoadedSaga], now: d
                 sqlite_timestamp_text(now), saga.id, saga.version,
             )  # fmt: skip
         )
-    if len(params) == 1:
-        return run_direct(sqlite, _UPDATE_SAGA, params[0])
-    return insert_direct(sqlite, _UPDATE_SAGA, params)
+    return run_many_direct(sqlite, _UPDATE_SAGA, params)
 
 
 def insert_steps(sqlite: sqlite3.Connection, rows: Sequence[dict[str, Any]]) -> None:
     """saga_steps rows as `saga_rows.step_row` makes them."""
-    insert_direct(
+    run_many_direct(
         sqlite,
         _INSERT_STEPS,
         [
@@ -139,7 +137,7 @@ def insert_steps(sqlite: sqlite3.Connection, rows: Sequence[dict[str, Any]]) -> 
 
 def insert_timers(sqlite: sqlite3.Connection, rows: Sequence[dict[str, Any]]) -> None:
     """timers rows as `saga_rows.timer_row` makes them."""
-    insert_direct(
+    run_many_direct(
         sqlite,
         _INSERT_TIMERS,
         [

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Mapped, mapped_column
 
 from sagaway.messaging.envelope import EnvelopeError, Message
-from sagaway.sqlite.direct import holding_inline_transaction, run_direct
+from sagaway.sqlite.direct import holding_inline_transaction, run_direct, run_many_direct
 from sagaway.storage.database import json_text
 from sagaway.storage.models import Base, JSONType, Timestamp, sqlite_timestamp_text
 
@@ -212,21 +212,24 @@ async def store_replies(
         _check(consumer, message_id)
     sqlite = holding_inline_transaction(conn)
     if sqlite is not None:
-        for message_id, reply in replies.items():
-            params = (json_text(reply.to_json()), consumer, message_id)
-            if run_direct(sqlite, _DIRECT_STORE_REPLY, params) != 1:
-                raise InboxError(f"no inbox row for {consumer}/{message_id}: call claim() first")
-        return
-    result = await conn.execute(
-        _STORE_REPLY,
-        [
-            {"b_consumer": consumer, "b_message_id": message_id, "b_reply": reply.to_json()}
+        params = [
+            (json_text(reply.to_json()), consumer, message_id)
             for message_id, reply in replies.items()
-        ],
-    )
-    # A driver that cannot count the rows of an executemany (asyncpg) is not asked to.
-    counted = len(replies) == 1 or conn.dialect.supports_sane_multi_rowcount
-    if counted and result.rowcount != len(replies):
+        ]
+        stored = run_many_direct(sqlite, _DIRECT_STORE_REPLY, params)
+        counted = True
+    else:
+        result = await conn.execute(
+            _STORE_REPLY,
+            [
+                {"b_consumer": consumer, "b_message_id": message_id, "b_reply": reply.to_json()}
+                for message_id, reply in replies.items()
+            ],
+        )
+        stored = result.rowcount
+        # A driver that cannot count the rows of an executemany (asyncpg) is not asked to.
+        counted = len(replies) == 1 or conn.dialect.supports_sane_multi_rowcount
+    if counted and stored != len(replies):
         raise InboxError(
             f"no inbox row for some of {consumer}/{', '.join(replies)}: call claim() first"
         )

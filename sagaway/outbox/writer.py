@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sagaway.messaging.envelope import Message
 from sagaway.outbox.doorbell import note_outbox_written
 from sagaway.outbox.models import outbox
-from sagaway.sqlite.direct import holding_inline_transaction, insert_direct
+from sagaway.sqlite.direct import holding_inline_transaction, run_many_direct
 from sagaway.storage.database import json_text
 from sagaway.storage.models import sqlite_timestamp_text
 
@@ -73,7 +73,7 @@ async def add_to_outbox(conn: AsyncConnection, messages: Sequence[tuple[str, Mes
         await conn.execute(_INSERT_OUTBOX, rows)
     else:
         stamp = sqlite_timestamp_text(now)
-        insert_direct(
+        run_many_direct(
             sqlite,
             _DIRECT_INSERT,
             [

@@ -11,7 +11,7 @@ these functions on inline engines; everything else stays on SQLAlchemy.
 - `read_direct` and `write_direct` run in autocommit: a SELECT sees its own snapshot, a write is
   its own transaction. A busy write lock is waited for on the event loop, as every inline
   transaction does (`call_when_unlocked`). They use the engine's kept connections (kept.py).
-- `insert_direct`, `run_direct` and `select_direct` run inside the caller's transaction, which
+- `run_direct`, `run_many_direct` and `select_direct` run inside the caller's transaction, which
   holds the write lock already (`holding_inline_transaction`).
 - Errors are raised as SQLAlchemy's (`sa.exc.OperationalError`, ...), as from any statement.
 """
@@ -31,7 +31,6 @@ from sagaway.sqlite.inline import (
     call_when_unlocked,
     holds_transaction,
 )
-from sagaway.sqlite.kept import kept_on
 
 
 def _driver_of(conn: AsyncConnection) -> InlineAdaptedConnection:
@@ -66,7 +65,7 @@ def holding_inline_transaction(conn: AsyncConnection) -> sqlite3.Connection | No
     return _driver_of(conn).sqlite_connection
 
 
-def insert_direct(connection: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+def run_many_direct(connection: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> int:
     """Run `sql` once per parameter set in `rows` (an executemany) inside the transaction
     `connection` holds (`holding_inline_transaction`); returns the rows changed in all."""
     try:
@@ -100,13 +99,6 @@ async def read_direct(engine: InlineAsyncEngine, sql: str, params: Sequence[Any]
 
 async def write_direct(engine: InlineAsyncEngine, sql: str, params: Sequence[Any] = ()) -> int:
     """Run one writing statement as its own transaction; returns the rows it changed."""
-    kept = kept_on(engine.sync_engine)
-    conn = kept.take(reader=False) or await engine.connect().start()
-    clean = False
-    try:
+    async with engine.writing() as conn:
         cursor = await _run(_driver_of(conn), sql, params)
-        clean = True
         return int(cursor.rowcount)
-    finally:
-        if not (clean and kept.give_back(conn, reader=False)):
-            await conn.close()

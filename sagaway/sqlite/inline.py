@@ -404,20 +404,27 @@ class _InlineAsyncConnection(AsyncConnection):
 class InlineAsyncEngine(AsyncEngine):
     """The AsyncEngine of an inline SQLite database (see `_InlineAsyncConnection`).
 
-    `begin()` and `reading()` keep the connection of a transaction that ended cleanly for the
-    next one, instead of giving it back to the pool (sagaway/sqlite/kept.py says why)."""
+    `begin()` (through `writing()`) and `reading()` keep the connection of a block that ended
+    cleanly for the next one, instead of giving it back to the pool (sagaway/sqlite/kept.py
+    says why)."""
 
     __slots__ = ()
     _connection_cls = _InlineAsyncConnection
 
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
+        async with self.writing() as conn, conn.begin():
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for writes, outside any transaction (`begin()` starts one on it); kept
+        for the next block if this one ended cleanly."""
         kept = kept_on(self.sync_engine)
         conn = kept.take(reader=False) or await self.connect().start()
         clean = False
         try:
-            async with conn.begin():
-                yield conn
+            yield conn
             clean = True
         finally:
             if not (clean and kept.give_back(conn, reader=False)):

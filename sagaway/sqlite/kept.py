@@ -4,10 +4,11 @@ A small transaction through SQLAlchemy's pool paid as much for the pool as for S
 checkout and the return (events, a reset, a queue), and a new Connection object — a one-update
 transaction took ~80 µs through the pool and ~40 µs on a connection kept for it
 (docs/benchmarks.md, "Round eight"). Sagaway's loops (relays, consumers, the gateway's group
-commit) run one transaction after another, so `InlineAsyncEngine.begin()` and `.reading()` keep
-the connection of a transaction that ended cleanly for the next. An idle pooled connection stays
-open just the same, so nothing else changes; what might carry state back is given back instead:
-a failed transaction, a connection whose options changed, one more than the keep holds.
+commit) run one transaction after another, so `InlineAsyncEngine.writing()` (under `begin()`)
+and `.reading()` keep the connection of a transaction that ended cleanly for the next. An idle
+pooled connection stays open just the same, so nothing else changes; what might carry state
+back is given back instead: a failed transaction, a connection whose options changed, one more
+than the keep holds.
 """
 
 from __future__ import annotations

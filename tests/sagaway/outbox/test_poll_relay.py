@@ -255,15 +255,18 @@ def is_all_marked(engine: AsyncEngine) -> Callable[[], Awaitable[bool]]:
     return check
 
 
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "aiosqlite"])
 @pytest.mark.parametrize("interval_s", [60.0, 0.0])
 async def test_sqlite_holds_the_marks_and_writes_them_in_one_transaction(
-    relay_embedded_settings: Settings, sqlite_engine: AsyncEngine, interval_s: float
+    relay_embedded_settings: Settings, migrated_sqlite_url: str, interval_s: float, inline: bool
 ) -> None:
     """Held marks: three one-row batches are marked by one statement (one acknowledgement time
     for all three), and the reads after the first skip the held ids (nothing is published twice).
-    0 marks each batch at once."""
+    0 marks each batch at once. An inline engine reads and marks on sqlite3 itself, another
+    SQLite engine through SQLAlchemy: both the same way."""
     settings = relay_embedded_settings.replace(relay_mark_interval_s=interval_s)
     topic = settings.messaging.topic_prefix + "events"
+    sqlite_engine = create_database_engine(migrated_sqlite_url, sqlite_inline=inline)
     transport = EmbeddedTransport(settings.messaging)
     await transport.start()
     try:
@@ -289,6 +292,7 @@ async def test_sqlite_holds_the_marks_and_writes_them_in_one_transaction(
         assert all(stamp.tzinfo is not None for stamp in stamps)  # read back as a Timestamp
     finally:
         await transport.close()
+        await sqlite_engine.dispose()
 
 
 async def test_sqlite_running_relay_marks_within_the_interval_and_on_a_clean_stop(

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sagaway.sqlite.direct import holding_inline_transaction, read_direct, write_direct
 from sagaway.sqlite.inline import InlineAsyncEngine
 from sagaway.storage.database import create_database_engine, read_only
+from tests.harness.waiting import seen_each_turn
 from tests.sagaway.sqlite.test_kept_connections import count_checkouts, make_table
 
 
@@ -49,23 +50,14 @@ async def test_a_write_waits_for_another_writers_lock_without_blocking_the_loop(
 ) -> None:
     holder = sqlite3.connect(tmp_path / "d.db", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0.01)
-
-    ticker = asyncio.create_task(tick())
     try:
-        write = asyncio.create_task(write_direct(engine, "INSERT INTO t VALUES (1, 'x')"))
-        await asyncio.sleep(0.3)
-        assert not write.done() and ticks >= 10  # waiting, and the loop ran meanwhile
+        async with seen_each_turn(lambda: None) as turns:
+            write = asyncio.create_task(write_direct(engine, "INSERT INTO t VALUES (1, 'x')"))
+            await asyncio.sleep(0.3)
+            assert not write.done() and len(turns) >= 10  # waiting, and the loop ran meanwhile
         holder.execute("COMMIT")
         assert await asyncio.wait_for(write, 5) == 1
     finally:
-        ticker.cancel()
         holder.close()
 
 
