@@ -39,6 +39,9 @@ CREATE TABLE IF NOT EXISTS partition_ends (
     topic TEXT NOT NULL,
     partition INTEGER NOT NULL,
     next_offset INTEGER NOT NULL,
+    -- Raised past every other row's by each append that moves this end, so a reader asks only
+    -- for the ends that moved since its last look (see BrokerFile.read).
+    seq INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (topic, partition)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS records (
@@ -67,6 +70,8 @@ CREATE TABLE IF NOT EXISTS group_members (
     PRIMARY KEY (group_id, member_id)
 ) WITHOUT ROWID;
 """
+# After SCHEMA and the column added to files made before `partition_ends.seq` existed.
+INDEXES = "CREATE INDEX IF NOT EXISTS partition_ends_by_seq ON partition_ends(seq)"
 
 
 class UnknownTopic(TransportError):
@@ -103,6 +108,12 @@ class BrokerFile:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     self.conn.execute(statement)
+            columns = {row[1] for row in self.conn.execute("PRAGMA table_info(partition_ends)")}
+            if "seq" not in columns:  # a broker file from before the column
+                self.conn.execute(
+                    "ALTER TABLE partition_ends ADD COLUMN seq INTEGER NOT NULL DEFAULT 0"
+                )
+            self.conn.execute(INDEXES)
         # Partition counts, read again every counts_max_age_ms: `sagaway topics grow` raises
         # them from another process, and members must start consuming the new partitions.
         self._partitions: dict[str, int] = {}
@@ -111,6 +122,9 @@ class BrokerFile:
         self._round_robin: dict[str, itertools.count[int]] = {}
         # Group assignments by the live member rows they were dealt from (_live_assignment).
         self._assignments: dict[tuple[Any, ...], dict[str, frozenset[TopicPartition]]] = {}
+        # Every partition end this connection has seen, and the highest `seq` among them.
+        self._ends: dict[TopicPartition, int] = {}
+        self._ends_seq = -1
 
     @contextlib.contextmanager
     def transaction(self) -> Any:
@@ -256,8 +270,10 @@ class BrokerFile:
                 rows,
             )
             conn.executemany(
-                "INSERT INTO partition_ends(topic, partition, next_offset) VALUES (?, ?, ?)"
-                " ON CONFLICT(topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
+                "INSERT INTO partition_ends(topic, partition, next_offset, seq)"
+                " VALUES (?, ?, ?, (SELECT coalesce(max(seq), 0) + 1 FROM partition_ends))"
+                " ON CONFLICT(topic, partition)"
+                " DO UPDATE SET next_offset = excluded.next_offset, seq = excluded.seq",
                 [(t, p, n) for (t, p), n in ends.items()],
             )
         return stored
@@ -270,7 +286,7 @@ class BrokerFile:
         out: list[Record] = []
         if not positions:
             return out
-        ends = self._ends({topic for topic, _, _ in positions})
+        ends = self._moved_ends()
         for topic, partition, start in positions:
             room = max_records - len(out)
             if room <= 0:
@@ -295,18 +311,22 @@ class BrokerFile:
                 )
         return out
 
-    def _ends(self, topics: set[str]) -> dict[TopicPartition, int]:
-        """The next offset of every partition of `topics` that has ever had a record: one query,
-        so a fetch reads only the partitions that have something new."""
-        marks = ",".join("?" * len(topics))
-        return {
-            (topic, partition): end
-            for topic, partition, end in self.conn.execute(
-                "SELECT topic, partition, next_offset FROM partition_ends"
-                f" WHERE topic IN ({marks})",
-                tuple(topics),
-            )
-        }
+    def _moved_ends(self) -> dict[TopicPartition, int]:
+        """Every partition's next offset, brought up to date with one indexed query that returns
+        only the ends moved since the last call (usually one row), so a fetch reads only the
+        partitions that have something new. Writers hold the file's one write lock from their
+        `seq` to their commit, so the ends commit in `seq` order and none is passed over."""
+        moved = self.conn.execute(
+            "SELECT topic, partition, next_offset, seq FROM partition_ends"
+            " WHERE seq > ? ORDER BY seq",
+            (self._ends_seq,),
+        ).fetchall()
+        if moved:
+            ends = self._ends
+            for topic, partition, end, _ in moved:
+                ends[(topic, partition)] = end
+            self._ends_seq = moved[-1][3]
+        return self._ends
 
     def committed(self, group_id: str, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         out: dict[TopicPartition, int] = {}

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -139,26 +138,26 @@ class EmbeddedSubscription(Subscription):
             await bell.wait(self._topic_set, seen, min(deadline, self._read_at + poll_s) - now)
 
     async def _read(self, max_records: int) -> list[Record]:
-        snapshot = sorted(self._positions.items())
-        if not snapshot:
+        positions = self._positions
+        if not positions:
             return []
+        snapshot = sorted(positions.items())
         # Rotate the starting partition so one busy partition cannot starve the others.
         self._rotation = (self._rotation + 1) % len(snapshot)
         snapshot = snapshot[self._rotation :] + snapshot[: self._rotation]
         records = await self.transport.run(
             self.transport.file.read, [(t, p, o) for (t, p), o in snapshot], max_records
         )
-        starts = dict(snapshot)
         # Keep only partitions still owned at the position read from (a rebalance may have run).
-        by_tp: dict[TopicPartition, list[Record]] = defaultdict(list)
-        for record in records:
-            by_tp[(record.topic, record.partition)].append(record)
+        expected = dict(snapshot)
         out: list[Record] = []
-        for tp, batch in by_tp.items():
-            if self._positions.get(tp) != starts[tp]:
+        for record in records:
+            tp = (record.topic, record.partition)
+            at = expected.get(tp)
+            if at is None or positions.get(tp) != at:
                 continue
-            self._positions[tp] = batch[-1].offset + 1
-            out.extend(batch)
+            positions[tp] = expected[tp] = record.offset + 1
+            out.append(record)
         return out
 
     async def commit(self, records: Sequence[Record]) -> None:
