@@ -13,12 +13,14 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway import results_sqlite
 from gateway.group_commit import GroupCommit
 from gateway.models import callbacks, requests
 from gateway.problems import DatabaseUnavailable
 from sagaway.messaging.envelope import Message
 from sagaway.observability.backoff import RetryDelay
 from sagaway.outbox.writer import add_to_outbox
+from sagaway.sqlite.direct import holding_inline_transaction
 from sagaway.storage.database import read_only
 
 log = logging.getLogger("sagaway.gateway.store")
@@ -218,27 +220,25 @@ class RequestStore:
         stored: list[RequestState] = []
         async with self.engine.begin() as conn:
             # Two statements for the batch, not one round trip per result: read which requests
-            # are still waiting, then update those in one executemany.
+            # are still waiting, then update those in one executemany. On inline SQLite both run
+            # on its sqlite3 connection (results_sqlite.py).
+            sqlite = holding_inline_transaction(conn)
             waiting: dict[str, Any] = {}
             ids = list(dict.fromkeys(item.request_id for item in results))
             for start in range(0, len(ids), IN_LIST_CHUNK):
                 chunk = ids[start : start + IN_LIST_CHUNK]
-                for row in await conn.execute(_STILL_ACCEPTED, {"ids": chunk}):
+                if sqlite is not None:
+                    rows: Any = results_sqlite.still_accepted(sqlite, chunk)
+                else:
+                    rows = await conn.execute(_STILL_ACCEPTED, {"ids": chunk})
+                for row in rows:
                     waiting[row.id] = row
-            changes: list[dict[str, Any]] = []
+            changes: list[FinalResult] = []
             for item in results:
                 row = waiting.pop(item.request_id, None)
                 if row is None:
                     continue  # already terminal (a duplicate reply), or not ours
-                changes.append(
-                    {
-                        "b_id": item.request_id,
-                        "b_status": item.status,
-                        "b_result": item.result,
-                        "b_error": item.failure,
-                        "b_now": now,
-                    }
-                )
+                changes.append(item)
                 stored.append(
                     replace(
                         RequestState.from_row(row),
@@ -248,8 +248,26 @@ class RequestStore:
                         completed_at=now,
                     )
                 )
-            if changes:
-                await conn.execute(_STORE_RESULT, changes)
+            if changes and sqlite is not None:
+                results_sqlite.store_results(
+                    sqlite,
+                    [(item.request_id, item.status, item.result, item.failure) for item in changes],
+                    now,
+                )
+            elif changes:
+                await conn.execute(
+                    _STORE_RESULT,
+                    [
+                        {
+                            "b_id": item.request_id,
+                            "b_status": item.status,
+                            "b_result": item.result,
+                            "b_error": item.failure,
+                            "b_now": now,
+                        }
+                        for item in changes
+                    ],
+                )
             traces = {item.request_id: item.traceparent for item in results}
             for state in stored:
                 if state.callback_url:
