@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway import results_sqlite
+from gateway import store_sqlite
 from gateway.group_commit import GroupCommit
 from gateway.models import callbacks, requests
 from gateway.problems import DatabaseUnavailable
@@ -178,7 +178,12 @@ class RequestStore:
     async def _insert_accepted(self, batch: Sequence[Accepted]) -> None:
         try:
             async with self.engine.begin() as conn:
-                await conn.execute(_INSERT_REQUEST, [item.values for item in batch])
+                rows = [item.values for item in batch]
+                sqlite = holding_inline_transaction(conn)
+                if sqlite is not None and all(r.keys() == store_sqlite.REQUEST_KEYS for r in rows):
+                    store_sqlite.insert_requests(sqlite, rows)
+                else:
+                    await conn.execute(_INSERT_REQUEST, rows)
                 await add_to_outbox(conn, [item.start for item in batch])
         except sa.exc.IntegrityError:
             raise
@@ -221,14 +226,14 @@ class RequestStore:
         async with self.engine.begin() as conn:
             # Two statements for the batch, not one round trip per result: read which requests
             # are still waiting, then update those in one executemany. On inline SQLite both run
-            # on its sqlite3 connection (results_sqlite.py).
+            # on its sqlite3 connection (store_sqlite.py).
             sqlite = holding_inline_transaction(conn)
             waiting: dict[str, Any] = {}
             ids = list(dict.fromkeys(item.request_id for item in results))
             for start in range(0, len(ids), IN_LIST_CHUNK):
                 chunk = ids[start : start + IN_LIST_CHUNK]
                 if sqlite is not None:
-                    rows: Any = results_sqlite.still_accepted(sqlite, chunk)
+                    rows: Any = store_sqlite.still_accepted(sqlite, chunk)
                 else:
                     rows = await conn.execute(_STILL_ACCEPTED, {"ids": chunk})
                 for row in rows:
@@ -249,7 +254,7 @@ class RequestStore:
                     )
                 )
             if changes and sqlite is not None:
-                results_sqlite.store_results(
+                store_sqlite.store_results(
                     sqlite,
                     [(item.request_id, item.status, item.result, item.failure) for item in changes],
                     now,

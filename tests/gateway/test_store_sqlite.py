@@ -1,6 +1,6 @@
-"""On inline SQLite the replier's final results are stored on the sqlite3 connection itself
-(gateway/results_sqlite.py); other engines run SQLAlchemy's statements. Both must store the same
-text and answer the same states, or a request's status would read differently by engine."""
+"""On inline SQLite accepted requests and their final results are stored on the sqlite3
+connection itself (gateway/store_sqlite.py); other engines run SQLAlchemy's statements. Both must
+store the same text and answer the same states, or a request would read differently by engine."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _values(request_id: str, n: int) -> dict[str, Any]:
         "mode": "sync",
         "reply_to": "gateway.replies",
         "callback_url": None,
-        "idempotency_key": None,
+        "idempotency_key": f"alice:key-{n}" if n % 2 else None,
         "body_hash": "h",
         "principal": "alice" if n % 2 else None,
         "gateway_id": "gw-1",
@@ -65,7 +65,10 @@ async def _run(url: str, inline: bool) -> tuple[list[RequestState], list[Request
 def _rows(path: Path) -> list[tuple[Any, ...]]:
     """Each request's columns as SQLite holds them: storage type and value (completion times
     reduced to their format, as the two runs store them at different moments)."""
-    columns = ["id", "status", "result", "error", "received_at", "completed_at", "principal"]
+    columns = [
+        "id", "status", "result", "error", "received_at", "completed_at", "principal", "saga_type",
+        "route", "mode", "reply_to", "callback_url", "idempotency_key", "body_hash", "gateway_id",
+    ]  # fmt: skip
     typed = ", ".join(f"typeof({c}), {c}" for c in columns)
     with contextlib.closing(sqlite3.connect(path)) as db:
         rows = db.execute(f"SELECT {typed} FROM requests ORDER BY id").fetchall()
