@@ -44,6 +44,11 @@ CREATE TABLE IF NOT EXISTS partition_ends (
     seq INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (topic, partition)
 ) WITHOUT ROWID;
+-- A rowid table (its primary key an index beside it): a WITHOUT ROWID table keeps whole rows in
+-- index pages, where a row past ~1 KB (a page's quarter) spills into an overflow page of its own,
+-- and Sagaway's records are 0.8-1.2 KB. As a rowid table the file was less than half the size
+-- and an append ~25 % cheaper (docs/benchmarks.md, "Round ten"). Files made before keep their
+-- WITHOUT ROWID table: the statements are the same for both.
 CREATE TABLE IF NOT EXISTS records (
     topic TEXT NOT NULL,
     partition INTEGER NOT NULL,
@@ -53,7 +58,7 @@ CREATE TABLE IF NOT EXISTS records (
     headers BLOB,
     timestamp_ms INTEGER NOT NULL,
     PRIMARY KEY (topic, partition, "offset")
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS committed_offsets (
     group_id TEXT NOT NULL,
     topic TEXT NOT NULL,

@@ -111,3 +111,19 @@ def test_a_file_from_before_the_seq_column_is_upgraded_and_its_records_are_read(
         assert [(r.offset, r.value) for r in file.read([("a", 0, 1)], 10)] == [(1, b"new")]
     finally:
         file.close()
+
+
+def test_a_new_file_keeps_records_in_a_rowid_table(tmp_path: Path) -> None:
+    """Records of ~1 KB in a WITHOUT ROWID table each spilled into an overflow page (store.py)."""
+    file = BrokerFile(tmp_path / "broker.db")
+    try:
+        (sql,) = file.conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'records'"
+        ).fetchone()
+        assert "WITHOUT ROWID" not in sql.upper()
+        file.create_topics({"a": 1})
+        big = [Record(topic="a", value=b"v" * 900, key=b"k" * 36, headers=(("h", b"x" * 300),))]
+        file.append(big * 3)
+        assert [r.offset for r in file.read([("a", 0, 0)], 10)] == [0, 1, 2]
+    finally:
+        file.close()
