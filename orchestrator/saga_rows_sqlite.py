@@ -1,7 +1,8 @@
 """A saga step's statements on an inline SQLite transaction's own sqlite3 connection.
 
 Each reply that moves a saga loads it and its timers, updates it, records its steps and
-replaces its timer: about nine statements, and through SQLAlchemy each cost three to five
+replaces its timer, and each start looks for its correlation id and inserts the saga with its
+search keys: about nine statements a step, and through SQLAlchemy each cost three to five
 times what SQLite spent on it (sagaway/sqlite/direct.py says why, docs/benchmarks.md "Round
 nine" gives the figures). `SagaSession` uses these on inline SQLite and the statements of
 `saga_rows` elsewhere; both read and write the same text: JSON through the engines' serializer
@@ -54,6 +55,24 @@ class StoredTimer(NamedTuple):
     payload: Any
 
 
+_SAGA_COLUMNS = (
+    "id", "saga_type", "definition_version", "status", "current_step", "data", "state", "result",
+    "failure", "correlation_id", "reply_to", "reply_mode", "principal", "created_at",
+    "updated_at", "version",
+)  # fmt: skip
+_INSERT_SAGAS = (
+    f"INSERT INTO saga_instances ({', '.join(_SAGA_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(_SAGA_COLUMNS))})"
+)
+_INSERT_SEARCH_KEYS = "INSERT INTO saga_search_keys (saga_id, name, value) VALUES (?, ?, ?)"
+# Two indexed lookups: an OR of both would scan the table.
+_STARTS_BY_CORRELATION = (
+    "SELECT id, correlation_id FROM saga_instances"
+    " WHERE correlation_id IN (SELECT value FROM json_each(?))"
+)
+_STARTS_BY_ID = (
+    "SELECT id, correlation_id FROM saga_instances WHERE id IN (SELECT value FROM json_each(?))"
+)
 _LOAD_SAGAS = (
     "SELECT id, saga_type, definition_version, status, data, state, result, failure,"
     " correlation_id, reply_to, reply_mode, principal, created_at, version"
@@ -102,6 +121,36 @@ def load_sagas(sqlite: sqlite3.Connection, ids: Sequence[str]) -> list[StoredSag
 def load_timers(sqlite: sqlite3.Connection, saga_ids: Sequence[str]) -> list[StoredTimer]:
     rows = select_direct(sqlite, _LOAD_TIMERS, (orjson.dumps(list(saga_ids)),))
     return [StoredTimer(row[0], row[1], row[2], row[3], row[4], _json(row[5])) for row in rows]
+
+
+def existing_starts(
+    sqlite: sqlite3.Connection, correlation_ids: Sequence[str], saga_ids: Sequence[str]
+) -> list[tuple[str, str]]:
+    """(id, correlation id) of the sagas that have one of these correlation ids or ids."""
+    found = select_direct(sqlite, _STARTS_BY_CORRELATION, (orjson.dumps(list(correlation_ids)),))
+    return found + select_direct(sqlite, _STARTS_BY_ID, (orjson.dumps(list(saga_ids)),))
+
+
+def insert_sagas(sqlite: sqlite3.Connection, sagas: Sequence[LoadedSaga], now: datetime) -> None:
+    """The saga_instances rows of sagas not stored yet (lock version 1), and their search keys."""
+    rows: list[tuple[Any, ...]] = []
+    keys: list[tuple[str, str, str]] = []
+    for saga in sagas:
+        row = saga.insert_row(now)
+        rows.append(
+            (
+                row["id"], row["saga_type"], row["definition_version"], row["status"],
+                row["current_step"], json_text(row["data"]), json_text(row["state"]),
+                json_text(row["result"]), json_text(row["failure"]), row["correlation_id"],
+                row["reply_to"], row["reply_mode"], row["principal"],
+                sqlite_timestamp_text(row["created_at"]), sqlite_timestamp_text(now),
+                row["version"],
+            )  # fmt: skip
+        )
+        keys.extend((saga.id, name, value) for name, value in saga.search_keys.items())
+    run_many_direct(sqlite, _INSERT_SAGAS, rows)
+    if keys:
+        run_many_direct(sqlite, _INSERT_SEARCH_KEYS, keys)
 
 
 def update_sagas(sqlite: sqlite3.Connection, sagas: Sequence[LoadedSaga], now: datetime) -> int:

@@ -16,9 +16,11 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from orchestrator import saga_rows_sqlite as sqlite_rows
 from orchestrator.messages import SERVICE, START_COMMAND, InvalidMessage, StartRequest, parse_reply
 from orchestrator.registry import SagaRegistry
 from orchestrator.reply_inbox import claim_replies
@@ -37,6 +39,7 @@ from sagaway.observability import logs, tracing
 from sagaway.observability.backoff import RetryDelay
 from sagaway.outbox.choose import Relay
 from sagaway.settings import OrchestratorSettings
+from sagaway.sqlite.direct import holding_inline_transaction
 
 log = logging.getLogger("sagaway.orchestrator")
 
@@ -325,12 +328,18 @@ class OrchestratorService:
             return taken
         correlation_ids = sorted({s.correlation_id for s in starts})
         saga_ids = sorted({s.saga_id for s in starts})
-        # Two indexed lookups: an OR of both would scan the table on SQLite.
-        for query, ids in (
-            (STARTS_BY_CORRELATION, correlation_ids),
-            (STARTS_BY_ID, saga_ids),
-        ):
-            for saga_id, correlation_id in await conn.execute(query, {"ids": ids}):
-                taken["correlation"].add(correlation_id)
-                taken["id"].add(saga_id)
+        sqlite = holding_inline_transaction(conn)
+        found: list[Any] = []
+        if sqlite is not None:
+            found = sqlite_rows.existing_starts(sqlite, correlation_ids, saga_ids)
+        else:
+            # Two indexed lookups: an OR of both would scan the table on SQLite.
+            for query, ids in (
+                (STARTS_BY_CORRELATION, correlation_ids),
+                (STARTS_BY_ID, saga_ids),
+            ):
+                found.extend(await conn.execute(query, {"ids": ids}))
+        for saga_id, correlation_id in found:
+            taken["correlation"].add(correlation_id)
+            taken["id"].add(saga_id)
         return taken

@@ -307,7 +307,10 @@ class SagaSession:
         conn = self.conn
         inserts = [s for s in self.sagas.values() if s.changed and s.new]
         updates = [s for s in self.sagas.values() if s.changed and not s.new]
-        if inserts:
+        sqlite = holding_inline_transaction(conn)
+        if inserts and sqlite is not None:
+            sqlite_rows.insert_sagas(sqlite, inserts, now)
+        elif inserts:
             await conn.execute(INSERT_SAGAS, [s.insert_row(now) for s in inserts])
             keys = [
                 {"saga_id": s.id, "name": name, "value": value}
@@ -316,7 +319,6 @@ class SagaSession:
             ]
             if keys:
                 await conn.execute(INSERT_SEARCH_KEYS, keys)
-        sqlite = holding_inline_transaction(conn)
         if updates:
             await self._update(updates, now, sqlite)
         if self.step_rows:

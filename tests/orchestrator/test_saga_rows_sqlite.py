@@ -16,6 +16,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from orchestrator.dsl import saga, step
 from orchestrator.engine.events import Reply
 from orchestrator.models import saga_steps
 from orchestrator.registry import SagaRegistry
@@ -27,7 +28,20 @@ from sagaway.storage.database import create_database_engine
 from sagaway.storage.migrate import upgrade
 from tests.orchestrator import sagas
 
-REGISTRY = SagaRegistry([sagas.three_steps])
+# The three-step test saga, with search keys (stored with a new saga).
+KEYED = saga(
+    "test-three-steps",
+    version=1,
+    steps=[
+        step("reserve", "alpha.reserve", compensate="alpha.release",
+             on_reply=sagas.remember("reserve"), **sagas.FAST),
+        step("charge", "beta.charge", compensate="beta.refund",
+             on_reply=sagas.remember("charge"), **sagas.FAST),
+        step("ship", "gamma.ship", on_reply=sagas.remember("ship"), pivot=True, **sagas.FAST),
+    ],
+    search_keys=("order", "note"),
+)  # fmt: skip
+REGISTRY = SagaRegistry([KEYED])
 TOPICS = TopicNames("")
 SAGA_ID = "5a9a0000-0000-4000-8000-000000000001"
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d:\d\d|Z)?$")
@@ -50,8 +64,10 @@ def stored(path: Path) -> dict[str, list[tuple[Any, ...]]]:
     """Every row the saga left, as SQLite holds it: each value's storage type, and the value
     (JSON decoded, times masked)."""
     tables = {
-        "saga_instances": "status, current_step, data, state, result, failure, created_at,"
+        "saga_instances": "id, saga_type, definition_version, status, current_step, data, state,"
+        " result, failure, correlation_id, reply_to, reply_mode, principal, created_at,"
         " updated_at, version",
+        "saga_search_keys": "saga_id, name, value",
         "saga_steps": "step_name, kind, status, attempt, command_message_id, command, sent_at,"
         " replied_at, reply_payload, error",
         "timers": "kind, step, attempt, due_at, payload, created_at",
@@ -134,6 +150,10 @@ async def test_both_paths_store_and_load_a_saga_alike(tmp_path: Path) -> None:
     assert direct_rows == plain_rows
     assert len(direct_rows["saga_steps"]) == 3  # sent, replied, the next one sent
     assert len(direct_rows["timers"]) == 1  # the first step's timeout gone, the next one's set
+    assert [row[1:] for row in direct_rows["saga_search_keys"]] == [
+        (("text", "order"), ("text", "7")),
+        (("text", "note"), ("text", "é")),
+    ]
     for direct, plain in zip(direct_loads, plain_loads, strict=True):
         assert _comparable(direct) == _comparable(plain)
         assert direct.created_at.tzinfo is not None and plain.created_at.tzinfo is not None
