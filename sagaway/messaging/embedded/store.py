@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS partition_ends (
     partition INTEGER NOT NULL,
     next_offset INTEGER NOT NULL,
     -- Raised past every other row's by each append that moves this end, so a reader asks only
-    -- for the ends that moved since its last look (see BrokerFile.read).
+    -- for the ends that moved since its last look (BrokerFile._moved_ends).
     seq INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (topic, partition)
 ) WITHOUT ROWID;
