@@ -85,6 +85,9 @@ class LoadedSaga:
     # Topic → the partition count the saga's records to it are placed by, stamped when it first
     # sent there (sagaway/messaging/partition_counts.py); stored in the state column.
     partitions: dict[str, int] = field(default_factory=dict)
+    # The status its row holds (None: not inserted yet). On SQLite an UPDATE that sets `status`
+    # rewrites every index with that column even to the same value (saga_rows_sqlite.py).
+    stored_status: str | None = None
 
     @property
     def new(self) -> bool:
@@ -121,6 +124,7 @@ class LoadedSaga:
             result=row.result,
             failure=row.failure,
             partitions=_partitions(state_json.get("partitions")),
+            stored_status=row.status,
         )
 
     def row(self, now: datetime) -> dict[str, Any]:

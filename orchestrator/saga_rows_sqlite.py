@@ -86,6 +86,13 @@ _UPDATE_SAGA = (
     "UPDATE saga_instances SET status = ?, current_step = ?, data = ?, state = ?, result = ?,"
     " failure = ?, updated_at = ?, version = version + 1 WHERE id = ? AND version = ?"
 )
+# A step that leaves the status as it was: SQLite rewrites the entries of every index on a
+# column the SET names, even to the same value, and `saga_instances` has three on `status`
+# (two WAL pages of each step's ~15).
+_UPDATE_SAGA_SAME_STATUS = (
+    "UPDATE saga_instances SET current_step = ?, data = ?, state = ?, result = ?,"
+    " failure = ?, updated_at = ?, version = version + 1 WHERE id = ? AND version = ?"
+)
 _INSERT_STEPS = (
     "INSERT INTO saga_steps (saga_id, step_name, kind, status, attempt, command_message_id,"
     " command, sent_at, replied_at, reply_payload, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -154,18 +161,23 @@ def insert_sagas(sqlite: sqlite3.Connection, sagas: Sequence[LoadedSaga], now: d
 
 
 def update_sagas(sqlite: sqlite3.Connection, sagas: Sequence[LoadedSaga], now: datetime) -> int:
-    """Write the sagas' rows where their lock version still matches; returns how many did."""
-    params = []
+    """Write the sagas' rows where their lock version still matches; returns how many did.
+    A saga whose status did not change is written without setting it."""
+    moved: list[tuple[Any, ...]] = []
+    same: list[tuple[Any, ...]] = []
+    stamp = sqlite_timestamp_text(now)
     for saga in sagas:
         row = saga.row(now)
-        params.append(
-            (
-                row["status"], row["current_step"], json_text(row["data"]),
-                json_text(row["state"]), json_text(row["result"]), json_text(row["failure"]),
-                sqlite_timestamp_text(now), saga.id, saga.version,
-            )  # fmt: skip
-        )
-    return run_many_direct(sqlite, _UPDATE_SAGA, params)
+        values = (
+            row["current_step"], json_text(row["data"]), json_text(row["state"]),
+            json_text(row["result"]), json_text(row["failure"]), stamp, saga.id, saga.version,
+        )  # fmt: skip
+        if saga.stored_status == row["status"]:
+            same.append(values)
+        else:
+            moved.append((row["status"], *values))
+    matched = run_many_direct(sqlite, _UPDATE_SAGA_SAME_STATUS, same) if same else 0
+    return matched + (run_many_direct(sqlite, _UPDATE_SAGA, moved) if moved else 0)
 
 
 def insert_steps(sqlite: sqlite3.Connection, rows: Sequence[dict[str, Any]]) -> None:

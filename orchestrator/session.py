@@ -336,6 +336,7 @@ class SagaSession:
             s.version += 1
         for s in inserts + updates:
             s.changed = False
+            s.stored_status = s.status
 
     def _note_due(self, due: float) -> None:
         if self.earliest_due is None or due < self.earliest_due:

@@ -158,3 +158,50 @@ async def test_both_paths_store_and_load_a_saga_alike(tmp_path: Path) -> None:
         assert _comparable(direct) == _comparable(plain)
         assert direct.created_at.tzinfo is not None and plain.created_at.tzinfo is not None
     assert direct_loads[1].version == 2
+
+
+async def test_a_step_that_keeps_the_status_does_not_set_it(tmp_path: Path) -> None:
+    """SQLite rewrites the entries of every index on a column an UPDATE sets, even to the same
+    value, and three of `saga_instances`' indexes hold `status`: a step that leaves the saga
+    running must not name it, and the step that ends the saga must."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'o.db'}"
+    upgrade(url)
+    engine = create_database_engine(url)
+    updates: list[list[str]] = []
+    try:
+        async with engine.begin() as conn:
+            session = SagaSession(conn, REGISTRY, TOPICS)
+            session.start(
+                SAGA_ID, "corr-1", "test-three-steps", {"order": 7, "note": "x"},
+                reply_to="gateway.replies", reply_mode="sync", principal=None,
+                origin={"traceparent": None},
+            )  # fmt: skip
+            await session.flush()
+        for _ in range(3):  # reserve, charge, ship: each succeeds
+            async with engine.begin() as conn:
+                sqlite = holding_inline_transaction(conn)
+                assert sqlite is not None
+                seen: list[str] = []
+                sqlite.set_trace_callback(seen.append)
+                session = SagaSession(conn, REGISTRY, TOPICS)
+                await session.load([SAGA_ID])
+                (_, (_, step, _, attempt)), *_ = session.sagas[SAGA_ID].timers
+                (command,) = [
+                    row for row in await _steps(conn)
+                    if row["step_name"] == step and row["status"] == "sent"
+                ]  # fmt: skip
+                reply = Reply(
+                    step=step, causation_id=command["command_message_id"], attempt=attempt,
+                    outcome="success", payload={}, now=time.time(),
+                )  # fmt: skip
+                assert session.apply(SAGA_ID, reply) is not None
+                await session.flush()
+                sqlite.set_trace_callback(None)
+                updates.append([sql for sql in seen if sql.startswith("UPDATE saga_instances")])
+        async with engine.connect() as conn:
+            status = await conn.scalar(sa.text("SELECT status FROM saga_instances"))
+    finally:
+        await engine.dispose()
+    assert [len(statements) for statements in updates] == [1, 1, 1]
+    assert ["status =" in statements[0] for statements in updates] == [False, False, True]
+    assert status == "completed"
