@@ -43,8 +43,9 @@ from gateway.problems import (
 )
 from gateway.ratelimit import RateLimiter
 from gateway.replier import Replier, reply_topic
+from gateway.request_state import RequestState
 from gateway.routes import GatewayRoutes
-from gateway.store import RequestState, RequestStore
+from gateway.store import RequestStore
 from gateway.tracing import TracingMiddleware
 from orchestrator.registry import SagaRegistry
 from sagaway.http import API_CSP, HeaderLimits, SecurityHeaders, TrustedProxies

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from gateway.problems import BadRequest, IdempotencyKeyReused
-from gateway.store import RequestState
+from gateway.request_state import RequestState
 
 MAX_KEY_LENGTH = 255
 

@@ -14,7 +14,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 
 from gateway.problems import BadRequest, CallbackRefused, SagaDidNotComplete
-from gateway.store import RequestState
+from gateway.request_state import RequestState
 from sagaway.settings import GatewaySettings
 
 STATUS_PATH = "/api/v1/requests/{id}"

@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from gateway.store import RequestState
+from gateway.request_state import RequestState
 
 log = logging.getLogger("sagaway.gateway.pending")
 

@@ -16,7 +16,8 @@ from typing import Any
 
 from gateway.metrics import GatewayMetrics
 from gateway.pending import PendingRequests
-from gateway.store import TERMINAL, FinalResult, RequestState, RequestStore, while_unavailable
+from gateway.request_state import TERMINAL, RequestState
+from gateway.store import FinalResult, RequestStore, while_unavailable
 from sagaway.messaging.envelope import Message
 from sagaway.messaging.processing import RecordProcessor
 from sagaway.messaging.records import Record

@@ -39,8 +39,8 @@ from gateway.problems import (
     Unauthenticated,
     UnsupportedMediaType,
 )
+from gateway.request_state import RequestState
 from gateway.ssrf import check_callback_url
-from gateway.store import RequestState
 from orchestrator.dsl import SagaDefinition
 from orchestrator.registry import UnknownSagaType
 from sagaway.messaging.envelope import Message, command

@@ -17,6 +17,7 @@ from gateway import store_sqlite
 from gateway.group_commit import GroupCommit
 from gateway.models import callbacks, requests
 from gateway.problems import DatabaseUnavailable
+from gateway.request_state import RequestState
 from sagaway.messaging.envelope import Message
 from sagaway.observability.backoff import RetryDelay
 from sagaway.outbox.writer import add_to_outbox
@@ -25,7 +26,6 @@ from sagaway.storage.database import read_only
 
 log = logging.getLogger("sagaway.gateway.store")
 
-TERMINAL = frozenset({"completed", "compensated", "failed"})
 # Errors that mean "the database is not reachable now" rather than "this statement is wrong".
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     sa.exc.OperationalError,
@@ -54,45 +54,6 @@ async def while_unavailable(what: str, action: Callable[[], Awaitable[T]]) -> T:
                 backoff.delay_s,
             )
             await backoff.wait()
-
-
-@dataclass(frozen=True, slots=True)
-class RequestState:
-    """One row of `requests`, as the routes answer it."""
-
-    id: str
-    saga_type: str
-    route: str
-    mode: str
-    status: str
-    principal: str | None
-    body_hash: str | None
-    callback_url: str | None
-    result: Any
-    error: Any
-    received_at: datetime
-    completed_at: datetime | None
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL
-
-    @classmethod
-    def from_row(cls, row: Any) -> RequestState:
-        return cls(
-            id=row.id,
-            saga_type=row.saga_type,
-            route=row.route,
-            mode=row.mode,
-            status=row.status,
-            principal=row.principal,
-            body_hash=row.body_hash,
-            callback_url=row.callback_url,
-            result=row.result,
-            error=row.error,
-            received_at=row.received_at,
-            completed_at=row.completed_at,
-        )
 
 
 _COLUMNS = (
@@ -228,25 +189,26 @@ class RequestStore:
             # are still waiting, then update those in one executemany. On inline SQLite both run
             # on its sqlite3 connection (store_sqlite.py).
             sqlite = holding_inline_transaction(conn)
-            waiting: dict[str, Any] = {}
+            waiting: dict[str, RequestState] = {}
             ids = list(dict.fromkeys(item.request_id for item in results))
             for start in range(0, len(ids), IN_LIST_CHUNK):
                 chunk = ids[start : start + IN_LIST_CHUNK]
                 if sqlite is not None:
-                    rows: Any = store_sqlite.still_accepted(sqlite, chunk)
+                    states = store_sqlite.still_accepted(sqlite, chunk)
                 else:
                     rows = await conn.execute(_STILL_ACCEPTED, {"ids": chunk})
-                for row in rows:
-                    waiting[row.id] = row
+                    states = [RequestState.from_row(row) for row in rows]
+                for state in states:
+                    waiting[state.id] = state
             changes: list[FinalResult] = []
             for item in results:
-                row = waiting.pop(item.request_id, None)
-                if row is None:
+                found = waiting.pop(item.request_id, None)
+                if found is None:
                     continue  # already terminal (a duplicate reply), or not ours
                 changes.append(item)
                 stored.append(
                     replace(
-                        RequestState.from_row(row),
+                        found,
                         status=item.status,
                         result=item.result,
                         error=item.failure,

@@ -14,31 +14,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
+from gateway.request_state import RequestState
 from sagaway.sqlite.direct import run_many_direct, select_direct
-from sagaway.storage.database import json_text
+from sagaway.storage.database import from_json_text, json_text
 from sagaway.storage.models import from_sqlite_timestamp_text, sqlite_timestamp_text
-
-
-class WaitingRequest(NamedTuple):
-    """A `requests` row still accepted, with the columns `RequestState.from_row` reads."""
-
-    id: str
-    saga_type: str
-    route: str
-    mode: str
-    status: str
-    principal: str | None
-    body_hash: str | None
-    callback_url: str | None
-    result: Any
-    error: Any
-    received_at: datetime
-    completed_at: datetime | None
-
 
 # The columns the gateway's routes give an accepted request, in the INSERT's order.
 REQUEST_COLUMNS = (
@@ -62,10 +45,6 @@ _STORE_RESULT = (
 )
 
 
-def _json(text: str | None) -> Any:
-    return None if text is None else orjson.loads(text)
-
-
 def insert_requests(sqlite: sqlite3.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert accepted requests, each with exactly `REQUEST_COLUMNS`. A taken idempotency key
     raises `sa.exc.IntegrityError`, as SQLAlchemy's insert does."""
@@ -76,14 +55,14 @@ def insert_requests(sqlite: sqlite3.Connection, rows: Sequence[Mapping[str, Any]
     run_many_direct(sqlite, _INSERT_REQUEST, params)
 
 
-def still_accepted(sqlite: sqlite3.Connection, ids: Sequence[str]) -> list[WaitingRequest]:
+def still_accepted(sqlite: sqlite3.Connection, ids: Sequence[str]) -> list[RequestState]:
     """The requests among `ids` that no final result has reached yet."""
     rows = select_direct(sqlite, _STILL_ACCEPTED, (orjson.dumps(list(ids)),))
     return [
-        WaitingRequest(
+        RequestState(
             row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-            _json(row[8]),
-            _json(row[9]),
+            from_json_text(row[8]),
+            from_json_text(row[9]),
             from_sqlite_timestamp_text(row[10]),
             None if row[11] is None else from_sqlite_timestamp_text(row[11]),
         )  # fmt: skip

@@ -21,7 +21,7 @@ import orjson
 
 from orchestrator.saga_rows import LoadedSaga
 from sagaway.sqlite.direct import run_direct, run_many_direct, select_direct
-from sagaway.storage.database import json_text
+from sagaway.storage.database import from_json_text, json_text
 from sagaway.storage.models import from_sqlite_timestamp_text, sqlite_timestamp_text
 
 
@@ -104,10 +104,6 @@ _INSERT_TIMERS = (
 _DELETE_TIMERS = "DELETE FROM timers WHERE id IN (SELECT value FROM json_each(?))"
 
 
-def _json(text: str | None) -> Any:
-    return None if text is None else orjson.loads(text)
-
-
 def _stamp(value: datetime | None) -> str | None:
     return None if value is None else sqlite_timestamp_text(value)
 
@@ -117,7 +113,8 @@ def load_sagas(sqlite: sqlite3.Connection, ids: Sequence[str]) -> list[StoredSag
     return [
         StoredSaga(
             row[0], row[1], row[2], row[3],
-            _json(row[4]), _json(row[5]), _json(row[6]), _json(row[7]),
+            from_json_text(row[4]), from_json_text(row[5]),
+            from_json_text(row[6]), from_json_text(row[7]),
             row[8], row[9], row[10], row[11],
             from_sqlite_timestamp_text(row[12]), row[13],
         )  # fmt: skip
@@ -127,7 +124,9 @@ def load_sagas(sqlite: sqlite3.Connection, ids: Sequence[str]) -> list[StoredSag
 
 def load_timers(sqlite: sqlite3.Connection, saga_ids: Sequence[str]) -> list[StoredTimer]:
     rows = select_direct(sqlite, _LOAD_TIMERS, (orjson.dumps(list(saga_ids)),))
-    return [StoredTimer(row[0], row[1], row[2], row[3], row[4], _json(row[5])) for row in rows]
+    return [
+        StoredTimer(row[0], row[1], row[2], row[3], row[4], from_json_text(row[5])) for row in rows
+    ]
 
 
 def existing_starts(

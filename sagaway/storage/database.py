@@ -105,6 +105,11 @@ def json_text(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+def from_json_text(text: str | None) -> Any:
+    """A JSON column's value from its stored text, as sqlite3 returns it (SQL NULL is None)."""
+    return None if text is None else orjson.loads(text)
+
+
 def create_database_engine(
     url: str | URL,
     *,

@@ -4,17 +4,17 @@ store the same text and answer the same states, or a request would read differen
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gateway.store import FinalResult, RequestState, RequestStore
+from gateway.request_state import RequestState
+from gateway.store import FinalResult, RequestStore
 from sagaway.messaging.envelope import command
 from sagaway.sqlite.direct import holding_inline_transaction
 from sagaway.storage.database import create_database_engine
 from sagaway.storage.migrate import upgrade
+from tests.harness.sqlite_rows import typed_rows
 
 RECEIVED = datetime(2026, 12, 4, 12, 0, 0, 123456, tzinfo=UTC)
 IDS = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(5)]
@@ -69,12 +69,9 @@ def _rows(path: Path) -> list[tuple[Any, ...]]:
         "id", "status", "result", "error", "received_at", "completed_at", "principal", "saga_type",
         "route", "mode", "reply_to", "callback_url", "idempotency_key", "body_hash", "gateway_id",
     ]  # fmt: skip
-    typed = ", ".join(f"typeof({c}), {c}" for c in columns)
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        rows = db.execute(f"SELECT {typed} FROM requests ORDER BY id").fetchall()
     out = []
-    for row in rows:
-        cells = list(zip(row[::2], row[1::2], strict=True))
+    for row in typed_rows(path, "requests", columns, order_by="id"):
+        cells = list(row)
         kind, completed = cells[5]
         if completed is not None:
             cells[5] = (kind, "".join("9" if c.isdigit() else c for c in completed))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from sagaway.messaging.topics import TopicNames
 from sagaway.sqlite.direct import holding_inline_transaction
 from sagaway.storage.database import create_database_engine
 from sagaway.storage.migrate import upgrade
+from tests.harness.sqlite_rows import typed_rows
 from tests.orchestrator import sagas
 
 # The three-step test saga, with search keys (stored with a new saga).
@@ -72,18 +72,13 @@ def stored(path: Path) -> dict[str, list[tuple[Any, ...]]]:
         " replied_at, reply_payload, error",
         "timers": "kind, step, attempt, due_at, payload, created_at",
     }
-    out: dict[str, list[tuple[Any, ...]]] = {}
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        db.row_factory = None
-        for table, columns in tables.items():
-            names = [c.strip() for c in columns.split(",")]
-            typed = ", ".join(f"typeof({c}), {c}" for c in names)
-            rows = db.execute(f"SELECT {typed} FROM {table} ORDER BY rowid").fetchall()
-            out[table] = [
-                tuple(_cell(kind, value) for kind, value in zip(r[::2], r[1::2], strict=True))
-                for r in rows
-            ]
-    return out
+    return {
+        table: [
+            tuple(_cell(kind, value) for kind, value in row)
+            for row in typed_rows(path, table, [c.strip() for c in columns.split(",")])
+        ]
+        for table, columns in tables.items()
+    }
 
 
 def _cell(kind: str, value: Any) -> tuple[str, Any]:
