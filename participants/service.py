@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -152,9 +153,11 @@ class ParticipantService:
         if isinstance(self.relay, WalRelay):
             await asyncio.wait_for(self.relay.active.wait(), timeout_s)
 
-    async def run_forever(self) -> None:
-        """Start, then run until cancelled (or the relay dies), then stop."""
+    async def run_forever(self, *, on_started: Callable[[], object] | None = None) -> None:
+        """Start (then call `on_started`), run until cancelled (or the relay dies), then stop."""
         await self.start()
+        if on_started is not None:
+            on_started()
         try:
             waits: list[asyncio.Future[None]] = []
             if self.runner is not None:

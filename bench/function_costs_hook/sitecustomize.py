@@ -5,10 +5,12 @@ Does nothing unless SAGAWAY_BENCH_FUNCTION_COSTS names a directory. There, SIGUS
 counts and SIGUSR1 writes them to `<pid>.json`. The wrappers go on once the modules are imported
 (a thread looks for them), and time a coroutine from its first step to its end: on an inline
 SQLite stack the functions listed do not wait for I/O, so that is their CPU, give or take a
-switch to another task."""
+switch to another task. The garbage collector's passes are counted too, as "gc generation N":
+a pass holds the event loop, inside whichever function allocated when it began."""
 
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import os
@@ -64,6 +66,18 @@ def _wrap(owner: Any, name: str, label: str) -> None:
         setattr(owner, name, timed)
 
 
+_gc_began = [0.0]
+
+
+def _on_gc(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        _gc_began[0] = time.perf_counter()
+        return
+    entry = _counts.setdefault(f"gc generation {info['generation']}", [0, 0.0])
+    entry[0] += 1
+    entry[1] += time.perf_counter() - _gc_began[0]
+
+
 def _install_when_imported() -> None:
     pending = list(TARGETS)
     deadline = time.monotonic() + 120
@@ -82,12 +96,16 @@ def _install_when_imported() -> None:
 
 
 def _write(directory: str) -> None:
-    with open(os.path.join(directory, f"{os.getpid()}.json"), "w") as out:
+    """Written beside and renamed, so the bench never reads a half-written file."""
+    path = os.path.join(directory, f"{os.getpid()}.json")
+    with open(path + ".part", "w") as out:
         json.dump({"argv": sys.argv, "counts": _counts}, out)
+    os.replace(path + ".part", path)
 
 
 _DIRECTORY = os.environ.get("SAGAWAY_BENCH_FUNCTION_COSTS")
 if _DIRECTORY:
     signal.signal(signal.SIGUSR1, lambda *_: _write(_DIRECTORY))
     signal.signal(signal.SIGUSR2, lambda *_: _counts.clear())
+    gc.callbacks.append(_on_gc)
     threading.Thread(target=_install_when_imported, name="function-costs", daemon=True).start()

@@ -22,6 +22,7 @@ from sagaway.cli.database_errors import database_errors_as_click
 from sagaway.http import SERVER_OPTIONS
 from sagaway.messaging.factory import connect_transport
 from sagaway.observability import event_loop
+from sagaway.observability.gc_tuning import freeze_startup_heap
 from sagaway.observability.listeners import bind_listener, listener_port
 from sagaway.outbox.choose import RelayModeError, make_relay, relay_mode
 from sagaway.settings import GatewaySettings
@@ -119,6 +120,7 @@ async def _serve(
             )
             gateway = app.state.gateway
             await gateway.start()
+            freeze_startup_heap()
             level = settings.observability.log_level.lower()
 
             def server(asgi_app: Any, host: str, sock: socket.socket) -> _Server:

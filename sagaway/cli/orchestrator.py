@@ -21,6 +21,7 @@ from orchestrator.service import OrchestratorService
 from sagaway.cli.database_errors import database_errors_as_click
 from sagaway.messaging.factory import connect_transport
 from sagaway.observability import event_loop
+from sagaway.observability.gc_tuning import freeze_startup_heap
 from sagaway.observability.metrics import serve_metrics
 from sagaway.outbox.choose import make_relay
 from sagaway.settings.composed import Settings
@@ -57,6 +58,7 @@ async def run_orchestrator(settings: Settings, *, with_relay: bool) -> None:
                 settings.orchestrator, registry, engine, transport, relay=relay
             )
             await service.start()
+            freeze_startup_heap()
             log.info(
                 "orchestrator running: %s; sagas %s",
                 describe_database(engine.url),

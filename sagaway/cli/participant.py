@@ -20,6 +20,7 @@ from participants.service import ParticipantService
 from sagaway.cli.database_errors import database_errors_as_click
 from sagaway.messaging.factory import connect_transport
 from sagaway.observability import event_loop
+from sagaway.observability.gc_tuning import freeze_startup_heap
 from sagaway.observability.metrics import serve_metrics
 from sagaway.outbox.choose import RelayModeError, make_relay
 from sagaway.settings.composed import Settings
@@ -119,7 +120,7 @@ async def run_participant(
             service = ParticipantService(
                 participant, settings.participant, engine=engine, transport=transport, relay=relay
             )
-            await service.run_forever()
+            await service.run_forever(on_started=freeze_startup_heap)
         finally:
             await transport.close()
     finally:

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sagaway.cli.database_errors import STARTUP_ERRORS
 from sagaway.messaging.factory import connect_transport
 from sagaway.observability import event_loop
+from sagaway.observability.gc_tuning import freeze_startup_heap
 from sagaway.observability.metrics import serve_metrics
 from sagaway.outbox.choose import RelayModeError, make_relay, relay_mode
 from sagaway.outbox.lag import measure_lag
@@ -109,6 +110,7 @@ async def run_relay(settings: Settings, service: str, mode: str | None) -> None:
                 describe_database(engine.url),
                 chosen,
             )
+            freeze_startup_heap()
             await relay.run()
         finally:
             await transport.close()

@@ -27,6 +27,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sagaway.messaging.transport import Transport
+from sagaway.observability.gc_tuning import freeze_startup_heap
 from sagaway.settings.composed import Settings
 
 log = logging.getLogger("sagaway.dev")
@@ -102,6 +103,7 @@ async def run_participants(settings: Settings, grace_s: float) -> None:
             engines[name] = await connect_database(settings.storage, name)
             stack.push_async_callback(engines[name].dispose)
         await start_example_participants(settings, engines, transport, stack, grace_s)
+        freeze_startup_heap()
         sys.stdout.buffer.write(READY_LINE)
         sys.stdout.flush()
         with contextlib.suppress(asyncio.CancelledError):

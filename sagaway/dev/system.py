@@ -46,6 +46,7 @@ from sagaway.dev.second_process import (
 )
 from sagaway.messaging.factory import connect_transport
 from sagaway.messaging.transport import Transport
+from sagaway.observability.gc_tuning import freeze_startup_heap
 from sagaway.outbox.choose import make_relay
 from sagaway.settings.composed import Settings
 from sagaway.storage.database import connect_database
@@ -384,6 +385,7 @@ async def run_dev(
             await system.start()
         except asyncio.CancelledError:
             return
+        freeze_startup_heap()
         phase = "running"
         try:
             echo(system.banner())

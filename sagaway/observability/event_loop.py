@@ -9,6 +9,8 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from sagaway.observability.gc_tuning import tune_collector
+
 T = TypeVar("T")
 
 
@@ -26,6 +28,8 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def run(main: Coroutine[Any, Any, T], choice: str = "asyncio") -> T:
-    """`asyncio.run(main)` on the chosen event loop."""
+    """`asyncio.run(main)` on the chosen event loop, with the garbage collector set for a server
+    (gc_tuning.py; `main` freezes its start-up heap once started)."""
+    tune_collector()
     with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
         return runner.run(main)
