@@ -191,6 +191,9 @@ def test_metrics_are_served_on_the_internal_listener_only_and_openapi_is_public(
     assert metrics.status_code == 200
     assert "sagaway_gateway_http_requests" in metrics.text
     assert "sagaway_orchestrator_sagas_started" in metrics.text
+    # Started, the process left its start-up heap out of garbage collections.
+    (frozen,) = re.findall(r"^sagaway_gc_frozen_objects ([0-9.e+]+)$", metrics.text, re.M)
+    assert float(frozen) > 10_000
     openapi = httpx.get(f"{dev.url}/openapi.json", timeout=10).json()
     assert "/api/v1/orders" in openapi["paths"]
 

@@ -7,6 +7,8 @@ import asyncio
 import gc
 import weakref
 
+from prometheus_client import REGISTRY
+
 from sagaway.observability import event_loop
 from sagaway.observability.gc_tuning import THRESHOLDS, freeze_startup_heap
 
@@ -44,6 +46,7 @@ def test_start_up_garbage_is_collected_and_what_lives_is_frozen() -> None:
 
     assert gone() is None  # collected before the freeze, not frozen with the rest
     assert frozen == gc.get_freeze_count() > 0
+    assert REGISTRY.get_sample_value("sagaway_gc_frozen_objects") == frozen
     tracked = {id(o) for o in gc.get_objects()}
     assert id(kept[0]) not in tracked  # later collections do not walk it
 
