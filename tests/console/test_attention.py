@@ -325,11 +325,13 @@ def test_a_stopped_participant_fills_the_band_within_a_refresh_and_clears_after(
             try:
                 for n in range(4, 8):
                     post_order(base, n)
-                # The participants' relays stop beating: once their heartbeat is older than
-                # the threshold, the next refresh names each of them, and greys their lag.
+                # The participants' relays stop beating: once a relay's heartbeat is older than
+                # the threshold, the next refresh names it, and greys its lag. Each relay beats
+                # on its own schedule, so each goes stale up to an interval after the others.
                 stale = "#attention li[data-kind=stale-relay]"
                 page.wait_for_selector(f"{stale} >> text=payments: relay heartbeat stale")
                 for service in ("inventory", "payments", "shipping"):
+                    page.wait_for_selector(f"{stale}:has-text('{service}:')")
                     assert page.locator(f"{stale}:has-text('{service}:')").count() == 1
                     row = page.locator(f"#outbox-lag tr[data-service='{service}']")
                     assert row.get_attribute("data-stale") == "true"
