@@ -52,6 +52,6 @@ def test_a_started_role_has_frozen_its_start_up_heap(
             timeout_s=60,
             what=lambda: f"{name} to report its frozen heap:\n{process.log_tail()}",
         )
-        assert frozen > 10_000
+        assert frozen is not None and frozen > 10_000
     finally:
         process.stop()
