@@ -12,7 +12,6 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from orchestrator.models import saga_instances
-from sagaway.outbox.models import outbox
 from sagaway.storage.models import Base, BigIdType, JSONType, Timestamp
 
 # A listing filtered by status (or type) and ordered newest first, with the id as tie-breaker for
@@ -38,8 +37,6 @@ ix_saga_instances_id_prefix = sa.Index(
     postgresql_ops={"id": "varchar_pattern_ops"},
     sqlite_where=sa.false(),
 )
-# "The messages it sent" on the saga page: outbox rows are keyed by saga id.
-ix_outbox_key = sa.Index("ix_outbox_key", outbox.c.key)
 
 
 # The gateway's `requests` table, as far as the overview reads it. The console and the gateway

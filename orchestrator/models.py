@@ -105,8 +105,12 @@ class SagaSearchKey(Base):
     name: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
     value: Mapped[str] = mapped_column(sa.String(200), nullable=False)
 
-    # The search box looks a value up under any key name: the value leads.
-    __table_args__ = (sa.Index("ix_saga_search_keys_value_name", "value", "name"),)
+    # The search box looks a value up under any key name: the value leads. On SQLite the rows
+    # live in the primary key's b-tree, not in a rowid table beside it (migration 0036).
+    __table_args__ = (
+        sa.Index("ix_saga_search_keys_value_name", "value", "name"),
+        {"sqlite_with_rowid": False},
+    )
 
 
 class OperatorAction(Base):

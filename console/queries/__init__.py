@@ -6,5 +6,5 @@ page family (saga listing, one saga, overview, dead letters)."""
 # Indexes: saga_instances (created_at, id), (status, created_at, id), (saga_type, created_at, id),
 # (saga_type, status, created_at), (status, updated_at), (principal), unique correlation_id,
 # (id varchar_pattern_ops) on PostgreSQL for id prefixes; saga_search_keys (value, name);
-# saga_steps (saga_id, id); timers (saga_id); outbox (key), (published_at, id); requests
+# saga_steps (saga_id, id); timers (saga_id); outbox (published_at, id); requests
 # (status, received_at); dead_letters (status, id).

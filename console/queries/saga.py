@@ -1,4 +1,4 @@
-"""One saga's rows for its page: the instance, its steps, timers, unsent outbox rows and what
+"""One saga's rows for its page: the instance, its steps, timers, unpublished outbox rows and what
 operators did to it."""
 
 from __future__ import annotations
@@ -39,10 +39,34 @@ async def saga_timer_rows(conn: AsyncConnection, saga_id: str) -> list[dict[str,
     return [row_dict(r) for r in (await conn.execute(query)).mappings()]
 
 
-async def saga_outbox_rows(conn: AsyncConnection, saga_id: str) -> list[dict[str, Any]]:
-    """Messages the saga sent that are still in the outbox (published ones are pruned)."""
-    query = sa.select(outbox).where(outbox.c.key == saga_id).order_by(outbox.c.id).limit(500)
-    return [row_dict(r) for r in (await conn.execute(query)).mappings()]
+# The saga page looks for a saga's messages among the outbox's unpublished rows, through the
+# (published_at, id) index the polling relay reads. Outbox rows are not indexed by key: that
+# index cost a b-tree page in every commit that wrote a message (docs/console.md). A published
+# message is in the timeline, and on PostgreSQL the relay deletes it at once anyway.
+UNPUBLISHED_SEARCHED = 20_000
+
+
+def _oldest_unpublished(limit: int) -> sa.Subquery:
+    return (
+        sa.select(outbox)
+        .where(outbox.c.published_at.is_(None))
+        .order_by(outbox.c.published_at, outbox.c.id)
+        .limit(limit)
+        .subquery("oldest")
+    )
+
+
+async def saga_outbox_rows(
+    conn: AsyncConnection, saga_id: str
+) -> tuple[list[dict[str, Any]], bool]:
+    """The saga's messages not yet published, and whether every unpublished row was searched
+    (False: more than `UNPUBLISHED_SEARCHED` wait, and only the oldest were)."""
+    counted = _oldest_unpublished(UNPUBLISHED_SEARCHED + 1)
+    waiting = await conn.scalar(sa.select(sa.func.count()).select_from(counted))
+    oldest = _oldest_unpublished(UNPUBLISHED_SEARCHED)
+    query = oldest.select().where(oldest.c.key == saga_id).order_by(oldest.c.id).limit(500)
+    rows = [row_dict(r) for r in (await conn.execute(query)).mappings()]
+    return rows, (waiting or 0) <= UNPUBLISHED_SEARCHED
 
 
 async def audit_rows(

@@ -14,6 +14,7 @@ from console.action_outcome import ALLOWED_STATUSES, refusal_for
 from console.auth import require_user
 from console.diagnosis import diagnose
 from console.queries.saga import (
+    UNPUBLISHED_SEARCHED,
     audit_rows,
     get_saga,
     saga_outbox_rows,
@@ -47,7 +48,7 @@ async def _saga_context(console: Console, saga_id: str) -> dict[str, Any]:
             raise HTTPException(404, f"no saga {saga_id!r}")
         steps = await saga_step_rows(conn, saga_id)
         timer_rows = await saga_timer_rows(conn, saga_id)
-        outbox_rows = await saga_outbox_rows(conn, saga_id)
+        outbox_rows, outbox_searched_all = await saga_outbox_rows(conn, saga_id)
         audit = await audit_rows(conn, operator_actions, saga_id)
     finished = saga["status"] in FINISHED
     tracks = (saga.get("state") or {}).get("steps") or {}
@@ -72,6 +73,8 @@ async def _saga_context(console: Console, saga_id: str) -> dict[str, Any]:
         "timeline": timeline,
         "timers": timer_rows,
         "outbox_rows": outbox_rows,
+        "outbox_searched_all": outbox_searched_all,
+        "outbox_searched": UNPUBLISHED_SEARCHED,
         "audit": audit,
         "diagnosis": diagnose(saga, timeline.attempts, timer_rows, outbox_rows, now),
         "finished": finished,
