@@ -84,14 +84,16 @@ def machine() -> dict[str, Any]:
 
 
 def code_version() -> str | None:
-    """The git commit measured (with `+dirty` for uncommitted changes), for before/after."""
+    """The git commit measured (with `+dirty` for uncommitted changes to anything but the saved
+    results and the docs: a run saved by the bench before must not mark the next one dirty)."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
             check=True, timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+             ":(exclude)bench/results", ":(exclude)docs"], cwd=ROOT,
             capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):

@@ -317,6 +317,22 @@ def _frame(frame: str) -> str:
     return frame
 
 
+def wal_pages_table(run: dict[str, Any]) -> list[str]:
+    """Pages each SQLite file of `sagaway dev` wrote per saga, and the b-trees that took most."""
+    out = ["### bench/wal_pages.py — WAL pages per saga, embedded", "",
+           f"{load_note(run)}; open loop at {fmt(run['rate_per_s'], 0)}/s, "
+           f"{fmt(run['pages_per_saga'])} pages per saga over all files.", "",
+           "| file | pages per saga | commits per saga | pages per commit | top b-trees "
+           "(pages per saga) |", "|---|---:|---:|---:|---|"]  # fmt: skip
+    for entry in run["databases"]:
+        top = ", ".join(f"{b['btree']} {fmt(b['pages_per_saga'])}" for b in entry["btrees"][:4])
+        out.append(
+            f"| {entry['database']} | {fmt(entry['pages_per_saga'])} | "
+            f"{fmt(entry['commits_per_saga'], 2)} | {fmt(entry['pages_per_commit'])} | {top} |"
+        )
+    return out + [""]
+
+
 def generated(profile_dir: Path | None) -> str:
     e2e, dbos, held = shown_run("e2e"), shown_run("peer_dbos"), shown_run("held")
     out: list[str] = [BEGIN, ""]
@@ -361,6 +377,9 @@ def generated(profile_dir: Path | None) -> str:
                 f"{fmt(r['p99_ms_from_send'], 0)} |"
             )
         out.append("")
+    pages = shown_run("wal_pages")
+    if pages:
+        out += wal_pages_table(pages)
     if all_stacks:
         out += ["### Plots", ""] + plots(all_stacks) + [""]
     runs = history()
