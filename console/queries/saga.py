@@ -46,9 +46,9 @@ async def saga_timer_rows(conn: AsyncConnection, saga_id: str) -> list[dict[str,
 UNPUBLISHED_SEARCHED = 20_000
 
 
-def _oldest_unpublished(limit: int) -> sa.Subquery:
+def _oldest_unpublished(limit: int, *columns: sa.ColumnElement[Any]) -> sa.Subquery:
     return (
-        sa.select(outbox)
+        sa.select(*columns)
         .where(outbox.c.published_at.is_(None))
         .order_by(outbox.c.published_at, outbox.c.id)
         .limit(limit)
@@ -61,9 +61,10 @@ async def saga_outbox_rows(
 ) -> tuple[list[dict[str, Any]], bool]:
     """The saga's messages not yet published, and whether every unpublished row was searched
     (False: more than `UNPUBLISHED_SEARCHED` wait, and only the oldest were)."""
-    counted = _oldest_unpublished(UNPUBLISHED_SEARCHED + 1)
+    # Counted from the index alone; the rows are read for their key only up to the limit.
+    counted = _oldest_unpublished(UNPUBLISHED_SEARCHED + 1, outbox.c.id)
     waiting = await conn.scalar(sa.select(sa.func.count()).select_from(counted))
-    oldest = _oldest_unpublished(UNPUBLISHED_SEARCHED)
+    oldest = _oldest_unpublished(UNPUBLISHED_SEARCHED, *outbox.c)
     query = oldest.select().where(oldest.c.key == saga_id).order_by(oldest.c.id).limit(500)
     rows = [row_dict(r) for r in (await conn.execute(query)).mappings()]
     return rows, (waiting or 0) <= UNPUBLISHED_SEARCHED
