@@ -35,7 +35,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from e2e import EmbeddedStack  # noqa: E402
-from processes import ORDER_PATH, closed_loop, emit, log, machine, open_loop  # noqa: E402
+from processes import (  # noqa: E402
+    ORDER_PATH,
+    closed_loop,
+    emit,
+    load_average,
+    log,
+    machine,
+    open_loop,
+)
 
 HOOK = Path(__file__).resolve().parent / "wal_pages_hook"
 WAL_HEADER = 32
@@ -131,7 +139,6 @@ async def measure(rate: float, duration_s: float) -> dict[str, Any]:
     os.environ["SAGAWAY_BENCH_WAL_PAGES"] = "1"
     try:
         await stack.start()
-        del os.environ["SAGAWAY_BENCH_WAL_PAGES"]
         url = stack.url + ORDER_PATH
         await closed_loop(url, 8, 2)  # past the first calls
         before = wal_sizes(stack.data_dir)
@@ -169,8 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args(argv)
+    # The embedded stack only: the broker fetch wait `machine()` names is the pg stack's.
+    run = {k: v for k, v in machine().items() if k != "fetch_max_wait_ms"}
     figures = asyncio.run(measure(args.rate, args.duration))
-    emit("wal_pages", {**machine(), **figures}, save=not args.no_save)
+    emit(
+        "wal_pages",
+        {**run, **figures, "load_average_at_end": load_average()},
+        save=not args.no_save,
+    )
     return 0
 
 
