@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -170,11 +171,16 @@ def postmaster_pid(postgres: PostgresServer) -> int:
     return int((postgres.data_dir / "postmaster.pid").read_text().splitlines()[0])
 
 
-def start_profilers(stack: Any, out_dir: Path, seconds: float) -> list[subprocess.Popen[bytes]]:
+def start_profilers(
+    stack: Any, out_dir: Path, seconds: float, clients: int
+) -> list[subprocess.Popen[bytes]]:
     """py-spy on every Python process of the stack (and its children: `sagaway dev`'s
     participants) for `seconds` (raw collapsed stacks, for flame graphs or
-    `bench/profile_top.py`)."""
+    `bench/profile_top.py`); what was profiled, and when, in `<stack>.profiled.json` beside them
+    (bench/report.py prints it over the profile)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    taken = {**machine(), "stack": stack.name, "clients": clients, "seconds": seconds}
+    (out_dir / f"{stack.name}.profiled.json").write_text(json.dumps(taken) + "\n")
     spy = str(Path(sys.executable).parent / "py-spy")
     procs = []
     for name, pid in stack.pids().items():
@@ -217,7 +223,7 @@ async def measure(
                     pg_meter.stop()
 
         if profile_dir is not None and i == len(concurrencies) - 1:
-            profilers = start_profilers(stack, profile_dir, duration_s)
+            profilers = start_profilers(stack, profile_dir, duration_s, concurrency)
         log(f"{stack.name}: {concurrency} clients for {duration_s:.0f}s "
             f"(load average {load_average()})")  # fmt: skip
         result = await closed_loop(

@@ -264,6 +264,21 @@ def plots(stacks: list[dict[str, Any]]) -> list[str]:
     return made
 
 
+def profiles_taken(directory: Path) -> list[str]:
+    """When and how each stack's profiles were taken (bench/e2e.py --profile saves it)."""
+    lines = []
+    for path in sorted(directory.glob("*.profiled.json")):
+        taken = json.loads(path.read_text())
+        lines.append(
+            f"- {taken['stack']}: {taken['clients']} clients for {taken['seconds']:.0f} s, "
+            f"at commit {taken['commit']}, {taken['time']}, load average "
+            f"{taken['load_average_at_start'][0]} at the start"
+        )
+    if not lines:  # profiles from before the file was written
+        lines.append("- 64 clients; the commit and time were not recorded with these profiles")
+    return [*lines, ""]
+
+
 def profile_tops(directory: Path, top: int = 15) -> list[str]:
     """Top self and inclusive costs from py-spy `--format raw` (collapsed stacks) files."""
     lines: list[str] = []
@@ -390,9 +405,10 @@ def generated(profile_dir: Path | None) -> str:
                 "the load):", ""]  # fmt: skip
         out += runs + [""]
     if profile_dir is not None and profile_dir.exists():
-        out += ["### Profile (py-spy, 64 clients) — top costs", "",
+        out += ["### Profile (py-spy) — top costs", "",
                 "`dev` is the embedded stack (`sagaway dev` and its participants' process, "
                 "sampled together); the others are roles of the pg stack.", ""]  # fmt: skip
+        out += profiles_taken(profile_dir)
         out += profile_tops(profile_dir)
     out.append(END)
     return "\n".join(out)
