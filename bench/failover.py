@@ -1,13 +1,19 @@
 """Failover: kill -9 one of two instances of a role on PostgreSQL + tansu, and time the takeover.
 
 Starts the stack of bench/e2e.py (`pg`) with a second instance of `--role` (orchestrator by
-default, or a participant: inventory, payments, shipping), sends sync place-order requests at a
-steady rate, kills one instance with SIGKILL, and reports:
+default, a participant: inventory, payments, shipping, or the gateway), sends sync place-order
+requests at a steady rate, kills one instance with SIGKILL, and reports:
 
 - `takeover_s`: from the kill to the survivor's log line saying it owns the killed instance's
-  partitions too (the consumer group's rebalance);
+  partitions too (the consumer group's rebalance; for the gateway, its replier's group, which
+  stores the final replies of the requests held on every instance);
 - `worst_delay_s`: the longest any request sent around the kill waited for its answer;
 - the latency of the requests before the kill, for comparison.
+
+With `--role gateway` the orders go to both gateways in turn, as a load balancer would send them,
+and a request whose gateway dies (refused, or its connection dropped while held) is sent again to
+the other one with the same Idempotency-Key, as a client should: its delay counts from the first
+send.
 
 The group settings are the ones the roles run with (`SAGAWAY_SESSION_TIMEOUT_MS`,
 `SAGAWAY_HEARTBEAT_INTERVAL_MS`, `SAGAWAY_REBALANCE_TIMEOUT_MS`): set them in the environment to
@@ -15,6 +21,7 @@ try others. Prints progress on stderr and one JSON line on stdout.
 
     .venv/bin/python bench/failover.py                         # orchestrator, 3 kills
     .venv/bin/python bench/failover.py --role inventory --kills 1
+    .venv/bin/python bench/failover.py --role gateway --kills 2
 """
 
 from __future__ import annotations
@@ -37,23 +44,51 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from e2e import DistributedStack  # noqa: E402
-from processes import ORDER_PATH, SAGAWAY, TANSU_ENV, emit, log, machine, order_body  # noqa: E402
+from processes import (  # noqa: E402
+    ORDER_PATH,
+    SAGAWAY,
+    TANSU_ENV,
+    emit,
+    free_port,
+    log,
+    machine,
+    order_body,
+    wait_http,
+)
 
 OWNS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*now owns (\d+) partition")
 # The orchestrator's own line, every 0.5-2 s (for code older than the consumer's line above).
 OWNS_LIST = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*owns partitions: (.*)$")
 
 
-def role_args(role: str) -> list[str]:
+# The group whose partitions a killed instance's survivor must take over: the gateway's other
+# group (callback intake) rebalances too, but held requests wait on the replier.
+WATCHED_GROUP = {"gateway": "gateway.replier"}
+
+
+def role_args(role: str, port: int = 0) -> list[str]:
     if role == "orchestrator":
         return [SAGAWAY, "orchestrator"]
+    if role == "gateway":
+        return [SAGAWAY, "gateway", "--host", "127.0.0.1", "--port", str(port),
+                "--internal-port", "0"]  # fmt: skip
     return [SAGAWAY, "participant", role, "--no-relay"]
 
 
-def ownership(log_path: Path) -> list[tuple[float, int]]:
-    """(time, partitions owned) for each rebalance the instance logged."""
+def role_env(stack: DistributedStack, role: str) -> dict[str, str]:
+    env = {**stack.env(role), **GROUP_ENV}
+    if role == "gateway":
+        env["SAGAWAY_GATEWAY_RUN_RELAY"] = "false"  # the stack's relay-gateway publishes
+    return env
+
+
+def ownership(log_path: Path, group: str | None = None) -> list[tuple[float, int]]:
+    """(time, partitions owned) for each rebalance the instance logged (of `group` only, if
+    given)."""
     out = []
     for line in log_path.read_text(errors="replace").splitlines():
+        if group is not None and f"group {group} " not in line:
+            continue
         match = OWNS.match(line)
         listed = None if match else OWNS_LIST.match(line)
         if match or listed:
@@ -66,32 +101,46 @@ def ownership(log_path: Path) -> list[tuple[float, int]]:
 
 
 class Load:
-    """Sync orders at a steady rate; keeps (sent, answered, status) per request."""
+    """Sync orders at a steady rate, to the gateways of `urls` in turn (the list may change while
+    it runs); keeps (sent, answered, status) per request. A request whose gateway is gone is sent
+    again, with the same Idempotency-Key, to the next gateway."""
 
-    def __init__(self, url: str, rate: float) -> None:
-        self.url = url
+    def __init__(self, urls: list[str], rate: float) -> None:
+        self.urls = urls
         self.rate = rate
         self.results: list[tuple[float, float, int]] = []
+        self.resent = 0
         self._task: asyncio.Task[None] | None = None
 
     async def _one(self, session: aiohttp.ClientSession, i: int) -> None:
         sent = time.time()
-        status = 0
-        try:
-            async with session.post(
-                self.url + ORDER_PATH,
-                data=order_body(i),
-                headers={
-                    "Content-Type": "application/json",
-                    "Prefer": "wait=60",
-                    "Idempotency-Key": uuid.uuid4().hex,
-                },
-                timeout=aiohttp.ClientTimeout(total=90),
-            ) as resp:
-                await resp.read()
-                status = resp.status
-        except (TimeoutError, aiohttp.ClientError):
-            status = -1
+        deadline = sent + 90
+        key = uuid.uuid4().hex
+        status = -1
+        attempt = 0
+        while time.time() < deadline:
+            url = self.urls[(i + attempt) % len(self.urls)]
+            try:
+                async with session.post(
+                    url + ORDER_PATH,
+                    data=order_body(i),
+                    headers={
+                        "Content-Type": "application/json",
+                        "Prefer": "wait=60",
+                        "Idempotency-Key": key,
+                    },
+                    timeout=aiohttp.ClientTimeout(total=max(1.0, deadline - time.time())),
+                ) as resp:
+                    await resp.read()
+                    status = resp.status
+                break
+            except TimeoutError:
+                break
+            except aiohttp.ClientError:
+                # Refused or dropped: that gateway is gone. A client tries another.
+                attempt += 1
+                self.resent += 1
+                await asyncio.sleep(0.05)
         self.results.append((sent, time.time(), status))
 
     async def run(self) -> None:
@@ -122,13 +171,23 @@ class Load:
             pass
 
 
-async def one_kill(stack: DistributedStack, role: str, n: int, settle_s: float) -> dict[str, Any]:
-    """Start a second instance, let the group settle, kill the older one; figures of the kill."""
+async def one_kill(
+    stack: DistributedStack, role: str, n: int, settle_s: float, load: Load
+) -> dict[str, Any]:
+    """Start a second instance, let the group settle, kill the older one; figures of the kill.
+    A second gateway joins `load`'s gateways once it answers, and the killed one leaves them
+    after the kill (until then the load sends to it, and its requests are sent again)."""
     first = stack.role(role)
-    second = stack.roles.spawn(f"{role}-{n}", role_args(role), {**stack.env(role), **GROUP_ENV})
+    port = free_port()
+    second = stack.roles.spawn(f"{role}-{n}", role_args(role, port), role_env(stack, role))
+    second_url = f"http://127.0.0.1:{port}"
+    if role == "gateway":
+        await wait_http(second_url + "/readyz", 60, stack.roles)
+        load.urls.append(second_url)
     log(f"{role}: second instance started (pid {second.pid}); settling {settle_s:.0f} s")
     await asyncio.sleep(settle_s)
-    owned_before = ownership(second.log_path)
+    group = WATCHED_GROUP.get(role)
+    owned_before = ownership(second.log_path, group)
     log(f"{role}: survivor owns {owned_before[-1][1] if owned_before else 0} partition(s); kill -9")
     killed_at = time.time()
     os.kill(first.pid, signal.SIGKILL)
@@ -136,12 +195,14 @@ async def one_kill(stack: DistributedStack, role: str, n: int, settle_s: float) 
     deadline = time.monotonic() + 60
     takeover: float | None = None
     while time.monotonic() < deadline:
-        after = [(t, count) for t, count in ownership(second.log_path) if t >= killed_at - 0.01]
+        after = [(t, c) for t, c in ownership(second.log_path, group) if t >= killed_at - 0.01]
         if after and after[-1][1] > (owned_before[-1][1] if owned_before else 0):
             takeover = after[-1][0] - killed_at
             break
         await asyncio.sleep(0.1)
     log(f"{role}: taken over after {takeover if takeover is None else round(takeover, 2)} s")
+    if role == "gateway":
+        load.urls[:] = [second_url]
     # The survivor becomes the instance the next kill's second instance joins.
     stack.roles.roles.remove(first)
     second.name = role
@@ -164,14 +225,16 @@ async def run(role: str, rate: float, kills: int, settle_s: float) -> dict[str, 
         old = stack.role(role)
         old.stop()
         stack.roles.roles.remove(old)
-        stack.roles.spawn(role, role_args(role), {**stack.env(role), **GROUP_ENV})
+        stack.roles.spawn(role, role_args(role, stack.port), role_env(stack, role))
+        if role == "gateway":
+            await wait_http(stack.url + "/readyz", 60, stack.roles)
         await asyncio.sleep(settle_s)
-        load = Load(stack.url, rate)
+        load = Load([stack.url], rate)
         load.start()
         await asyncio.sleep(5)
         events = []
         for n in range(2, kills + 2):
-            events.append(await one_kill(stack, role, n, settle_s))
+            events.append(await one_kill(stack, role, n, settle_s, load))
             await asyncio.sleep(10)
         await load.stop()
     finally:
@@ -204,6 +267,7 @@ async def run(role: str, rate: float, kills: int, settle_s: float) -> dict[str, 
         "rate_per_s": rate,
         "settings": {**{k: v for k, v in TANSU_ENV.items()}, **GROUP_ENV},
         "requests": len(load.results),
+        "resent_to_another_gateway": load.resent,
         "errors": errors,
         "p50_before_ms": round(before[len(before) // 2] * 1000, 1) if before else None,
         "kills": events,
@@ -216,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--role", default="orchestrator", choices=["orchestrator", "inventory", "payments",
-                                                    "shipping"],
+                                                    "shipping", "gateway"],
     )  # fmt: skip
     parser.add_argument("--rate", type=float, default=10.0, help="orders per second")
     parser.add_argument("--kills", type=int, default=3)

@@ -186,6 +186,30 @@ def low_load_rows() -> list[tuple[str, str, str]]:
     return rows
 
 
+def failover_rows() -> list[tuple[str, str, str]]:
+    """Failover (bench/failover.py): the latest run of each role killed."""
+    path = RESULTS / "failover.jsonl"
+    if not path.exists():
+        return []
+    latest: dict[str, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            run = json.loads(line)
+            latest[run["role"]] = run
+    rows = []
+    for role, run in latest.items():
+        settings = run.get("settings", {})
+        session = settings.get("SAGAWAY_SESSION_TIMEOUT_MS", "default")
+        where = f"pg; bench/failover.py, {run['commit']}, session {session} ms"
+        takeover, delay = run["worst_takeover_s"], run["worst_delay_s"]
+        met = takeover <= 3 and delay <= 5 and run["errors"] == 0
+        rows.append((f"kill -9 of one of two {role}s: partitions moved ≤ 3 s, no held request "
+                     f"over 5 s ({where})",
+                     f"{len(run['kills'])} kills: takeover ≤ {fmt(takeover)} s, worst request "
+                     f"{fmt(delay)} s, {run['errors']} errors", _ok(met)))  # fmt: skip
+    return rows
+
+
 def goals_table(e2e: dict[str, Any] | None, dbos: dict[str, Any] | None,
                 held: dict[str, Any] | None) -> list[str]:  # fmt: skip
     rows: list[tuple[str, str, str]] = low_load_rows()
@@ -221,6 +245,7 @@ def goals_table(e2e: dict[str, Any] | None, dbos: dict[str, Any] | None,
              f"{run['errors']} errors, {fmt(run['gateway_rss_mib_peak'])} MiB",
              _ok(run["errors"] == 0 and run["gateway_rss_mib_peak"] < 1024))  # fmt: skip
         )
+    rows += failover_rows()
     lines = ["| goal | measured | met |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return lines
